@@ -1,0 +1,1 @@
+"""svde: light-weight geometry-preserving single-view depth estimation."""

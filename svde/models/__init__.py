@@ -1,0 +1,35 @@
+"""Models: the paper's eight LRN depth networks and their checkpoints.
+
+Example:
+    >>> from svde.models import build_model, MODELS
+    >>> sorted(MODELS)[:2]
+    ['b0_lrn4', 'b1_lrn4']
+"""
+
+from svde.models.checkpoint import (
+    CheckpointError,
+    convert_official,
+    load_model,
+    load_official_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from svde.models.encoders import ENCODERS, build_encoder
+from svde.models.model import DepthModel
+from svde.models.pretrained import PretrainedWeightsUnavailable
+from svde.models.registry import MODELS, build_model
+
+__all__ = [
+    "CheckpointError",
+    "DepthModel",
+    "ENCODERS",
+    "MODELS",
+    "PretrainedWeightsUnavailable",
+    "build_encoder",
+    "build_model",
+    "convert_official",
+    "load_model",
+    "load_official_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,191 @@
+"""Checkpoints: the authors' released files and the project's own format.
+
+The project's checkpoint is a dict ``{"format": "svde", "version": 1, "model_name": ...,
+"model": state_dict, "config": resolved config or None, ...}``, written atomically, so any
+script can rebuild the network from the file alone (:func:`load_model`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from svde.models.model import DepthModel
+from svde.models.registry import MODELS, build_model
+
+FORMAT = "svde"
+VERSION = 1
+
+_CRP_ADAPT = re.compile(r"^branches\.1\.up_branch\.(\d+)\.0\.adapt\.(.+)$")
+_CRP_STAGE = re.compile(r"^branches\.1\.up_branch\.(\d+)\.0\.(\d+)_outvar_dimred\.(.+)$")
+_FUSION = re.compile(r"^branches\.1\.adapters\.(\d+)\.0\.(.+)$")
+_HEAD = re.compile(r"^branches\.1\.final_decoder\.0\.(.+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not fit the requested model."""
+
+
+def _read(path_or_state: str | os.PathLike | Mapping[str, Any], what: str) -> tuple[Mapping[str, Any], str]:
+    if isinstance(path_or_state, Mapping):
+        return path_or_state, "<state dict>"
+    path = Path(path_or_state)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        raise CheckpointError(
+            f"cannot read {what} {path} ({path.stat().st_size} bytes): truncated or not a PyTorch file ({exc})"
+        ) from exc
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{what} {path} holds a {type(obj).__name__}, expected a dict of tensors")
+    return obj, str(path)
+
+
+def official_to_svde(state: Mapping[str, torch.Tensor], model: DepthModel) -> dict[str, torch.Tensor]:
+    """Rename a released state dict (``branches.0``/``branches.1``) to this project's names.
+
+    The decoder's second copy of the encoder (``branches.1.backbone.*``) and the encoders'
+    classification heads are dropped; any other unknown entry is kept under its own name, so
+    that the caller's key check reports it.
+    """
+    enc = model.encoder
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.startswith("branches.1.backbone."):
+            continue
+        if key.startswith("branches.0."):
+            rest = key[len("branches.0."):]
+            if rest.startswith(enc.released_unused):
+                continue
+            out[f"encoder.{enc.released_prefix}{rest}"] = value
+        elif m := _CRP_ADAPT.match(key):
+            out[f"decoder.crp.{m[1]}.adapt.{m[2]}"] = value
+        elif m := _CRP_STAGE.match(key):
+            out[f"decoder.crp.{m[1]}.stages.{int(m[2]) - 1}.{m[3]}"] = value
+        elif m := _FUSION.match(key):
+            out[f"decoder.fusion.{m[1]}.conv.{m[2]}"] = value
+        elif m := _HEAD.match(key):
+            out[f"head.conv.{m[1]}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _mismatches(state: Mapping[str, torch.Tensor], model: torch.nn.Module) -> list[str]:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            problems.append(f"{len(items)} {label} (e.g. {'; '.join(items[:3])})")
+    return problems
+
+
+def _guess_official_name(state: Mapping[str, torch.Tensor]) -> str | None:
+    for name in MODELS:
+        candidate = build_model(name)
+        if not _mismatches(official_to_svde(state, candidate), candidate):
+            return name
+    return None
+
+
+def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    for key in ("state_dict", "model"):
+        if key in obj and isinstance(obj[key], Mapping):
+            return obj[key]
+    return obj
+
+
+def load_official_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, Any], name: str) -> DepthModel:
+    """Build ``name`` and load the authors' released weights into it; returns it in eval mode.
+
+    Example:
+        >>> model = load_official_checkpoint("weights/mn_lrn4.pth", "mn_lrn4")  # doctest: +SKIP
+    """
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    raw, source = _read(path_or_state_dict, "released checkpoint")
+    state = _unwrap(raw)
+    model = build_model(name)
+    mapped = official_to_svde(state, model)
+    problems = _mismatches(mapped, model)
+    if problems:
+        guess = _guess_official_name(state)
+        hint = f" It looks like a {guess} checkpoint: pass name={guess!r}." if guess and guess != name else ""
+        raise CheckpointError(f"{source} does not fit {name}: {', '.join(problems)}.{hint}")
+    backbone_copy = {k[len("branches.1.backbone."):]: v for k, v in state.items() if k.startswith("branches.1.backbone.")}
+    differing = [k for k, v in backbone_copy.items() if f"branches.0.{k}" in state and not torch.equal(v, state[f"branches.0.{k}"])]
+    if differing:
+        warnings.warn(f"{source}: the decoder's encoder copy differs from branches.0 in {len(differing)} entries; using branches.0")
+    model.load_state_dict(mapped, strict=True)
+    return model.eval()
+
+
+def save_checkpoint(path: str | os.PathLike, model: DepthModel, config: Mapping[str, Any] | None = None, **extra: Any) -> Path:
+    """Write ``model`` (and the resolved config, training state in ``extra``) atomically.
+
+    The file is written to a temporary name in the same folder and renamed, so a crash never
+    leaves a half-written checkpoint behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DDP
+    payload = {"format": FORMAT, "version": VERSION, "model_name": model.name, "model": model.state_dict(),
+               "config": dict(config) if config is not None else None, **extra}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a project checkpoint and check its format (clear error for released files)."""
+    obj, source = _read(path, "checkpoint")
+    if obj.get("format") != FORMAT:
+        hint = (" It looks like an authors' release: use load_official_checkpoint(path, name) or "
+                "--official PATH --model NAME.") if any(str(k).startswith("branches.") for k in _unwrap(obj)) else ""
+        raise CheckpointError(f"{source} is not an svde checkpoint (no format={FORMAT!r} entry).{hint}")
+    if obj.get("model_name") not in MODELS:
+        raise CheckpointError(f"{source}: model_name {obj.get('model_name')!r} is not one of {', '.join(MODELS)}")
+    return dict(obj)
+
+
+def load_model(path: str | os.PathLike) -> DepthModel:
+    """Rebuild the network stored in a project checkpoint; returns it in eval mode.
+
+    Example:
+        >>> model = load_model("runs/quickstart/best.pt")  # doctest: +SKIP
+    """
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt["model_name"])
+    problems = _mismatches(ckpt["model"], model)
+    if problems:
+        raise CheckpointError(f"{path} does not fit {ckpt['model_name']}: {', '.join(problems)}")
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def convert_official(src: str | os.PathLike, name: str, dst: str | os.PathLike) -> Path:
+    """Convert a released file to the project's checkpoint format (loadable by :func:`load_model`)."""
+    model = load_official_checkpoint(src, name)
+    return save_checkpoint(dst, model, config=None, source=str(src))

