@@ -1,0 +1,145 @@
+"""The one sample contract and the dataset base class every loader derives from.
+
+A sample is a dict:
+
+* ``image``: float32 (3, H, W), ImageNet-normalised RGB;
+* ``target``: float32 (1, H, W): depth for ``absolute``/``uts``, disparity for ``utss``,
+  zeros for ``ordinal``; invalid pixels hold 0;
+* ``mask``: bool (1, H, W), True where ``target`` is valid (finite and > 0);
+* ``depth_type``: one of :data:`DEPTH_TYPES`;
+* ``meta``: dict with ``dataset``, ``file`` and ``intrinsics`` (float32 tensor
+  ``[fx, fy, cx, cy]`` in pixels of *this* sample's resolution, or ``None``);
+* ``pairs`` (ordinal data only): float32 (K, 5) = yA, xA, yB, xB, rel; 0-based; rel = +1 when
+  A is farther, -1 when B is farther.
+
+Subclasses implement two narrow hooks: :meth:`DepthDataset.index` (list the samples once) and
+:meth:`DepthDataset.read` (decode one into numpy arrays). Validation, masking of bad depths,
+augmentation and tensor conversion happen here, once, for every dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+DEPTH_TYPES = ("absolute", "uts", "utss", "ordinal")
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+class DataError(ValueError):
+    """A dataset root, file or value is missing or not what the loader expects."""
+
+
+def normalize_image(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> ImageNet-normalised float32 (3, H, W)."""
+    x = rgb.astype(np.float32) / 255.0
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def denormalize_image(image: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`normalize_image`: (3, H, W) tensor -> uint8 (H, W, 3)."""
+    x = image.detach().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def valid_depth_mask(target: np.ndarray) -> np.ndarray:
+    """True where a depth/disparity value is usable: finite and strictly positive."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(target) & (target > 0)
+
+
+class DepthDataset(Dataset):
+    """Base class: ``index()`` lists records, ``read(record)`` decodes one.
+
+    ``read`` returns a dict of numpy arrays: ``image`` uint8 (H, W, 3) RGB, ``target``
+    float32 (H, W) (depth or disparity in the dataset's ``depth_type``), optionally ``mask``
+    bool (H, W) (extra validity, ANDed with finite & > 0), ``intrinsics`` (4,) and ``pairs``
+    (K, 5), and ``file`` (the path to name in messages).
+
+    Args:
+        root: the dataset's root folder (``None`` for generated data).
+        split: dataset-specific split name (``None`` for the default).
+        transform: a joint transform ``f(raw_dict) -> raw_dict`` applied to the numpy sample
+            (see :mod:`svde.data.transforms`), before normalisation.
+    """
+
+    name: str = ""
+    depth_type: str = "absolute"
+
+    def __init__(self, root: str | os.PathLike | None, split: str | None = None,
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        self.root = Path(root) if root is not None else None
+        self.split = split
+        self.transform = transform
+        if self.depth_type not in DEPTH_TYPES:
+            raise DataError(f"{type(self).__name__}.depth_type must be one of {DEPTH_TYPES}, got {self.depth_type!r}")
+        self.records = list(self.index())
+        if not self.records:
+            raise DataError(f"{self.name or type(self).__name__}: no samples found under {self.root}"
+                            f"{f' for split {split!r}' if split else ''}; {self.layout_hint()}")
+
+    # ---- hooks -------------------------------------------------------------------------
+    def index(self) -> list[Any]:
+        """List the dataset's samples (called once). Raise :class:`DataError` on a bad layout."""
+        raise NotImplementedError
+
+    def read(self, record: Any) -> dict[str, Any]:
+        """Decode one record into numpy arrays (see the class docstring)."""
+        raise NotImplementedError
+
+    def layout_hint(self) -> str:
+        """One line describing the expected files, for error messages."""
+        return "see the dataset's docstring for the expected layout"
+
+    # ---- shared machinery --------------------------------------------------------------
+    def require(self, path: Path) -> Path:
+        """Return ``path`` if it exists, else raise an error naming it and the expected layout."""
+        if not path.exists():
+            raise DataError(f"{self.name}: expected {path} (not found); {self.layout_hint()}")
+        return path
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        raw = self.read(self.records[i])
+        return self.finish(raw)
+
+    def finish(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Validate, mask, transform and convert one decoded sample to the sample contract."""
+        file = str(raw.get("file", "?"))
+        image, target = raw["image"], raw["target"]
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DataError(f"{file}: decoded image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        if target.shape != image.shape[:2]:
+            raise DataError(f"{file}: image is {image.shape[1]}x{image.shape[0]} (WxH) but depth is "
+                            f"{target.shape[1] if target.ndim > 1 else '?'}x{target.shape[0]}")
+        target = target.astype(np.float32, copy=False)
+        mask = valid_depth_mask(target)
+        if raw.get("mask") is not None:
+            mask &= raw["mask"].astype(bool)
+        raw = {**raw, "target": np.where(mask, target, 0.0).astype(np.float32), "mask": mask}
+        if self.transform is not None:
+            raw = self.transform(raw)
+        sample = {
+            "image": normalize_image(raw["image"]),
+            "target": torch.from_numpy(np.ascontiguousarray(raw["target"], dtype=np.float32))[None],
+            "mask": torch.from_numpy(np.ascontiguousarray(raw["mask"], dtype=bool))[None],
+            "depth_type": raw.get("depth_type", self.depth_type),
+            "meta": {
+                "dataset": self.name,
+                "file": file,
+                "intrinsics": None if raw.get("intrinsics") is None
+                else torch.as_tensor(np.asarray(raw["intrinsics"], dtype=np.float32)),
+            },
+        }
+        if raw.get("pairs") is not None:
+            sample["pairs"] = torch.as_tensor(np.asarray(raw["pairs"], dtype=np.float32))
+        return sample

@@ -1,0 +1,53 @@
+"""Dataset registry: a YAML ``name`` -> the class that reads it.
+
+Classes are imported when built, so that reading one dataset does not import every format's
+dependencies (h5py, scipy, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from svde.data.base import DepthDataset
+
+# name -> (module, class)
+DATASETS: dict[str, tuple[str, str]] = {
+    # built-in and generic
+    "synthetic": ("svde.data.synthetic", "SyntheticDataset"),
+    "rgbd_folder": ("svde.data.folder", "RGBDFolderDataset"),
+    "stereo_folder": ("svde.data.folder", "StereoFolderDataset"),
+    # training sets
+    "redweb": ("svde.data.train_sets", "ReDWebDataset"),
+    "diml": ("svde.data.train_sets", "DIMLIndoorDataset"),
+    "megadepth": ("svde.data.train_sets", "MegaDepthDataset"),
+    # evaluation sets
+    "nyu": ("svde.data.eval_sets", "NYUv2LabeledDataset"),
+    "nyu_sync": ("svde.data.eval_sets", "NYUv2SyncDataset"),
+    "tum": ("svde.data.eval_sets", "TUMH5Dataset"),
+    "tum_raw": ("svde.data.eval_sets", "TUMRawDataset"),
+    "kitti": ("svde.data.eval_sets", "KITTIDataset"),
+    "sintel": ("svde.data.eval_sets", "SintelDataset"),
+    "diw": ("svde.data.eval_sets", "DIWDataset"),
+    "eth3d": ("svde.data.eval_sets", "ETH3DDataset"),
+}
+
+
+def dataset_class(name: str) -> type[DepthDataset]:
+    """The class registered under ``name``; an unknown name lists the valid ones."""
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    module, cls = DATASETS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_dataset(name: str, root: str | os.PathLike | None = None, split: str | None = None, **options: Any) -> DepthDataset:
+    """Build a dataset by registry name.
+
+    Example:
+        >>> ds = build_dataset("synthetic", split="val", length=4, height=64, width=96)
+        >>> sorted(ds[0])
+        ['depth_type', 'image', 'mask', 'meta', 'target']
+    """
+    return dataset_class(name)(root=root, split=split, **options)
