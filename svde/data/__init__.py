@@ -8,15 +8,32 @@ Example:
 """
 
 from svde.data.base import DEPTH_TYPES, DataError, DepthDataset, denormalize_image, normalize_image
+from svde.data.folder import RGBDFolderDataset, StereoFolderDataset
+from svde.data.mixing import MixedDataset, MixedSampler, collate
 from svde.data.registry import DATASETS, build_dataset, dataset_class
+from svde.data.synthetic import SyntheticDataset
+from svde.data.transforms import Compose, ToUTS, ToUTSS, build_eval_transform, build_train_transform, to_uts, to_utss
 
 __all__ = [
     "DATASETS",
     "DEPTH_TYPES",
+    "Compose",
     "DataError",
     "DepthDataset",
+    "MixedDataset",
+    "MixedSampler",
+    "RGBDFolderDataset",
+    "StereoFolderDataset",
+    "SyntheticDataset",
+    "ToUTS",
+    "ToUTSS",
     "build_dataset",
+    "build_eval_transform",
+    "build_train_transform",
+    "collate",
     "dataset_class",
     "denormalize_image",
     "normalize_image",
+    "to_uts",
+    "to_utss",
 ]

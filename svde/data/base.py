@@ -125,7 +125,9 @@ class DepthDataset(Dataset):
         mask = valid_depth_mask(target)
         if raw.get("mask") is not None:
             mask &= raw["mask"].astype(bool)
-        raw = {**raw, "target": np.where(mask, target, 0.0).astype(np.float32), "mask": mask}
+        # depth_type is set before the transform so that depth-type conversions can check it.
+        raw = {**raw, "target": np.where(mask, target, 0.0).astype(np.float32), "mask": mask,
+               "depth_type": raw.get("depth_type", self.depth_type)}
         if self.transform is not None:
             raw = self.transform(raw)
         sample = {

@@ -1,0 +1,178 @@
+"""File readers shared by every dataset loader: RGB images, 16-bit PNG, PFM, Sintel ``.dpt``.
+
+Every reader returns plain numpy arrays and raises :class:`~svde.data.base.DataError` naming the
+file and what was expected when a file is missing, unreadable or not in the expected format.
+
+Example:
+    >>> from svde.data.io import read_depth_any
+    >>> depth = read_depth_any("scene/depth/0001.png", scale=1000.0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from svde.data.base import DataError
+
+# Sintel's .dpt magic number (stored as a little-endian float32 before width and height).
+DPT_TAG = 202021.25
+
+
+def _exists(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return path
+
+
+def _imread(path: str | os.PathLike) -> np.ndarray:
+    """cv2.imread(IMREAD_UNCHANGED) with a DataError instead of ``None`` on failure."""
+    path = _exists(path)
+    # np.fromfile + imdecode also copes with non-ASCII paths, which cv2.imread does not on every platform.
+    buf = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise DataError(f"{path}: cannot decode the image (corrupt or unsupported format)")
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any image as uint8 (H, W, 3) RGB.
+
+    Grayscale is replicated to three channels, the alpha channel of RGBA/BGRA is dropped,
+    16-bit images are scaled to 8 bits (value / 257) and float images in [0, 1] to [0, 255].
+
+    Example:
+        >>> rgb = read_image("scene/rgb/0001.jpg")  # doctest: +SKIP
+        >>> rgb.dtype, rgb.shape[2]  # doctest: +SKIP
+        (dtype('uint8'), 3)
+    """
+    img = _imread(path)
+    if img.dtype == np.uint16:
+        # 65535 / 257 = 255 exactly, so the full 16-bit range maps onto the full 8-bit range.
+        img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(np.round(np.nan_to_num(img, nan=0.0) * 255.0), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise DataError(f"{path}: unsupported image dtype {img.dtype}; expected 8- or 16-bit")
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+        raise DataError(f"{path}: unsupported image shape {img.shape}; expected gray, BGR or BGRA")
+    if img.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    code = cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(img, code)
+
+
+def read_png16(path: str | os.PathLike) -> np.ndarray:
+    """Read a 16-bit single-channel PNG as uint16 (H, W), raw values (no scaling).
+
+    Example:
+        >>> raw = read_png16("scene/depth/0001.png")  # doctest: +SKIP
+        >>> raw.dtype  # doctest: +SKIP
+        dtype('uint16')
+    """
+    img = _imread(path)
+    if img.dtype != np.uint16 or img.ndim != 2:
+        chans = 1 if img.ndim == 2 else img.shape[2]
+        raise DataError(f"{path}: expected a 16-bit single-channel PNG, got {img.dtype} with {chans} channel(s)")
+    return img
+
+
+def read_pfm(path: str | os.PathLike) -> np.ndarray:
+    """Read a PFM file as float32 (H, W); colour (``PF``) files keep their first channel.
+
+    The sign of the scale line gives the endianness (negative: little-endian) and rows are stored
+    bottom-up, so they are flipped here.
+
+    Example:
+        >>> disp = read_pfm("scene/disp/0001.pfm")  # doctest: +SKIP
+    """
+    path = _exists(path)
+    with open(path, "rb") as f:
+        header = f.readline().strip()
+        if header not in (b"Pf", b"PF"):
+            raise DataError(f"{path}: bad PFM header {header[:16]!r}; expected 'Pf' or 'PF'")
+        channels = 1 if header == b"Pf" else 3
+        dims = f.readline().split()
+        try:
+            width, height = int(dims[0]), int(dims[1])
+            scale = float(f.readline().strip())
+        except (IndexError, ValueError) as e:
+            raise DataError(f"{path}: bad PFM header (width/height/scale lines): {e}") from None
+        if width <= 0 or height <= 0 or scale == 0 or len(dims) != 2:
+            raise DataError(f"{path}: bad PFM header: size {dims!r}, scale {scale}")
+        dtype = "<f4" if scale < 0 else ">f4"
+        data = np.frombuffer(f.read(), dtype=dtype)
+    expected = width * height * channels
+    if data.size < expected:
+        raise DataError(f"{path}: PFM data holds {data.size} floats, expected {width}x{height}x{channels} = {expected}")
+    data = data[:expected].reshape(height, width, channels)[::-1, :, 0]
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def read_dpt(path: str | os.PathLike) -> np.ndarray:
+    """Read a Sintel ``.dpt`` depth file as float32 (H, W), in the file's own units.
+
+    Layout: float32 tag 202021.25, int32 width, int32 height, then width*height float32, all
+    little-endian.
+
+    Example:
+        >>> depth = read_dpt("sintel/depth/alley_1/frame_0001.dpt")  # doctest: +SKIP
+    """
+    path = _exists(path)
+    raw = path.read_bytes()
+    if len(raw) < 12:
+        raise DataError(f"{path}: too short for a .dpt header ({len(raw)} bytes)")
+    tag = np.frombuffer(raw, dtype="<f4", count=1)[0]
+    if tag != np.float32(DPT_TAG):
+        raise DataError(f"{path}: wrong .dpt tag {tag}; expected {DPT_TAG}")
+    width, height = (int(v) for v in np.frombuffer(raw, dtype="<i4", count=2, offset=4))
+    if width <= 0 or height <= 0 or width * height > 1 << 28:
+        raise DataError(f"{path}: bad .dpt size {width}x{height}")
+    expected = 12 + 4 * width * height
+    if len(raw) != expected:
+        raise DataError(f"{path}: .dpt of {width}x{height} should be {expected} bytes, got {len(raw)}")
+    return np.frombuffer(raw, dtype="<f4", offset=12).reshape(height, width).astype(np.float32)
+
+
+def read_depth_any(path: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
+    """Read a depth (or disparity) map as float32 (H, W) by its extension, divided by ``scale``.
+
+    ``.png`` (16-bit, e.g. millimetres with ``scale=1000``), ``.pfm``, ``.npy`` (2-D, or
+    (H, W, 1)) and ``.dpt``. Non-finite values are kept: the dataset base class masks them.
+
+    Example:
+        >>> depth_m = read_depth_any("scene/depth/0001.png", scale=1000.0)  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not scale or not np.isfinite(scale) or scale <= 0:
+        raise DataError(f"{path}: depth scale must be a positive number, got {scale!r}")
+    ext = path.suffix.lower()
+    if ext == ".png":
+        depth = read_png16(path).astype(np.float32)
+    elif ext == ".pfm":
+        depth = read_pfm(path)
+    elif ext == ".dpt":
+        depth = read_dpt(path)
+    elif ext == ".npy":
+        _exists(path)
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise DataError(f"{path}: cannot read the .npy file: {e}") from None
+        if depth.ndim == 3 and depth.shape[2] == 1:
+            depth = depth[:, :, 0]
+        if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.number):
+            raise DataError(f"{path}: expected a numeric (H, W) array, got {depth.dtype} {depth.shape}")
+        depth = depth.astype(np.float32)
+    else:
+        raise DataError(f"{path}: unsupported depth file extension {ext!r}; expected .png (16-bit), .pfm, .npy or .dpt")
+    if scale != 1.0:
+        depth = depth / np.float32(scale)
+    return depth.astype(np.float32, copy=False)

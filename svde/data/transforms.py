@@ -1,0 +1,333 @@
+"""Joint augmentation (paper §4.1.1) and depth-type conversion (paper §4.4.1).
+
+Transforms are callables on the raw numpy dict that :meth:`DepthDataset.finish` passes them
+(``image`` uint8 (H, W, 3), ``target`` float32 (H, W) with 0 at invalid pixels, ``mask`` bool
+(H, W), ``depth_type``, and optionally ``intrinsics`` (4,), ``pairs`` (K, 5), ``file``); they
+return a dict of the same form.
+
+* :func:`build_train_transform`: resize (to cover the crop, times a random scale), pad, random
+  crop, rotation, horizontal flip and colour jitter with albumentations. Depth and mask are
+  resampled nearest-neighbour and padded / rotated-in pixels are invalid (mask 0), so image and
+  depth stay aligned to the pixel. Intrinsics are updated exactly for resize, pad, crop and flip
+  (a flipped sample shows the mirrored scene, so ``fx`` stays positive). A rotation about the image
+  centre is a camera roll about the optical axis when ``fx == fy``: the intrinsics are then kept
+  (same focal length, principal point rotated with the image) and the sample's camera frame is
+  the rolled one; with ``fx != fy`` a rotated image is no longer a pinhole view and intrinsics
+  become ``None``. Ordinal ``pairs`` move with the pixels; pairs leaving the crop are dropped.
+* :class:`ToUTS` / :class:`ToUTSS` turn absolute depth into up-to-scale depth or up-to-shift-scale
+  disparity with random factors; :func:`to_uts` / :func:`to_utss` are the deterministic cores.
+
+Random draws come from torch's global generator, so augmentation is reproducible under
+``torch.manual_seed`` and differs between DataLoader workers (which torch seeds separately).
+
+Example:
+    >>> import numpy as np
+    >>> t = build_train_transform(height=64, width=96)
+    >>> raw = {"image": np.zeros((120, 160, 3), np.uint8), "target": np.ones((120, 160), np.float32),
+    ...        "mask": np.ones((120, 160), bool), "depth_type": "absolute", "intrinsics": [100, 100, 79.5, 59.5]}
+    >>> out = t(raw)
+    >>> out["image"].shape, out["target"].shape, out["mask"].dtype
+    ((64, 96, 3), (64, 96), dtype('bool'))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from svde.data.base import DataError
+
+if TYPE_CHECKING:  # albumentations takes ~2 s to import: only the augmentation builders load it
+    import albumentations as A
+
+Raw = dict[str, Any]
+RawTransform = Callable[[Raw], Raw]
+
+# albumentations resize transforms (their output size is the next step's input size)
+_RESIZES = ("SmallestMaxSize", "LongestMaxSize", "RandomScale", "Resize")
+
+
+# ---- depth-type conversion -------------------------------------------------------------------
+def to_uts(depth: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
+    """Up-to-scale depth: ``depth * scale`` on ``mask``, 0 elsewhere.
+
+    Example:
+        >>> to_uts(np.array([2.0, 4.0]), np.array([True, False]), 0.5)
+        array([1., 0.], dtype=float32)
+    """
+    if not (math.isfinite(scale) and scale > 0):
+        raise DataError(f"UTS scale must be a positive finite number, got {scale}")
+    return np.where(mask, depth * np.float32(scale), 0.0).astype(np.float32)
+
+
+def to_utss(depth: np.ndarray, mask: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """Up-to-shift-scale disparity: ``scale / depth + shift * median(scale / depth)`` on ``mask``.
+
+    The shift is relative to the median scaled disparity, so one ``shift_range`` suits every
+    depth range; it must be >= 0 so that disparity stays positive (the sample contract).
+
+    Example:
+        >>> to_utss(np.array([1.0, 2.0, 4.0]), np.ones(3, bool), 2.0, 0.5)
+        array([2.5, 1.5, 1. ], dtype=float32)
+    """
+    if not (math.isfinite(scale) and scale > 0):
+        raise DataError(f"UTSS scale must be a positive finite number, got {scale}")
+    if not (math.isfinite(shift) and shift >= 0):
+        raise DataError(f"UTSS shift must be a finite number >= 0 (disparity must stay positive), got {shift}")
+    out = np.zeros(depth.shape, np.float32)
+    if mask.any():
+        disp = np.float32(scale) / depth[mask].astype(np.float32)
+        out[mask] = disp + np.float32(shift) * np.median(disp)
+    return out
+
+
+def _uniform(low: float, high: float) -> float:
+    """One draw from torch's global generator (seeded per DataLoader worker)."""
+    return float(low + (high - low) * torch.rand(()).item())
+
+
+def _check_range(name: str, rng: Sequence[float], positive: bool) -> tuple[float, float]:
+    lo, hi = (float(v) for v in rng)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi) or (positive and lo <= 0) or (not positive and lo < 0):
+        raise ValueError(f"{name} must be (low, high) with {'0 <' if positive else '0 <='} low <= high, got {tuple(rng)}")
+    return lo, hi
+
+
+class ToUTS:
+    """Absolute (or UTS) depth -> UTS depth times a log-uniform factor in ``scale_range``.
+
+    Example:
+        >>> raw = {"target": np.array([[2.0]], np.float32), "mask": np.array([[True]]), "depth_type": "absolute"}
+        >>> ToUTS(scale_range=(3.0, 3.0))(raw)["target"]
+        array([[6.]], dtype=float32)
+    """
+
+    def __init__(self, scale_range: Sequence[float] = (0.1, 10.0)) -> None:
+        self.scale_range = _check_range("scale_range", scale_range, positive=True)
+
+    def __call__(self, raw: Raw) -> Raw:
+        _require_depth(raw, "ToUTS", ("absolute", "uts"))
+        scale = math.exp(_uniform(math.log(self.scale_range[0]), math.log(self.scale_range[1])))
+        return {**raw, "target": to_uts(raw["target"], raw["mask"], scale), "depth_type": "uts"}
+
+
+class ToUTSS:
+    """Absolute or UTS depth -> UTSS disparity (see :func:`to_utss`) with a log-uniform scale in
+    ``scale_range`` and a uniform relative shift in ``shift_range``.
+
+    Example:
+        >>> raw = {"target": np.array([[2.0, 0.0]], np.float32), "mask": np.array([[True, False]]), "depth_type": "uts"}
+        >>> ToUTSS(scale_range=(1, 1), shift_range=(0, 0))(raw)["target"]
+        array([[0.5, 0. ]], dtype=float32)
+    """
+
+    def __init__(self, scale_range: Sequence[float] = (0.1, 10.0), shift_range: Sequence[float] = (0.0, 1.0)) -> None:
+        self.scale_range = _check_range("scale_range", scale_range, positive=True)
+        self.shift_range = _check_range("shift_range", shift_range, positive=False)
+
+    def __call__(self, raw: Raw) -> Raw:
+        _require_depth(raw, "ToUTSS", ("absolute", "uts"))
+        scale = math.exp(_uniform(math.log(self.scale_range[0]), math.log(self.scale_range[1])))
+        shift = _uniform(*self.shift_range)
+        return {**raw, "target": to_utss(raw["target"], raw["mask"], scale, shift), "depth_type": "utss"}
+
+
+def _require_depth(raw: Raw, who: str, allowed: tuple[str, ...]) -> None:
+    kind = raw.get("depth_type", "absolute")
+    if kind not in allowed:
+        raise DataError(f"{raw.get('file', '?')}: {who} needs depth of type {allowed}, got {kind!r}")
+
+
+class Compose:
+    """Apply raw-dict transforms in order (``None`` entries are skipped).
+
+    Example:
+        >>> t = Compose([build_train_transform(64, 96), ToUTS()])
+    """
+
+    def __init__(self, transforms: Sequence[RawTransform | None]) -> None:
+        self.transforms = [t for t in transforms if t is not None]
+
+    def __call__(self, raw: Raw) -> Raw:
+        for t in self.transforms:
+            raw = t(raw)
+        return raw
+
+
+# ---- joint augmentation ----------------------------------------------------------------------
+class JointTransform:
+    """An albumentations pipeline applied jointly to image, depth and mask of a raw sample,
+    keeping intrinsics and ordinal pairs consistent (see the module docstring).
+
+    Args:
+        transforms: albumentations transforms; geometric ones must be among resize
+            (SmallestMaxSize, LongestMaxSize, RandomScale, Resize), PadIfNeeded, RandomCrop, Rotate,
+            HorizontalFlip; others must be pixel-only.
+    """
+
+    def __init__(self, transforms: Sequence[A.BasicTransform]) -> None:
+        import albumentations as A
+
+        for t in transforms:
+            name = type(t).__name__
+            if not (isinstance(t, A.ImageOnlyTransform) or name in (*_RESIZES, "PadIfNeeded", "RandomCrop", "Rotate", "HorizontalFlip")):
+                raise ValueError(f"JointTransform cannot track the geometry of {name}; use resize, PadIfNeeded, "
+                                 f"RandomCrop, Rotate, HorizontalFlip or pixel-only transforms")
+        # strict=True: albumentations otherwise silently ignores misspelled arguments.
+        self.compose = A.Compose(list(transforms), additional_targets={"depth": "mask"}, strict=True,
+                                 save_applied_params=True)
+
+    def __call__(self, raw: Raw) -> Raw:
+        image, target = raw["image"], raw["target"]
+        mask = raw["mask"] if raw.get("mask") is not None else np.ones(target.shape, bool)
+        self.compose.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        # uint8 mask: bool masks crash Rotate; fill_mask=0 marks padded / rotated-in pixels invalid.
+        out = self.compose(image=image, depth=target.astype(np.float32, copy=False), mask=mask.astype(np.uint8))
+        new_mask = out["mask"] > 0
+        result = {**raw, "image": out["image"], "target": np.where(new_mask, out["depth"], 0.0).astype(np.float32),
+                  "mask": new_mask}
+        affine = pixel_affine(out["applied_transforms"], out["image"].shape)
+        if raw.get("intrinsics") is not None:
+            result["intrinsics"] = transform_intrinsics(np.asarray(raw["intrinsics"], np.float64), affine, out["image"].shape)
+        if raw.get("pairs") is not None:
+            result["pairs"] = transform_pairs(np.asarray(raw["pairs"], np.float32), affine, out["image"].shape)
+        return result
+
+
+def pixel_affine(applied: list[tuple[str, dict[str, Any]]], final_shape: tuple[int, ...]) -> np.ndarray:
+    """The 3x3 map from input to output pixel coordinates (pixel centres at integers) of the
+    transforms albumentations reports as applied (``save_applied_params=True``).
+
+    Example:
+        >>> pixel_affine([("HorizontalFlip", {"shape": (4, 10, 3)})], (4, 10, 3))[0]
+        array([-1.,  0.,  9.])
+    """
+    total = np.eye(3)
+    for k, (name, params) in enumerate(applied):
+        h, w = params["shape"][:2]
+        step = np.eye(3)
+        if name in _RESIZES:
+            h2, w2 = (applied[k + 1][1]["shape"] if k + 1 < len(applied) else final_shape)[:2]
+            sx, sy = w2 / w, h2 / h
+            # cv2.resize maps pixel centres: x' = (x + 0.5) * s - 0.5
+            step = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+        elif name == "PadIfNeeded":
+            step[0, 2], step[1, 2] = params["pad_left"], params["pad_top"]
+        elif name == "RandomCrop":
+            if params.get("pad_params"):
+                raise ValueError("RandomCrop(pad_if_needed=True) is not tracked; use PadIfNeeded before it")
+            step[0, 2], step[1, 2] = -params["crop_coords"][0], -params["crop_coords"][1]
+        elif name == "Rotate":
+            step = np.asarray(params["matrix"], np.float64)
+        elif name == "HorizontalFlip":
+            step[0, 0], step[0, 2] = -1.0, w - 1.0
+        total = step @ total
+    return total
+
+
+def transform_intrinsics(intrinsics: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],
+                         tolerance_px: float = 0.25) -> np.ndarray | None:
+    """New ``[fx, fy, cx, cy]`` after an image warp ``affine`` (3x3), or ``None`` when the warped
+    image is no pinhole view (skew beyond ``tolerance_px`` pixels over the image).
+
+    The warp of the projection is ``affine @ K``; it is a valid pinhole camera (possibly rolled
+    about the optical axis and/or mirrored) when its 2x2 part is ``diag(fx', fy') @ Q`` with
+    ``Q`` orthogonal, i.e. when its rows are orthogonal.
+
+    Example:
+        >>> transform_intrinsics(np.array([100.0, 100, 50, 40]), np.diag([2.0, 2.0, 1.0]), (80, 100))
+        array([200., 200., 100.,  80.], dtype=float32)
+    """
+    fx, fy, cx, cy = intrinsics
+    k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    m = affine @ k
+    r0, r1 = m[0, :2], m[1, :2]
+    fx2, fy2 = np.linalg.norm(r0), np.linalg.norm(r1)
+    # |cos| of the angle between the rows, times the largest normalised image coordinate, is the
+    # pixel error of pretending the rows are orthogonal.
+    skew = abs(r0 @ r1) / (fx2 * fy2)
+    h, w = shape[:2]
+    extent = max(w, h) * 0.5 * math.sqrt(2.0)
+    if skew * extent > tolerance_px:
+        return None
+    return np.array([fx2, fy2, m[0, 2], m[1, 2]], np.float32)
+
+
+def transform_pairs(pairs: np.ndarray, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Move ordinal pairs ``(yA, xA, yB, xB, rel)`` with the image; drop pairs leaving it.
+
+    Example:
+        >>> transform_pairs(np.array([[1, 2, 3, 4, 1.0]], np.float32), np.eye(3), (5, 5))
+        array([[1., 2., 3., 4., 1.]], dtype=float32)
+    """
+    if pairs.size == 0:
+        return pairs.reshape(0, 5).astype(np.float32)
+    h, w = shape[:2]
+    out = pairs.astype(np.float64).copy()
+    for yc, xc in ((0, 1), (2, 3)):
+        x = affine[0, 0] * pairs[:, xc] + affine[0, 1] * pairs[:, yc] + affine[0, 2]
+        y = affine[1, 0] * pairs[:, xc] + affine[1, 1] * pairs[:, yc] + affine[1, 2]
+        out[:, xc], out[:, yc] = np.round(x), np.round(y)
+    keep = np.all((out[:, [0, 2]] >= 0) & (out[:, [0, 2]] <= h - 1) & (out[:, [1, 3]] >= 0) & (out[:, [1, 3]] <= w - 1), axis=1)
+    return out[keep].astype(np.float32)
+
+
+def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequence[float] = (0.8, 1.25),
+                          rotate_limit: float = 10.0, rotate_p: float = 0.5, flip_p: float = 0.5,
+                          color_p: float = 0.8, interpolation: int = cv2.INTER_LINEAR) -> JointTransform:
+    """The paper's training augmentation: resize, pad and random-crop to ``height`` x ``width``,
+    rotation, horizontal flip and colour changes.
+
+    The image is first resized to just cover the crop (keeping its aspect ratio), then by a random
+    factor in ``scale_range``; smaller results are padded with invalid pixels. ``interpolation``
+    is the image's (depth and mask are always nearest-neighbour, sampling the nearest pixel
+    centre; with a nearest ``interpolation`` the image is sampled exactly like the depth).
+
+    Example:
+        >>> t = build_train_transform(64, 96, rotate_limit=0)
+        >>> t.compose.strict
+        True
+    """
+    import albumentations as A
+
+    lo, hi = _check_range("scale_range", scale_range, positive=True)
+    border = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": 0}
+    # INTER_NEAREST_EXACT samples the nearest pixel *centre*; cv2.resize's INTER_NEAREST is shifted
+    # by up to half a pixel relative to the linearly resized image. (warpAffine's INTER_NEAREST
+    # rounds to the nearest centre, so it is exact for the rotation.)
+    nearest = cv2.INTER_NEAREST_EXACT
+    is_nearest = interpolation in (cv2.INTER_NEAREST, cv2.INTER_NEAREST_EXACT)
+    resize_interp = nearest if is_nearest else interpolation
+    rotate_interp = cv2.INTER_NEAREST if is_nearest else interpolation
+    steps: list[A.BasicTransform] = [
+        A.SmallestMaxSize(max_size_hw=(height, width), interpolation=resize_interp, mask_interpolation=nearest, p=1.0),
+    ]
+    if (lo, hi) != (1.0, 1.0):
+        steps.append(A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=resize_interp,
+                                   mask_interpolation=nearest, p=1.0))
+    steps += [
+        A.PadIfNeeded(min_height=height, min_width=width, position="random", **border),
+        A.RandomCrop(height=height, width=width),
+    ]
+    if rotate_limit > 0 and rotate_p > 0:
+        steps.append(A.Rotate(limit=(-rotate_limit, rotate_limit), interpolation=rotate_interp,
+                              mask_interpolation=cv2.INTER_NEAREST, p=rotate_p, **border))
+    if flip_p > 0:
+        steps.append(A.HorizontalFlip(p=flip_p))
+    if color_p > 0:
+        steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=color_p))
+    return JointTransform(steps)
+
+
+def build_eval_transform() -> None:
+    """Evaluation uses native resolution (the evaluator resizes the prediction): no transform.
+
+    Example:
+        >>> build_eval_transform() is None
+        True
+    """
+    return None
