@@ -149,6 +149,8 @@ def test_convert_official_round_trip(shared_dir, tmp_path):
         assert torch.equal(a(x), b(x))
     with pytest.raises(CheckpointError, match="not an svde checkpoint.*load_official_checkpoint"):
         load_model(src)
+    with pytest.raises(CheckpointError, match="is an svde checkpoint.*load_model"):
+        load_official_checkpoint(dst, "lite0_lrn4")
 
 
 def test_checkpoint_round_trip(tmp_path):

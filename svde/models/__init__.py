@@ -15,6 +15,7 @@ from svde.models.checkpoint import (
     save_checkpoint,
 )
 from svde.models.encoders import ENCODERS, build_encoder
+from svde.models.fast import InferenceModel, fold_batchnorm, optimize_for_inference
 from svde.models.model import DepthModel
 from svde.models.pretrained import PretrainedWeightsUnavailable
 from svde.models.registry import MODELS, build_model
@@ -23,13 +24,16 @@ __all__ = [
     "CheckpointError",
     "DepthModel",
     "ENCODERS",
+    "InferenceModel",
     "MODELS",
     "PretrainedWeightsUnavailable",
     "build_encoder",
     "build_model",
     "convert_official",
+    "fold_batchnorm",
     "load_model",
     "load_official_checkpoint",
+    "optimize_for_inference",
     "read_checkpoint",
     "save_checkpoint",
 ]

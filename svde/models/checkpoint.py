@@ -120,6 +120,9 @@ def load_official_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     raw, source = _read(path_or_state_dict, "released checkpoint")
+    if raw.get("format") == FORMAT:
+        raise CheckpointError(f"{source} is an svde checkpoint, not an authors' release: "
+                              "use load_model(path) or --checkpoint PATH")
     state = _unwrap(raw)
     model = build_model(name)
     mapped = official_to_svde(state, model)

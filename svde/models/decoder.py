@@ -37,12 +37,17 @@ class CRPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.adapt(x)
-        total = x
+        total = None
         top = x
         for stage in self.stages:
             top = stage(max_pool5(top))
-            total = total + top
-        return total * (1.0 / (len(self.stages) + 1))
+            # The running sum is a fresh tensor after the first stage, so it is updated in
+            # place (one allocation per block instead of one per stage); addition and scaling
+            # by a constant save nothing for backward, so gradients are unchanged.
+            total = x + top if total is None else total.add_(top)
+        if total is None:
+            return x
+        return total.mul_(1.0 / (len(self.stages) + 1))
 
 
 class FusionBlock(nn.Module):
@@ -55,7 +60,9 @@ class FusionBlock(nn.Module):
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         # The 1x1 conv runs before upsampling, at the cheaper resolution (as released).
         deep = F.interpolate(self.conv(deep), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return deep + skip
+        # In place: the upsampled tensor is fresh and bilinear upsampling's backward needs
+        # neither its input nor its output.
+        return deep.add_(skip)
 
 
 class LRNDecoder(nn.Module):

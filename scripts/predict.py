@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Predict depth for an image or a folder of images (searched recursively).
+
+For every input ``DIR/sub/name.jpg`` it writes, under ``--out``:
+
+* ``sub/name.<domain>.npy`` (float32) or ``sub/name.<domain>.png`` (16-bit, normalised to the
+  map's min..max, with ``sub/name.<domain>.json`` holding min/max: value = min + png / 65535 *
+  (max - min));
+* ``sub/name.vis.png``: a colourised visualisation (near = bright, 2nd..98th percentile);
+* with ``--ply``: ``sub/name.ply``, a coloured point cloud from the predicted depth and
+  ``--fov`` or ``--intrinsics`` (depth is up to scale for UTS models).
+
+Examples:
+    python scripts/predict.py --checkpoint runs/quickstart/best.pt --input photos/ --out preds/
+    python scripts/predict.py --official weights/b5_lrn4.pth --model b5_lrn4 --input img.jpg \\
+        --out preds/ --domain depth --format png --ply --fov 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from svde.data.base import DataError
+from svde.data.io import read_image
+from svde.inference import (
+    DOMAINS,
+    backproject,
+    colorize,
+    convert_domain,
+    intrinsics_from_fov,
+    list_images,
+    load_depth_model,
+    output_stems,
+    predict,
+    save_png16,
+    write_ply,
+    write_rgb,
+)
+from svde.models import MODELS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a checkpoint of this project (knows its model)")
+    src.add_argument("--official", type=Path, help="an authors' released state dict (needs --model)")
+    src.add_argument("--random-weights", action="store_true",
+                     help="random weights for --model (only to try the pipeline; predictions are meaningless)")
+    p.add_argument("--model", choices=list(MODELS), help="model name (with --official or --random-weights)")
+    p.add_argument("--input", type=Path, required=True, help="an image file or a folder (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--domain", choices=DOMAINS, default="log_disparity",
+                   help="output domain; depth/disparity are up to scale for UTS models (default: %(default)s)")
+    p.add_argument("--format", choices=("npy", "png"), default="npy",
+                   help="npy: float32; png: 16-bit, min..max normalised, with a .json sidecar (default: %(default)s)")
+    p.add_argument("--short-side", type=int, default=384,
+                   help="rescale so the shorter side has this length (then to multiples of 32); "
+                        "0 keeps the native size (default: %(default)s, as in the paper)")
+    p.add_argument("--no-vis", action="store_true", help="do not write the colourised .vis.png")
+    p.add_argument("--ply", action="store_true", help="also write a coloured point cloud (needs --fov or --intrinsics)")
+    cam = p.add_mutually_exclusive_group()
+    cam.add_argument("--fov", type=float, help="horizontal field of view in degrees, for --ply")
+    cam.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                     help="pinhole intrinsics in pixels of the input image, for --ply")
+    p.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if (args.official is not None or args.random_weights) and args.model is None:
+        p.error("--official and --random-weights need --model NAME")
+    if args.ply and args.fov is None and args.intrinsics is None:
+        p.error("--ply needs --fov DEG or --intrinsics FX FY CX CY")
+    if args.short_side < 0:
+        p.error(f"--short-side must be >= 0, got {args.short_side}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    images, skipped = list_images(args.input)
+    for path in skipped:
+        print(f"note: skipping {path} (not an image)", file=sys.stderr)
+    if not images:
+        print(f"error: no images under {args.input}", file=sys.stderr)
+        return 1
+    model = load_depth_model(args.checkpoint, args.official, args.model, args.device)
+    root = args.input if args.input.is_dir() else args.input.parent
+    for path, stem in zip(images, output_stems(images, root)):
+        try:
+            rgb = read_image(path)
+        except DataError as exc:  # names the file and what is wrong with it
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        log_disp = predict(model, rgb, short_side=args.short_side or None)
+        values = convert_domain(log_disp, args.domain)
+        base = args.out / stem
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if args.format == "npy":
+            np.save(f"{base}.{args.domain}.npy", values)
+        else:
+            save_png16(f"{base}.{args.domain}.png", values, domain=args.domain, source=str(path))
+        if not args.no_vis:
+            # Log-disparity shows near and far structure evenly, with near = bright.
+            write_rgb(f"{base}.vis.png", colorize(log_disp))
+        if args.ply:
+            height, width = log_disp.shape
+            intrinsics = args.intrinsics or intrinsics_from_fov(width, height, args.fov)
+            points, colors = backproject(convert_domain(log_disp, "depth"), intrinsics, rgb)
+            write_ply(f"{base}.ply", points, colors, binary=not args.ply_ascii)
+        print(f"{path} -> {base}.*")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Zero-shot evaluation: the paper's metrics, per-dataset protocols and the evaluator.
+
+Example:
+    >>> from svde.evaluation import PROTOCOLS, evaluate_model
+    >>> PROTOCOLS["sintel"].depth_cap
+    72.0
+"""
+
+from svde.evaluation.evaluator import MODES, aggregate, evaluate_model, evaluate_prediction
+from svde.evaluation.metrics import (
+    METRIC_NAMES,
+    align_lstsq_disparity,
+    align_median_log,
+    backproject,
+    depth_metrics,
+    geometry_error,
+    whdr,
+)
+from svde.evaluation.protocols import DATASET_PROTOCOLS, PROTOCOLS, Protocol, get_protocol
+from svde.evaluation.report import format_table, write_results
+
+__all__ = [
+    "DATASET_PROTOCOLS",
+    "METRIC_NAMES",
+    "MODES",
+    "PROTOCOLS",
+    "Protocol",
+    "aggregate",
+    "align_lstsq_disparity",
+    "align_median_log",
+    "backproject",
+    "depth_metrics",
+    "evaluate_model",
+    "evaluate_prediction",
+    "format_table",
+    "geometry_error",
+    "get_protocol",
+    "whdr",
+    "write_results",
+]

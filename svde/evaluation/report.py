@@ -1,0 +1,87 @@
+"""Turn evaluation results into a markdown table, JSON and CSV files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from svde.evaluation.metrics import METRIC_NAMES
+from svde.evaluation.protocols import Protocol
+
+# fractions shown in % in the table (the paper's convention for these columns)
+PERCENT = {"delta1_err", "delta2_err", "delta3_err", "whdr"}
+COLUMNS = METRIC_NAMES + ("geometry_err", "whdr")
+
+
+def _fmt(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" if name in PERCENT else f"{value:.4f}"
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of evaluation results (one row per dataset and mode), then the protocols.
+
+    The headline column is the paper's (delta1_err in % for NYU/TUM/KITTI, AbsRel for
+    Sintel/ETH3D, WHDR in % for DIW); delta errors and WHDR are in %, the others as they are.
+
+    Example:
+        >>> print(format_table([]).splitlines()[0])  # doctest: +ELLIPSIS
+        | dataset | mode | images | skipped | headline | ...
+    """
+    head = ["dataset", "mode", "images", "skipped", "headline", "value"] + [
+        f"{c} (%)" if c in PERCENT else c for c in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in results:
+        metric = res["headline"]["metric"]
+        for mode in res["modes"]:
+            row = [res["dataset"], mode, str(res["n_images"]), str(res["n_skipped"]),
+                   metric + (" (%)" if metric in PERCENT else ""), _fmt(metric, res[mode].get(metric))]
+            row += [_fmt(c, res[mode].get(c)) for c in COLUMNS]
+            lines.append("| " + " | ".join(row) + " |")
+    if results:
+        lines.append("")
+        lines += [f"- {res['dataset']}: {Protocol(**res['protocol']).describe()}" for res in results]
+    return "\n".join(lines)
+
+
+def write_results(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
+                  run_info: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``results.json`` (everything), ``summary.csv`` (dataset x mode) and ``per_image.csv``.
+
+    Returns the paths written. ``run_info`` (model, checkpoint, device, ...) goes into the JSON.
+
+    Example:
+        >>> write_results([], "/tmp/svde-eval-doc")["json"].name
+        'results.json'
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "summary": out / "summary.csv", "per_image": out / "per_image.csv"}
+    with open(paths["json"], "w") as f:
+        json.dump({"run": run_info or {}, "results": list(results)}, f, indent=2, default=str, allow_nan=False)
+    with open(paths["summary"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "protocol", "mode", "n_images", "n_skipped", "headline_metric", "headline", *COLUMNS])
+        for res in results:
+            for mode in res["modes"]:
+                metric = res["headline"]["metric"]
+                w.writerow([res["dataset"], res["protocol"]["name"], mode, res["n_images"], res["n_skipped"],
+                            metric, res[mode].get(metric), *(_csv(res[mode].get(c)) for c in COLUMNS)])
+    with open(paths["per_image"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "file", "mode", "n_valid", "skipped", "reason", *COLUMNS])
+        for res in results:
+            for rec in res["per_image"]:
+                for mode in res["modes"]:
+                    values = rec.get(mode, {})
+                    w.writerow([res["dataset"], rec["file"], mode, rec["n_valid"], rec["skipped"], rec["reason"],
+                                *(_csv(values.get(c)) for c in COLUMNS)])
+    return paths
+
+
+def _csv(value: float | None) -> str:
+    return "" if value is None else repr(value)

@@ -1,0 +1,85 @@
+"""Parameter / multiply-add counting, latency measurement and scripts/benchmark.py on tiny inputs."""
+
+import runpy
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from svde.inference import benchmark_model, count_macs, count_parameters, markdown_table, measure_latency
+from svde.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+benchmark_main = runpy.run_path(str(REPO / "scripts" / "benchmark.py"))["main"]
+
+
+def test_macs_of_a_convolution_match_the_formula():
+    conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+    # Each of the 8 x H x W outputs needs 3 x 3 x 3 multiply-adds.
+    assert count_macs(conv, 32, 48) == 8 * 32 * 48 * 3 * 3 * 3
+
+
+def test_model_macs_scale_with_pixels_and_params_match():
+    model = build_model("mn_lrn4").eval()
+    small, large = count_macs(model, 64, 64), count_macs(model, 128, 128)
+    assert small > 0 and large == pytest.approx(4 * small, rel=0.01)
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters()) > 2_000_000
+
+
+class CallCounter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x * 2
+
+
+def test_measure_latency_times_only_the_repeats():
+    module = CallCounter()
+    times = measure_latency(module, torch.zeros(2, 2), warmup=3, repeats=5)
+    assert module.calls == 8 and len(times) == 5 and all(t >= 0 for t in times)
+    with pytest.raises(ValueError, match="repeats"):
+        measure_latency(module, torch.zeros(1), repeats=0)
+
+
+def test_benchmark_row_and_table():
+    row = benchmark_model("mn_lrn4", height=32, width=64, batch=2, warmup=0, repeats=2)
+    assert row["batch"] == 2 and row["amp"] == "fp32" and row["input"] == "32x64" and row["channels_last"]
+    assert row["fps"] == pytest.approx(2 * 1000.0 / row["latency_ms"])
+    assert row["latency_min_ms"] <= row["latency_ms"]
+    assert row["gmacs"] * 1e9 == pytest.approx(count_macs(build_model("mn_lrn4").eval(), 32, 64), abs=1)
+    table = markdown_table([row, row]).splitlines()
+    assert len(table) == 4 and all(line.count("|") == table[0].count("|") for line in table)
+    with pytest.raises(KeyError, match="valid"):
+        benchmark_model("mn_lrn4", amp="fp8")
+
+
+def test_benchmark_autocast_and_nchw_keep_batchnorm_folding():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        row = benchmark_model("mn_lrn4", height=32, width=32, warmup=0, repeats=1, amp="bf16", channels_last=False)
+    assert row["amp"] == "bf16" and not row["channels_last"] and row["latency_ms"] > 0
+    # The folded copy is built in fp32 first: its accuracy check must not trip under autocast.
+    assert not [w for w in caught if "folding" in str(w.message)]
+
+
+def test_benchmark_cli_prints_a_table(capsys):
+    assert benchmark_main(["--models", "mn_lrn4", "lite0_lrn4", "--height", "64", "--width", "64",
+                           "--warmup", "0", "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "model" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["mn_lrn4", "lite0_lrn4"]
+    params = {r.split("|")[1].strip(): float(r.split("|")[8]) for r in rows}
+    assert params["lite0_lrn4"] == pytest.approx(count_parameters(build_model("lite0_lrn4")) / 1e6, abs=0.005)
+    with pytest.raises(SystemExit):
+        benchmark_main(["--height", "100"])
+
+
+@pytest.mark.slow
+def test_benchmark_compiled():
+    row = benchmark_model("mn_lrn4", height=64, width=64, warmup=1, repeats=1, compile=True)
+    assert row["compile"] and row["latency_ms"] > 0

@@ -1,0 +1,116 @@
+"""ONNX / TorchScript export (svde.inference, scripts/export.py) with parity against PyTorch."""
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from svde.inference import ExportError, export_onnx, export_torchscript
+from svde.models import MODELS, build_model, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+export_main = runpy.run_path(str(REPO / "scripts" / "export.py"))["main"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("mn_lrn4").eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, model):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", model)
+
+
+def reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def test_onnx_static_export_cli(tmp_path, checkpoint, model, capsys):
+    out = tmp_path / "m.onnx"
+    assert export_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out),
+                        "--height", "64", "--width", "96"]) == 0
+    assert "max abs difference" in capsys.readouterr().out
+    proto = onnx.load(str(out))
+    assert proto.opset_import[0].version >= 17
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["svde_model"] == "mn_lrn4" and meta["output"] == "log_disparity"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    got = session.run(None, {"image": x})[0]
+    assert got.shape == (1, 1, 64, 96)
+    assert np.abs(got - reference(model, x)).max() <= 1e-4
+    # A static export is fixed to its size.
+    with pytest.raises(Exception):
+        session.run(None, {"image": np.zeros((1, 3, 96, 96), np.float32)})
+
+
+def test_onnx_dynamic_export_accepts_other_sizes(tmp_path, model):
+    out = tmp_path / "dyn.onnx"
+    diff = export_onnx(model, out, height=64, width=64, dynamic=True)
+    assert 0 <= diff <= 1e-4
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).normal(size=(2, 3, 96, 160)).astype(np.float32)
+    got = session.run(None, {"image": x})[0]
+    assert got.shape == (2, 1, 96, 160)
+    assert np.abs(got - reference(model, x)).max() <= 1e-4
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_export_cli(tmp_path, checkpoint, model):
+    out = tmp_path / "m.ts"
+    assert export_main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out),
+                        "--height", "64", "--width", "64", "--dynamic"]) == 0
+    loaded = torch.jit.load(str(out))
+    x = np.random.default_rng(2).normal(size=(1, 3, 96, 128)).astype(np.float32)
+    with torch.no_grad():
+        got = loaded(torch.from_numpy(x)).numpy()
+    assert np.abs(got - reference(model, x)).max() <= 1e-4
+
+
+class SizeDependent(nn.Module):
+    """Python control flow on the input size: tracing bakes in the branch taken at export."""
+
+    name = "size_dependent"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * (2.0 if x.shape[-1] > 64 else 1.0)
+
+
+@pytest.mark.parametrize("exporter", [export_onnx, export_torchscript])
+def test_parity_failure_writes_nothing(tmp_path, exporter):
+    out = tmp_path / "bad.model"
+    with pytest.raises(ExportError, match="max abs difference"):
+        exporter(SizeDependent().eval(), out, height=64, width=64, dynamic=True)
+    assert not out.exists() and not list(tmp_path.iterdir())
+    # At the export size alone the traced graph is right.
+    assert exporter(SizeDependent().eval(), out, height=64, width=64) <= 1e-4 and out.exists()
+
+
+def test_export_argument_errors(tmp_path, checkpoint):
+    with pytest.raises(SystemExit):
+        export_main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.onnx"), "--height", "50"])
+    with pytest.raises(SystemExit):
+        export_main(["--official", str(checkpoint), "--out", str(tmp_path / "x.onnx")])
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(build_model("mn_lrn4").eval(), tmp_path / "x.onnx", 64, 64, opset=13)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_every_model_exports(tmp_path, name, fmt):
+    assert export_main(["--random-weights", "--model", name, "--format", fmt, "--out", str(tmp_path / f"{name}.{fmt}"),
+                        "--height", "64", "--width", "96", "--dynamic"]) == 0

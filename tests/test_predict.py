@@ -1,0 +1,289 @@
+"""svde.inference (resize, domains, PNG16, point clouds, PLY) and scripts/predict.py end to end."""
+
+import json
+import math
+import runpy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from svde.data.base import DataError
+from svde.data.io import read_image
+from svde.inference import (
+    backproject,
+    colorize,
+    convert_domain,
+    intrinsics_from_fov,
+    list_images,
+    load_depth_model,
+    load_png16,
+    network_size,
+    output_stems,
+    predict,
+    save_png16,
+    write_ply,
+)
+from svde.models import build_model, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+predict_main = runpy.run_path(str(REPO / "scripts" / "predict.py"))["main"]
+
+
+def parse_ply(path: Path) -> tuple[list[str], np.ndarray]:
+    """A reader independent of write_ply: header lines and the vertex records."""
+    raw = path.read_bytes()
+    end = raw.index(b"end_header\n") + len(b"end_header\n")
+    header = raw[:end].decode("ascii").splitlines()
+    assert header[0] == "ply"
+    count = int(next(line for line in header if line.startswith("element vertex")).split()[-1])
+    props = [line.split() for line in header if line.startswith("property")]
+    types = {"float": "<f4", "uchar": "u1"}
+    dtype = np.dtype([(p[2], types[p[1]]) for p in props])
+    if "format binary_little_endian 1.0" in header:
+        body = raw[end:]
+        assert len(body) == count * dtype.itemsize, "binary body size does not match the vertex count"
+        return header, np.frombuffer(body, dtype=dtype)
+    assert "format ascii 1.0" in header
+    rows = [line.split() for line in raw[end:].decode("ascii").splitlines() if line.strip()]
+    assert len(rows) == count
+    return header, np.array([tuple(float(v) for v in r) for r in rows], dtype=dtype)
+
+
+def random_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("mn_lrn4").eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, model):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", model)
+
+
+def test_network_size_rounds_to_multiples_of_32():
+    assert network_size(50, 70) == (64, 64)
+    assert network_size(10, 10) == (32, 32)
+    assert network_size(480, 640, short_side=384) == (384, 512)
+    h, w = network_size(1080, 1920, short_side=384)
+    assert h == 384 and w % 32 == 0 and abs(w / h - 1920 / 1080) < 0.05
+    with pytest.raises(ValueError, match="positive"):
+        network_size(0, 5)
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (33, 97), (64, 96)])
+def test_predict_any_size_matches_network_at_rounded_size(model, shape):
+    rgb = random_rgb(*shape)
+    out = predict(model, rgb)
+    assert out.shape == shape and out.dtype == np.float32 and np.isfinite(out).all()
+    # At a size that is already a multiple of 32 no resizing happens: identical to the network.
+    if shape == (64, 96):
+        from svde.data.base import normalize_image
+
+        with torch.no_grad():
+            ref = model(normalize_image(rgb)[None])[0, 0].numpy()
+        np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_predict_rejects_non_rgb(model):
+    with pytest.raises(ValueError, match="uint8"):
+        predict(model, np.zeros((32, 32), np.uint8))
+
+
+def test_domains_are_consistent():
+    log_disp = np.array([[-1.0, 0.0], [0.5, 2.0]], np.float32)
+    disp, depth = convert_domain(log_disp, "disparity"), convert_domain(log_disp, "depth")
+    np.testing.assert_allclose(disp * depth, 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.log(disp), log_disp, atol=1e-6)
+    np.testing.assert_array_equal(convert_domain(log_disp, "log_depth"), -log_disp)
+    np.testing.assert_array_equal(convert_domain(log_disp, "log_disparity"), log_disp)
+    with pytest.raises(KeyError, match="valid domains"):
+        convert_domain(log_disp, "metres")
+    with pytest.raises(FloatingPointError, match="overflow"):
+        convert_domain(np.array([-200.0], np.float32), "depth")
+
+
+def test_png16_round_trip(tmp_path):
+    values = np.random.default_rng(1).uniform(0.3, 12.0, (20, 30)).astype(np.float32)
+    meta = save_png16(tmp_path / "d.depth.png", values, domain="depth")
+    assert json.loads((tmp_path / "d.depth.json").read_text())["domain"] == "depth"
+    back = load_png16(tmp_path / "d.depth.png")
+    assert np.abs(back - values).max() <= (meta["max"] - meta["min"]) / 131070 + 1e-6
+    save_png16(tmp_path / "c.png", np.full((4, 4), 2.5))
+    np.testing.assert_array_equal(load_png16(tmp_path / "c.png"), 2.5)
+    (tmp_path / "c.json").unlink()
+    with pytest.raises(FileNotFoundError, match="sidecar"):
+        load_png16(tmp_path / "c.png")
+    with pytest.raises(ValueError, match="finite"):
+        save_png16(tmp_path / "n.png", np.array([[1.0, np.nan]]))
+
+
+def test_colorize_uses_robust_percentiles():
+    values = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    values[0, 0] = 1e6  # one outlier must not wash out the rest
+    rgb = colorize(values)
+    assert rgb.shape == (10, 10, 3) and rgb.dtype == np.uint8
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50
+    masked = colorize(values, mask=values < 0.5)
+    assert (masked[values >= 0.5] == 0).all()
+
+
+def test_fov_intrinsics_and_backprojection_reproject():
+    fx, fy, cx, cy = intrinsics_from_fov(64, 48, 90.0)
+    assert fx == fy == pytest.approx(32.0) and (cx, cy) == (31.5, 23.5)
+    with pytest.raises(ValueError, match="field of view"):
+        intrinsics_from_fov(64, 48, 180.0)
+    depth = np.random.default_rng(2).uniform(1.0, 5.0, (48, 64)).astype(np.float32)
+    depth[3, 4] = np.nan
+    depth[5, 6] = 0.0
+    rgb = random_rgb(48, 64)
+    points, colors = backproject(depth, (fx, fy, cx, cy), rgb)
+    assert len(points) == 48 * 64 - 2 and colors.shape == points.shape
+    # Projecting the points back gives the pixel grid (minus the two invalid pixels).
+    u = points[:, 0] * fx / points[:, 2] + cx
+    v = points[:, 1] * fy / points[:, 2] + cy
+    valid = np.ones((48, 64), bool)
+    valid[3, 4] = valid[5, 6] = False
+    vv, uu = np.nonzero(valid)
+    np.testing.assert_allclose(u, uu, atol=1e-3)
+    np.testing.assert_allclose(v, vv, atol=1e-3)
+    np.testing.assert_array_equal(colors, rgb[vv, uu])
+    assert math.isclose(points[:, 2].sum(), depth[valid].sum(), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ply_parses_back(tmp_path, binary):
+    points = np.random.default_rng(3).normal(size=(17, 3)).astype(np.float32)
+    colors = np.random.default_rng(4).integers(0, 256, (17, 3), dtype=np.uint8)
+    write_ply(tmp_path / "c.ply", points, colors, binary=binary)
+    header, verts = parse_ply(tmp_path / "c.ply")
+    assert "element vertex 17" in header and len(verts) == 17
+    np.testing.assert_allclose(np.stack([verts[a] for a in "xyz"], 1), points, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.stack([verts[c] for c in ("red", "green", "blue")], 1), colors)
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        write_ply(tmp_path / "bad.ply", points[:, :2])
+
+
+def test_list_images_and_collision_free_names(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.jpg", "a.PNG", "sub/b.png", "notes.txt", ".hidden.png"):
+        (tmp_path / name).write_bytes(b"x")
+    images, skipped = list_images(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in images] == ["a.PNG", "a.jpg", "sub/b.png"]
+    assert [p.name for p in skipped] == ["notes.txt"]
+    assert [s.as_posix() for s in output_stems(images, tmp_path)] == ["a_PNG", "a_jpg", "sub/b"]
+    with pytest.raises(ValueError, match="not an image"):
+        list_images(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError):
+        list_images(tmp_path / "missing")
+
+
+def test_load_depth_model_sources(checkpoint, model):
+    loaded = load_depth_model(checkpoint=checkpoint)
+    assert loaded.name == "mn_lrn4" and not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    with pytest.raises(ValueError, match="holds a mn_lrn4"):
+        load_depth_model(checkpoint=checkpoint, model="b0_lrn4")
+    with pytest.raises(ValueError, match="model name"):
+        load_depth_model(official=checkpoint)
+    with pytest.raises(KeyError, match="valid models"):
+        load_depth_model(model="resnet")
+    with pytest.raises(ValueError, match="nothing to load"):
+        load_depth_model()
+
+
+def _write_inputs(folder: Path) -> dict[str, np.ndarray]:
+    images = {"x.png": random_rgb(45, 61, 5), "nested/deeper/y.jpg": random_rgb(70, 40, 6)}
+    for rel, rgb in images.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    (folder / "readme.txt").write_text("not an image")
+    return images
+
+
+def test_predict_cli_folder_npy(tmp_path, checkpoint, model, capsys):
+    images = _write_inputs(tmp_path / "in")
+    rc = predict_main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                       "--domain", "depth", "--short-side", "0", "--device", "cpu"])
+    assert rc == 0
+    assert "skipping" in capsys.readouterr().err
+    for rel, rgb in images.items():
+        stem = tmp_path / "out" / Path(rel).with_suffix("")
+        depth = np.load(f"{stem}.depth.npy")
+        assert depth.shape == rgb.shape[:2] and depth.dtype == np.float32 and (depth > 0).all()
+        # Same numbers as the library on the decoded file (the jpg is lossy, so decode it again).
+        expected = convert_domain(predict(model, read_image(tmp_path / "in" / rel)), "depth")
+        np.testing.assert_allclose(depth, expected, rtol=1e-5)
+        vis = read_image(f"{stem}.vis.png")
+        assert vis.shape == rgb.shape
+    assert not list((tmp_path / "out").rglob("readme*"))
+
+
+def test_predict_cli_png16_and_point_cloud(tmp_path, checkpoint):
+    rgb = random_rgb(40, 52, 7)
+    cv2.imwrite(str(tmp_path / "img.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    rc = predict_main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "img.png"), "--out", str(tmp_path / "o"),
+                       "--domain", "disparity", "--format", "png", "--ply", "--intrinsics", "40", "40", "26", "20",
+                       "--device", "cpu"])
+    assert rc == 0
+    disp = load_png16(tmp_path / "o" / "img.disparity.png")
+    assert disp.shape == (40, 52) and (disp > 0).all()
+    header, verts = parse_ply(tmp_path / "o" / "img.ply")
+    assert len(verts) == 40 * 52 and "property uchar red" in header
+    np.testing.assert_array_equal(np.stack([verts["red"], verts["green"], verts["blue"]], 1), rgb.reshape(-1, 3))
+    # The cloud's depth is 1 / disparity (up to the 16-bit quantisation of the saved disparity).
+    np.testing.assert_allclose(verts["z"].reshape(40, 52), 1.0 / disp, rtol=1e-3)
+
+
+def test_predict_cli_errors(tmp_path, checkpoint, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    rc = predict_main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
+                       "--device", "cpu"])
+    assert rc == 1 and "broken.jpg" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict_main(["--checkpoint", str(checkpoint), "--input", str(tmp_path), "--out", str(tmp_path), "--ply"])
+    with pytest.raises(SystemExit):
+        predict_main(["--official", str(checkpoint), "--input", str(tmp_path), "--out", str(tmp_path)])
+    with pytest.raises(DataError, match="broken.jpg"):
+        read_image(tmp_path / "in" / "broken.jpg")
+
+
+def test_predict_cli_official_fixture(tmp_path, shared_dir):
+    """--official with a file in the released layout (the fixture's deterministic fill)."""
+    fixture = shared_dir / "fixtures" / "official-lrn4"
+    entries = json.loads((fixture / "mn_lrn4.keys.json").read_text())
+    state = {}
+    for i, (key, shape, _dtype) in enumerate(entries):
+        if key.startswith("branches.1.backbone."):
+            state[key] = state["branches.0." + key[len("branches.1.backbone."):]]
+            continue
+        g = torch.Generator().manual_seed(i)
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros(shape, dtype=torch.int64)
+        elif key.endswith("running_mean"):
+            state[key] = 0.1 * torch.randn(shape, generator=g)
+        elif key.endswith("running_var"):
+            state[key] = 0.5 + torch.rand(shape, generator=g)
+        elif len(shape) == 1:
+            state[key] = (1.0 if key.endswith("weight") else 0.0) + 0.1 * torch.randn(shape, generator=g)
+        else:
+            state[key] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+    torch.save(state, tmp_path / "mn_lrn4.pth")
+    model = load_depth_model(official=tmp_path / "mn_lrn4.pth", model="mn_lrn4")
+    x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(x).numpy()
+    np.testing.assert_allclose(out, np.load(fixture / "mn_lrn4.out-seed0-128x160.npy"), atol=1e-4)
+    cv2.imwrite(str(tmp_path / "p.png"), random_rgb(30, 30))
+    assert predict_main(["--official", str(tmp_path / "mn_lrn4.pth"), "--model", "mn_lrn4", "--input",
+                         str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert np.load(tmp_path / "o" / "p.log_disparity.npy").shape == (30, 30)
+
