@@ -1,0 +1,12 @@
+"""Training: the loop, optimisers and schedules, distributed helpers and run logging.
+
+Example:
+    >>> from svde.training import train, TrainingError
+    >>> callable(train)
+    True
+"""
+
+from svde.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from svde.training.trainer import TrainingError, train
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainingError", "build_optimizer", "build_scheduler", "train"]

@@ -1,0 +1,94 @@
+"""Run-folder logging: ``metrics.jsonl``, TensorBoard scalars and colourised image grids.
+
+Only rank 0 creates a :class:`RunLogger`; other processes log nothing.
+
+Example:
+    >>> logger = RunLogger("runs/demo")  # doctest: +SKIP
+    >>> logger.scalars(10, {"loss": 0.5, "lr": 1e-3})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from svde.data import denormalize_image
+
+
+def colourise(values: torch.Tensor, mask: torch.Tensor | None = None, cmap: str = "magma") -> np.ndarray:
+    """(H, W) map -> uint8 (H, W, 3) RGB, scaled to its 2nd-98th percentile; masked-out pixels black.
+
+    Example:
+        >>> colourise(torch.arange(12.0).reshape(3, 4)).shape
+        (3, 4, 3)
+    """
+    from matplotlib import colormaps  # local: only needed when images are logged
+
+    x = values.detach().float().cpu().numpy()
+    valid = np.isfinite(x) if mask is None else (mask.detach().cpu().numpy().astype(bool) & np.isfinite(x))
+    if not valid.any():
+        return np.zeros((*x.shape, 3), dtype=np.uint8)
+    lo, hi = np.percentile(x[valid], [2, 98])
+    norm = np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = (colormaps[cmap](norm)[..., :3] * 255).round().astype(np.uint8)
+    rgb[~valid] = 0
+    return rgb
+
+
+def depth_grid(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, pred_logdisp: torch.Tensor,
+               depth_types: list[str], max_rows: int = 4) -> np.ndarray:
+    """Rows of [input | ground truth | prediction] as one uint8 (H*rows, W*3, 3) image.
+
+    Ground truth is shown as disparity (inverse depth, or the UTSS disparity as given) and the
+    prediction as ``exp(log-disparity)``, each colourised on its own range: near is bright.
+    """
+    rows = []
+    for i in range(min(max_rows, images.shape[0])):
+        target, mask = targets[i, 0].float(), masks[i, 0]
+        if depth_types[i] in ("absolute", "uts"):
+            target = torch.where(mask, 1.0 / target.clamp_min(1e-6), torch.zeros_like(target))
+        rows.append(np.concatenate([denormalize_image(images[i]), colourise(target, mask),
+                                    colourise(pred_logdisp[i, 0].float().exp())], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+class RunLogger:
+    """Appends JSON lines to ``run_dir/metrics.jsonl`` and writes TensorBoard events to ``run_dir/tb``.
+
+    ``resume_step`` drops records (JSON lines and TensorBoard events) written after that step
+    by an interrupted run, so a resumed run's logs read as one run.
+    """
+
+    def __init__(self, run_dir: str | Path, resume_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # local: heavy import
+
+        self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.tb_dir = self.run_dir / "tb"
+        if resume_step is not None and self.metrics_path.exists():
+            kept = [line for line in self.metrics_path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        self._file = self.metrics_path.open("a", buffering=1)  # line-buffered: readable while training
+        self.writer = SummaryWriter(str(self.tb_dir), purge_step=resume_step)
+
+    def record(self, step: int, values: Mapping[str, Any], prefix: str = "") -> None:
+        """One JSON line ``{"step": step, **values}`` plus a TensorBoard scalar per number."""
+        clean = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in values.items()}
+        self._file.write(json.dumps({"step": step, **clean}) + "\n")
+        for key, value in clean.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self.writer.add_scalar(f"{prefix}{key}", value, step)
+
+    def image(self, step: int, tag: str, rgb: np.ndarray) -> None:
+        """A uint8 (H, W, 3) image in TensorBoard."""
+        self.writer.add_image(tag, rgb, step, dataformats="HWC")
+
+    def close(self) -> None:
+        self._file.close()
+        self.writer.close()
