@@ -37,7 +37,8 @@ import yaml
 from svde.data.base import DataError
 from svde.data.registry import DATASETS, build_dataset
 from svde.evaluation import MODES, evaluate_model, format_table, get_protocol, write_results
-from svde.models import CheckpointError, MODELS, load_model, load_official_checkpoint
+from svde.inference import add_model_arguments, check_model_arguments, load_depth_model
+from svde.models import CheckpointError
 
 ENTRY_KEYS = ("type", "root", "split", "protocol", "depth_cap", "options")
 DEFAULT_SPLITS = {"synthetic": "test"}
@@ -47,10 +48,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"synthetic": {"length": 100}}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="a checkpoint of this project (knows its model)")
-    src.add_argument("--official", type=Path, help="an authors' released state dict (needs --model)")
-    p.add_argument("--model", choices=list(MODELS), help="model name (with --official)")
+    add_model_arguments(p)
     p.add_argument("--datasets", nargs="+", required=True,
                    help=f"registry names ({', '.join(DATASETS)}) or entry names of --config")
     p.add_argument("--root", action="append", default=[], metavar="NAME=PATH", help="a dataset's root (repeatable)")
@@ -65,10 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("eval_results"), help="output folder (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if args.official is not None and args.model is None:
-        p.error("--official needs --model NAME (a released file does not record its architecture)")
-    if args.checkpoint is not None and args.model is not None:
-        p.error("--model goes with --official; a project checkpoint knows its model")
+    check_model_arguments(p, args)
     if args.batch_size < 1:
         p.error("--batch-size must be >= 1")
     return args
@@ -124,10 +119,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     entries = dataset_entries(args.datasets, args.root, args.config)
     device = resolve_device(args.device)
-    if args.checkpoint is not None:
-        model, source = load_model(args.checkpoint), str(args.checkpoint)
-    else:
-        model, source = load_official_checkpoint(args.official, args.model), str(args.official)
+    model = load_depth_model(args.checkpoint, args.official, args.model)
+    source = str(args.checkpoint or args.official)
     results = []
     for name, entry in entries.items():
         protocol = get_protocol(entry["protocol"], depth_cap=entry["depth_cap"], short_side=args.short_side)

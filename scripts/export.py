@@ -18,18 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from svde.inference import EXPORTERS, ExportError, export_model, load_depth_model
-from svde.models import MODELS
+from svde.inference import EXPORTERS, ExportError, add_model_arguments, check_model_arguments, export_model, load_depth_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="a checkpoint of this project (knows its model)")
-    src.add_argument("--official", type=Path, help="an authors' released state dict (needs --model)")
-    src.add_argument("--random-weights", action="store_true",
-                     help="random weights for --model (only to try the export path)")
-    p.add_argument("--model", choices=list(MODELS), help="model name (with --official or --random-weights)")
+    add_model_arguments(p, random_weights="random weights for --model (only to try the export path)")
     p.add_argument("--format", choices=list(EXPORTERS), default="onnx", help="default: %(default)s")
     p.add_argument("--out", type=Path, required=True, help="the file to write")
     p.add_argument("--height", type=int, default=384, help="export/check height, a multiple of 32 (default: %(default)s)")
@@ -39,8 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: %(default)s)")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed (default: %(default)s)")
     args = p.parse_args(argv)
-    if (args.official is not None or args.random_weights) and args.model is None:
-        p.error("--official and --random-weights need --model NAME")
+    check_model_arguments(p, args)
     for name in ("height", "width"):
         value = getattr(args, name)
         if value <= 0 or value % 32:

@@ -29,7 +29,9 @@ from svde.data.base import DataError
 from svde.data.io import read_image
 from svde.inference import (
     DOMAINS,
+    add_model_arguments,
     backproject,
+    check_model_arguments,
     colorize,
     convert_domain,
     intrinsics_from_fov,
@@ -41,17 +43,11 @@ from svde.inference import (
     write_ply,
     write_rgb,
 )
-from svde.models import MODELS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="a checkpoint of this project (knows its model)")
-    src.add_argument("--official", type=Path, help="an authors' released state dict (needs --model)")
-    src.add_argument("--random-weights", action="store_true",
-                     help="random weights for --model (only to try the pipeline; predictions are meaningless)")
-    p.add_argument("--model", choices=list(MODELS), help="model name (with --official or --random-weights)")
+    add_model_arguments(p, random_weights="random weights for --model (only to try the pipeline; predictions are meaningless)")
     p.add_argument("--input", type=Path, required=True, help="an image file or a folder (searched recursively)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--domain", choices=DOMAINS, default="log_disparity",
@@ -70,8 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    if (args.official is not None or args.random_weights) and args.model is None:
-        p.error("--official and --random-weights need --model NAME")
+    check_model_arguments(p, args)
     if args.ply and args.fov is None and args.intrinsics is None:
         p.error("--ply needs --fov DEG or --intrinsics FX FY CX CY")
     if args.short_side < 0:

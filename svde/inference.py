@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import math
 import os
@@ -88,6 +90,30 @@ def load_depth_model(checkpoint: str | os.PathLike | None = None, official: str 
     else:
         raise ValueError("nothing to load: give a checkpoint, a released file with its model name, or a model name")
     return net.to(device).eval()
+
+
+def add_model_arguments(parser: "argparse.ArgumentParser", random_weights: str | None = None) -> None:
+    """Add the scripts' shared ``--checkpoint | --official [--random-weights]`` and ``--model``.
+
+    ``random_weights`` is the help text of ``--random-weights``; ``None`` leaves that option out.
+    Check the parsed arguments with :func:`check_model_arguments`.
+    """
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a checkpoint of this project (knows its model)")
+    src.add_argument("--official", type=Path, help="an authors' released state dict (needs --model)")
+    if random_weights is not None:
+        src.add_argument("--random-weights", action="store_true", help=random_weights)
+    parser.add_argument("--model", choices=list(MODELS),
+                        help="model name (with --official" + (" or --random-weights)" if random_weights else ")"))
+
+
+def check_model_arguments(parser: "argparse.ArgumentParser", args: "argparse.Namespace") -> None:
+    """``parser.error`` unless ``--model`` is given exactly where it is needed."""
+    if (args.official is not None or getattr(args, "random_weights", False)) and args.model is None:
+        parser.error("--official" + (" and --random-weights need" if hasattr(args, "random_weights") else " needs")
+                     + " --model NAME (a released file does not record its architecture)")
+    if args.checkpoint is not None and args.model is not None:
+        parser.error("--model goes with --official; a project checkpoint knows its model")
 
 
 # ---- images in, predictions out ----------------------------------------------------------

@@ -1,7 +1,10 @@
 """Test-wide settings: offline, CPU, and the optional ``../shared`` material."""
 
+import json
+import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -23,3 +26,53 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared material not found at {SHARED} (only developers' checkouts have it)")
     return SHARED
+
+
+def fill_official(entries: list) -> dict:
+    """Fill a released layout deterministically, as ../shared/fixtures/official-lrn4/README.md says."""
+    state = {}
+    for i, (key, shape, _dtype) in enumerate(entries):
+        if key.startswith("branches.1.backbone."):
+            state[key] = state["branches.0." + key[len("branches.1.backbone."):]]
+            continue
+        g = torch.Generator().manual_seed(i)
+        if key.endswith("num_batches_tracked"):
+            t = torch.zeros(shape, dtype=torch.int64)
+        elif key.endswith("running_mean"):
+            t = 0.1 * torch.randn(shape, generator=g)
+        elif key.endswith("running_var"):
+            t = 0.5 + torch.rand(shape, generator=g)
+        elif len(shape) == 1 and key.endswith("weight"):
+            t = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        elif len(shape) == 1:
+            t = 0.1 * torch.randn(shape, generator=g)
+        else:
+            t = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+        state[key] = t
+    return state
+
+
+@pytest.fixture(scope="session")
+def official_state(shared_dir: Path) -> Callable[[str], dict]:
+    """``official_state(name)``: a released state dict for ``name``, filled as the fixtures define."""
+    def make(name: str) -> dict:
+        entries = json.loads((shared_dir / "fixtures/official-lrn4" / f"{name}.keys.json").read_text())
+        return fill_official(entries)
+    return make
+
+
+@pytest.fixture(scope="session")
+def mn_model():
+    """A seeded random ``mn_lrn4`` in eval mode, shared by the script tests (do not modify it)."""
+    from svde.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("mn_lrn4").eval()
+
+
+@pytest.fixture(scope="session")
+def mn_checkpoint(tmp_path_factory, mn_model) -> Path:
+    """``mn_model`` saved as a project checkpoint."""
+    from svde.models import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", mn_model)

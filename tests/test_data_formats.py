@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import pickle
 import struct
-import warnings
 from pathlib import Path
 
 import cv2

@@ -11,21 +11,10 @@ import torch
 from torch import nn
 
 from svde.inference import ExportError, export_onnx, export_torchscript
-from svde.models import MODELS, build_model, save_checkpoint
+from svde.models import MODELS, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 export_main = runpy.run_path(str(REPO / "scripts" / "export.py"))["main"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("mn_lrn4").eval()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, model):
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", model)
 
 
 def reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -33,9 +22,9 @@ def reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).numpy()
 
 
-def test_onnx_static_export_cli(tmp_path, checkpoint, model, capsys):
+def test_onnx_static_export_cli(tmp_path, mn_checkpoint, mn_model, capsys):
     out = tmp_path / "m.onnx"
-    assert export_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out),
+    assert export_main(["--checkpoint", str(mn_checkpoint), "--format", "onnx", "--out", str(out),
                         "--height", "64", "--width", "96"]) == 0
     assert "max abs difference" in capsys.readouterr().out
     proto = onnx.load(str(out))
@@ -46,33 +35,33 @@ def test_onnx_static_export_cli(tmp_path, checkpoint, model, capsys):
     x = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
     got = session.run(None, {"image": x})[0]
     assert got.shape == (1, 1, 64, 96)
-    assert np.abs(got - reference(model, x)).max() <= 1e-4
+    assert np.abs(got - reference(mn_model, x)).max() <= 1e-4
     # A static export is fixed to its size.
     with pytest.raises(Exception):
         session.run(None, {"image": np.zeros((1, 3, 96, 96), np.float32)})
 
 
-def test_onnx_dynamic_export_accepts_other_sizes(tmp_path, model):
+def test_onnx_dynamic_export_accepts_other_sizes(tmp_path, mn_model):
     out = tmp_path / "dyn.onnx"
-    diff = export_onnx(model, out, height=64, width=64, dynamic=True)
+    diff = export_onnx(mn_model, out, height=64, width=64, dynamic=True)
     assert 0 <= diff <= 1e-4
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).normal(size=(2, 3, 96, 160)).astype(np.float32)
     got = session.run(None, {"image": x})[0]
     assert got.shape == (2, 1, 96, 160)
-    assert np.abs(got - reference(model, x)).max() <= 1e-4
+    assert np.abs(got - reference(mn_model, x)).max() <= 1e-4
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-def test_torchscript_export_cli(tmp_path, checkpoint, model):
+def test_torchscript_export_cli(tmp_path, mn_checkpoint, mn_model):
     out = tmp_path / "m.ts"
-    assert export_main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out),
+    assert export_main(["--checkpoint", str(mn_checkpoint), "--format", "torchscript", "--out", str(out),
                         "--height", "64", "--width", "64", "--dynamic"]) == 0
     loaded = torch.jit.load(str(out))
     x = np.random.default_rng(2).normal(size=(1, 3, 96, 128)).astype(np.float32)
     with torch.no_grad():
         got = loaded(torch.from_numpy(x)).numpy()
-    assert np.abs(got - reference(model, x)).max() <= 1e-4
+    assert np.abs(got - reference(mn_model, x)).max() <= 1e-4
 
 
 class SizeDependent(nn.Module):
@@ -98,11 +87,11 @@ def test_parity_failure_writes_nothing(tmp_path, exporter):
     assert exporter(SizeDependent().eval(), out, height=64, width=64) <= 1e-4 and out.exists()
 
 
-def test_export_argument_errors(tmp_path, checkpoint):
+def test_export_argument_errors(tmp_path, mn_checkpoint):
     with pytest.raises(SystemExit):
-        export_main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.onnx"), "--height", "50"])
+        export_main(["--checkpoint", str(mn_checkpoint), "--out", str(tmp_path / "x.onnx"), "--height", "50"])
     with pytest.raises(SystemExit):
-        export_main(["--official", str(checkpoint), "--out", str(tmp_path / "x.onnx")])
+        export_main(["--official", str(mn_checkpoint), "--out", str(tmp_path / "x.onnx")])
     with pytest.raises(ValueError, match="opset"):
         export_onnx(build_model("mn_lrn4").eval(), tmp_path / "x.onnx", 64, 64, opset=13)
 

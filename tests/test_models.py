@@ -1,6 +1,3 @@
-import json
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -30,35 +27,6 @@ PARAMS = {
 # Multiply-adds at 384x384, in G (the issue's reference values, from the released architectures).
 MADDS = {"mn_lrn4": 1.019, "lite0_lrn4": 1.265, "b0_lrn4": 1.432, "b1_lrn4": 1.971,
          "b2_lrn4": 2.251, "b3_lrn4": 3.292, "b4_lrn4": 5.054, "b5_lrn4": 7.627}
-
-
-def fill_official(entries):
-    """Fill a released layout deterministically, as ../shared/fixtures/official-lrn4/README.md says."""
-    state = {}
-    for i, (key, shape, _) in enumerate(entries):
-        if key.startswith("branches.1.backbone."):
-            state[key] = state["branches.0." + key[len("branches.1.backbone."):]]
-            continue
-        g = torch.Generator().manual_seed(i)
-        if key.endswith("num_batches_tracked"):
-            t = torch.zeros(shape, dtype=torch.int64)
-        elif key.endswith("running_mean"):
-            t = 0.1 * torch.randn(shape, generator=g)
-        elif key.endswith("running_var"):
-            t = 0.5 + torch.rand(shape, generator=g)
-        elif len(shape) == 1 and key.endswith("weight"):
-            t = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        elif len(shape) == 1:
-            t = 0.1 * torch.randn(shape, generator=g)
-        else:
-            t = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
-        state[key] = t
-    return state
-
-
-def official_state(shared_dir, name):
-    entries = json.loads((shared_dir / "fixtures/official-lrn4" / f"{name}.keys.json").read_text())
-    return fill_official(entries)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -108,8 +76,8 @@ def test_max_pool5_matches_reference_values_and_gradients():
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_released_checkpoint_fixture(shared_dir, name):
-    model = load_official_checkpoint(official_state(shared_dir, name), name)
+def test_released_checkpoint_fixture(shared_dir, official_state, name):
+    model = load_official_checkpoint(official_state(name), name)
     assert not model.training
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -119,8 +87,8 @@ def test_released_checkpoint_fixture(shared_dir, name):
     assert np.abs(out - ref).max() <= 1e-4
 
 
-def test_released_checkpoint_bad_inputs(shared_dir, tmp_path):
-    state = official_state(shared_dir, "mn_lrn4")
+def test_released_checkpoint_bad_inputs(official_state, tmp_path):
+    state = official_state("mn_lrn4")
     with pytest.raises(CheckpointError, match="does not fit lite0_lrn4.*looks like a mn_lrn4"):
         load_official_checkpoint(state, "lite0_lrn4")
     missing = dict(state)
@@ -137,8 +105,8 @@ def test_released_checkpoint_bad_inputs(shared_dir, tmp_path):
         load_official_checkpoint(tmp_path / "nope.pth", "mn_lrn4")
 
 
-def test_convert_official_round_trip(shared_dir, tmp_path):
-    state = official_state(shared_dir, "lite0_lrn4")
+def test_convert_official_round_trip(official_state, tmp_path):
+    state = official_state("lite0_lrn4")
     src = tmp_path / "lite0_lrn4.pth"
     torch.save(state, src)
     dst = convert_official(src, "lite0_lrn4", tmp_path / "lite0.pt")

@@ -26,7 +26,6 @@ from svde.inference import (
     save_png16,
     write_ply,
 )
-from svde.models import build_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 predict_main = runpy.run_path(str(REPO / "scripts" / "predict.py"))["main"]
@@ -56,17 +55,6 @@ def random_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("mn_lrn4").eval()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, model):
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", model)
-
-
 def test_network_size_rounds_to_multiples_of_32():
     assert network_size(50, 70) == (64, 64)
     assert network_size(10, 10) == (32, 32)
@@ -78,22 +66,22 @@ def test_network_size_rounds_to_multiples_of_32():
 
 
 @pytest.mark.parametrize("shape", [(50, 70), (33, 97), (64, 96)])
-def test_predict_any_size_matches_network_at_rounded_size(model, shape):
+def test_predict_any_size_matches_network_at_rounded_size(mn_model, shape):
     rgb = random_rgb(*shape)
-    out = predict(model, rgb)
+    out = predict(mn_model, rgb)
     assert out.shape == shape and out.dtype == np.float32 and np.isfinite(out).all()
     # At a size that is already a multiple of 32 no resizing happens: identical to the network.
     if shape == (64, 96):
         from svde.data.base import normalize_image
 
         with torch.no_grad():
-            ref = model(normalize_image(rgb)[None])[0, 0].numpy()
+            ref = mn_model(normalize_image(rgb)[None])[0, 0].numpy()
         np.testing.assert_allclose(out, ref, atol=1e-6)
 
 
-def test_predict_rejects_non_rgb(model):
+def test_predict_rejects_non_rgb(mn_model):
     with pytest.raises(ValueError, match="uint8"):
-        predict(model, np.zeros((32, 32), np.uint8))
+        predict(mn_model, np.zeros((32, 32), np.uint8))
 
 
 def test_domains_are_consistent():
@@ -184,15 +172,15 @@ def test_list_images_and_collision_free_names(tmp_path):
         list_images(tmp_path / "missing")
 
 
-def test_load_depth_model_sources(checkpoint, model):
-    loaded = load_depth_model(checkpoint=checkpoint)
+def test_load_depth_model_sources(mn_checkpoint, mn_model):
+    loaded = load_depth_model(checkpoint=mn_checkpoint)
     assert loaded.name == "mn_lrn4" and not loaded.training
-    for key, value in model.state_dict().items():
+    for key, value in mn_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
     with pytest.raises(ValueError, match="holds a mn_lrn4"):
-        load_depth_model(checkpoint=checkpoint, model="b0_lrn4")
+        load_depth_model(checkpoint=mn_checkpoint, model="b0_lrn4")
     with pytest.raises(ValueError, match="model name"):
-        load_depth_model(official=checkpoint)
+        load_depth_model(official=mn_checkpoint)
     with pytest.raises(KeyError, match="valid models"):
         load_depth_model(model="resnet")
     with pytest.raises(ValueError, match="nothing to load"):
@@ -208,9 +196,9 @@ def _write_inputs(folder: Path) -> dict[str, np.ndarray]:
     return images
 
 
-def test_predict_cli_folder_npy(tmp_path, checkpoint, model, capsys):
+def test_predict_cli_folder_npy(tmp_path, mn_checkpoint, mn_model, capsys):
     images = _write_inputs(tmp_path / "in")
-    rc = predict_main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+    rc = predict_main(["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
                        "--domain", "depth", "--short-side", "0", "--device", "cpu"])
     assert rc == 0
     assert "skipping" in capsys.readouterr().err
@@ -219,17 +207,17 @@ def test_predict_cli_folder_npy(tmp_path, checkpoint, model, capsys):
         depth = np.load(f"{stem}.depth.npy")
         assert depth.shape == rgb.shape[:2] and depth.dtype == np.float32 and (depth > 0).all()
         # Same numbers as the library on the decoded file (the jpg is lossy, so decode it again).
-        expected = convert_domain(predict(model, read_image(tmp_path / "in" / rel)), "depth")
+        expected = convert_domain(predict(mn_model, read_image(tmp_path / "in" / rel)), "depth")
         np.testing.assert_allclose(depth, expected, rtol=1e-5)
         vis = read_image(f"{stem}.vis.png")
         assert vis.shape == rgb.shape
     assert not list((tmp_path / "out").rglob("readme*"))
 
 
-def test_predict_cli_png16_and_point_cloud(tmp_path, checkpoint):
+def test_predict_cli_png16_and_point_cloud(tmp_path, mn_checkpoint):
     rgb = random_rgb(40, 52, 7)
     cv2.imwrite(str(tmp_path / "img.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    rc = predict_main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "img.png"), "--out", str(tmp_path / "o"),
+    rc = predict_main(["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path / "img.png"), "--out", str(tmp_path / "o"),
                        "--domain", "disparity", "--format", "png", "--ply", "--intrinsics", "40", "40", "26", "20",
                        "--device", "cpu"])
     assert rc == 0
@@ -242,45 +230,29 @@ def test_predict_cli_png16_and_point_cloud(tmp_path, checkpoint):
     np.testing.assert_allclose(verts["z"].reshape(40, 52), 1.0 / disp, rtol=1e-3)
 
 
-def test_predict_cli_errors(tmp_path, checkpoint, capsys):
+def test_predict_cli_errors(tmp_path, mn_checkpoint, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
-    rc = predict_main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
+    rc = predict_main(["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
                        "--device", "cpu"])
     assert rc == 1 and "broken.jpg" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        predict_main(["--checkpoint", str(checkpoint), "--input", str(tmp_path), "--out", str(tmp_path), "--ply"])
+        predict_main(["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path), "--out", str(tmp_path), "--ply"])
     with pytest.raises(SystemExit):
-        predict_main(["--official", str(checkpoint), "--input", str(tmp_path), "--out", str(tmp_path)])
+        predict_main(["--official", str(mn_checkpoint), "--input", str(tmp_path), "--out", str(tmp_path)])
     with pytest.raises(DataError, match="broken.jpg"):
         read_image(tmp_path / "in" / "broken.jpg")
 
 
-def test_predict_cli_official_fixture(tmp_path, shared_dir):
+def test_predict_cli_official_fixture(tmp_path, shared_dir, official_state):
     """--official with a file in the released layout (the fixture's deterministic fill)."""
     fixture = shared_dir / "fixtures" / "official-lrn4"
-    entries = json.loads((fixture / "mn_lrn4.keys.json").read_text())
-    state = {}
-    for i, (key, shape, _dtype) in enumerate(entries):
-        if key.startswith("branches.1.backbone."):
-            state[key] = state["branches.0." + key[len("branches.1.backbone."):]]
-            continue
-        g = torch.Generator().manual_seed(i)
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.zeros(shape, dtype=torch.int64)
-        elif key.endswith("running_mean"):
-            state[key] = 0.1 * torch.randn(shape, generator=g)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(shape, generator=g)
-        elif len(shape) == 1:
-            state[key] = (1.0 if key.endswith("weight") else 0.0) + 0.1 * torch.randn(shape, generator=g)
-        else:
-            state[key] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+    state = official_state("mn_lrn4")
     torch.save(state, tmp_path / "mn_lrn4.pth")
-    model = load_depth_model(official=tmp_path / "mn_lrn4.pth", model="mn_lrn4")
+    mn_model = load_depth_model(official=tmp_path / "mn_lrn4.pth", model="mn_lrn4")
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = model(x).numpy()
+        out = mn_model(x).numpy()
     np.testing.assert_allclose(out, np.load(fixture / "mn_lrn4.out-seed0-128x160.npy"), atol=1e-4)
     cv2.imwrite(str(tmp_path / "p.png"), random_rgb(30, 30))
     assert predict_main(["--official", str(tmp_path / "mn_lrn4.pth"), "--model", "mn_lrn4", "--input",

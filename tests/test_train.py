@@ -154,12 +154,14 @@ def test_non_finite_loss_skips_the_step_then_stops(tmp_path, monkeypatch):
         out = real(*args, **kwargs)
         if calls["n"] == 2:  # one bad batch: skipped with a warning, the run goes on
             out = {**out, "loss": out["loss"] * float("nan")}
+        if calls["n"] == 3:  # a NaN prediction makes the loss raise: skipped the same way
+            raise FloatingPointError("mixture_loss: pred is NaN/inf at valid pixels of sample(s) [0]")
         return out
 
     monkeypatch.setattr(losses, "mixture_loss", flaky)
     with pytest.warns(UserWarning, match="non-finite loss"):
         train(build_config(tiny_raw(val={"every": 0})), tmp_path / "flaky")
-    assert calls["n"] == 3  # 2 good steps + the skipped one
+    assert calls["n"] == 4  # 2 good steps + the two skipped ones
     assert read_checkpoint(tmp_path / "flaky" / "last.pt")["step"] == 2
 
     monkeypatch.setattr(losses, "mixture_loss", lambda *a, **k: {**real(*a, **k), "loss": torch.tensor(float("inf"),

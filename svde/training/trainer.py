@@ -341,8 +341,15 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
             with autocast:
                 pred = model(image)
             # The losses sort and normalise: always in float32.
-            terms = mixture_loss(pred.float(), target, mask, types, si_weight=cfg.loss.si_weight,
-                                 ssi_weight=cfg.loss.ssi_weight)
+            try:
+                terms = mixture_loss(pred.float(), target, mask, types, si_weight=cfg.loss.si_weight,
+                                     ssi_weight=cfg.loss.ssi_weight)
+            except FloatingPointError as exc:
+                # A NaN/inf prediction (e.g. an fp16 overflow). Backward still runs, so that DDP
+                # ranks stay in step, on a NaN loss that makes every rank skip this update below.
+                warnings.warn(f"step {step + 1}: {exc}")
+                nan = pred.float().sum() * float("nan")
+                terms = {"loss": nan, "si": nan.detach(), "ssi": nan.detach()}
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["loss"]).backward()
             scaler.unscale_(optimizer)
