@@ -1,0 +1,258 @@
+"""scripts/experiments/poc.py: the §4.4.1 proof-of-concept sweep, end to end on a tiny config."""
+
+import importlib.util
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from svde.config import ConfigError
+from svde.data import build_dataset
+from svde.training.trainer import build_train_transform_for, take_subset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_poc():
+    spec = importlib.util.spec_from_file_location("svde_poc_script", REPO / "scripts" / "experiments" / "poc.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and typing.get_type_hints look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+poc = _load_poc()
+
+
+def tiny_config(tmp: Path, n_source: int = 12, percents=(50, 100), **extra) -> Path:
+    raw = {
+        "percents": list(percents),
+        "seeds": [0],
+        "source": {"name": "synthetic", "split": "train", "options": {"length": n_source, "height": 64, "width": 64}},
+        "heldout": {"dataset": {"name": "synthetic", "split": "test",
+                                "options": {"length": 3, "height": 64, "width": 64}},
+                    "protocol": "synthetic", "short_side": 64, "batch_size": 3},
+        "train": {
+            "model": {"name": "mn_lrn4"},
+            "data": {"height": 64, "width": 64, "augment": False, "batch_size": 2, "epoch_length": n_source},
+            "train": {"steps": 2, "device": "cpu", "log_every": 1, "image_every": 0, "checkpoint_every": 100},
+            "val": {"every": 0, "dataset": None},
+        },
+        **extra,
+    }
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions gain nothing from two threads, and on a busy machine two lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("poc")
+    config, out = tiny_config(tmp), tmp / "out"
+    assert poc.main(["--config", str(config), "--out", str(out), "--threads", "1"]) == 0
+    return config, out
+
+
+def test_sweep_writes_results_and_figure(sweep):
+    _, out = sweep
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["n_source"] == 12 and summary["percents"] == [50, 100]
+    assert sorted(r["run"] for r in summary["runs"]) == sorted(
+        ["p50_mixture_s0", "p50_uts_only_s0", "p100_mixture_s0", "p100_uts_only_s0"])
+    for r in summary["runs"]:
+        for key in ("rel", "delta1_err", "geometry_err"):
+            assert math.isfinite(r[key]) and r[key] >= 0, (r["run"], key, r[key])
+        assert r["delta1_err"] <= 1
+        assert r["n_uts"] == round(r["percent"] / 100 * 12)
+        assert r["n_utss"] == (12 - r["n_uts"] if r["kind"] == "mixture" else 0)
+        assert (out / r["run"] / "last.pt").is_file() and (out / r["run"] / "result.json").is_file()
+    for kind in ("mixture", "uts_only"):
+        curve = summary["curves"][kind]
+        assert curve["percent"] == [50, 100]
+        mine = {r["percent"]: r["rel"] for r in summary["runs"] if r["kind"] == kind}
+        assert curve["rel"] == [mine[50], mine[100]]  # one seed: the curve is the runs themselves
+    for pair in summary["paired_rel_diff"]:
+        assert pair["n_images"] == 3 and math.isfinite(pair["mean"])
+    base = summary["baseline"]
+    assert all(math.isfinite(base[k]) for k in ("rel", "delta1_err", "geometry_err"))
+    png = (out / "fig2.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_rerun_skips_finished_runs(sweep, monkeypatch, capsys):
+    config, out = sweep
+    before = (out / "results.json").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(poc, "train", no_training)
+    capsys.readouterr()
+    assert poc.main(["--config", str(config), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("(done earlier)") == 4
+    assert json.loads((out / "results.json").read_text())["curves"] == json.loads(before)["curves"]
+
+
+def test_changed_config_is_refused_not_mixed_in(sweep, capsys):
+    config, out = sweep
+    assert poc.main(["--config", str(config), "--out", str(out), "train.train.steps=3"]) == 1
+    err = capsys.readouterr().err
+    assert "another config" in err and "train.steps: 2 there, 3 now" in err
+
+
+def _sweep_run(config: Path, name: str):
+    cfg = poc.load_poc_config(config)
+    return cfg, next(r for r in poc.build_runs(cfg, 12) if r.name == name)
+
+
+def test_run_killed_before_evaluation_is_evaluated_not_retrained(sweep, tmp_path, monkeypatch):
+    config, out = sweep
+    cfg, run = _sweep_run(config, "p100_mixture_s0")
+    (tmp_path / run.name).mkdir()
+    shutil.copy(out / run.name / "last.pt", tmp_path / run.name / "last.pt")  # trained, never evaluated
+    calls = []
+    monkeypatch.setattr(poc, "train", lambda *a, **k: calls.append(a))
+    result = poc.do_run(run, cfg, tmp_path)
+    assert calls == [] and not result["reused"]
+    stored = json.loads((out / run.name / "result.json").read_text())
+    assert result["rel"] == pytest.approx(stored["rel"])  # same weights, same held-out set: same score
+
+
+def test_checkpoint_of_another_config_is_refused(sweep, tmp_path):
+    config, out = sweep
+    cfg = poc.load_poc_config(config, ["train.optim.lr=0.01"])
+    run = next(r for r in poc.build_runs(cfg, 12) if r.name == "p100_mixture_s0")
+    (tmp_path / run.name).mkdir()
+    shutil.copy(out / run.name / "last.pt", tmp_path / run.name / "last.pt")
+    with pytest.raises(poc.PocError, match=r"another config \(optim.lr: 0.001 there, 0.01 now"):
+        poc.do_run(run, cfg, tmp_path)
+
+
+@pytest.mark.parametrize("percent", [5, 25, 33, 50, 100])
+def test_partition_is_exact_and_disjoint(tmp_path, percent):
+    n = 40
+    cfg = poc.load_poc_config(tiny_config(tmp_path, n_source=n, percents=[percent]))
+    parts = poc.partition(poc.build_source(cfg), percent)
+    assert len(parts["uts"]) == round(percent / 100 * n)
+    assert set(parts["uts"]).isdisjoint(parts["utss"])
+    assert sorted(parts["uts"] + parts["utss"]) == list(range(n))
+
+    mixture, uts_only = poc.build_runs(cfg, n)
+    assert (mixture.kind, uts_only.kind) == ("mixture", "uts_only")
+    assert (mixture.config.loss.si_weight, mixture.config.loss.ssi_weight) == (1.0, 1.0)
+    assert (uts_only.config.loss.si_weight, uts_only.config.loss.ssi_weight) == (1.0, 0.0)
+    assert mixture.config.data.train[0] == uts_only.config.data.train[0]  # the very same UTS part
+    assert len(uts_only.config.data.train) == 1
+    assert len(mixture.config.data.train) == (1 if percent == 100 else 2)
+    # What the trainer builds from these entries: the partition, converted per part.
+    for entry, part, kind in zip(mixture.config.data.train, ("uts", "utss"), ("uts", "utss")):
+        ds = take_subset(build_dataset(entry.name, entry.root, entry.split,
+                                       transform=build_train_transform_for(mixture.config, entry), **entry.options),
+                         entry)
+        assert list(ds.indices) == parts[part]
+        assert entry.weight == pytest.approx(len(parts[part]) / n)
+        sample = ds[0]
+        assert sample["depth_type"] == kind
+        depth = cfg_source_depth(cfg, parts[part][0])
+        t = sample["target"][0].numpy().astype(np.float64)
+        # UTS: a constant multiple of the source depth; UTSS: an affine function of its inverse.
+        x = depth if kind == "uts" else 1.0 / depth
+        a, b = np.polyfit(x.ravel(), t.ravel(), 1)
+        assert np.allclose(t, a * x + b, rtol=1e-4, atol=1e-5 * np.abs(t).max()) and a > 0
+        if kind == "uts":
+            assert abs(b) < 1e-4 * np.abs(t).max()
+
+
+def cfg_source_depth(cfg, index: int) -> np.ndarray:
+    src = cfg.source
+    return build_dataset(src.name, src.root, src.split, **src.options)[index]["target"][0].numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("percents=[0, 50]", "percents must be"),
+    ("percents=[50, 50]", "without repeats"),
+    ("source.convert=uts", "plain absolute-depth dataset"),
+    ("heldout.batchsize=2", "unknown config key 'heldout.batchsize'"),
+    ("train.optim.lr=-1", "optim.lr must be > 0"),
+    ("heldout.protocol=nope", "unknown protocol 'nope'"),
+    ("heldout.dataset={name: synthetic, split: train, options: {length: 12, height: 64, width: 64}}",
+     "heldout.dataset is the source dataset itself"),
+])
+def test_bad_config_is_a_clear_error(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg = poc.load_poc_config(tiny_config(tmp_path), [override])
+        poc.build_runs(cfg, 12)
+
+
+def test_source_must_be_absolute(tmp_path):
+    cfg = poc.load_poc_config(tiny_config(tmp_path), ["source.options.depth_type=uts"])
+    with pytest.raises(poc.PocError, match="needs absolute depth"):
+        poc.build_source(cfg)
+
+
+def test_empty_uts_part_is_a_clear_error(tmp_path):
+    cfg = poc.load_poc_config(tiny_config(tmp_path, percents=[1]))
+    with pytest.raises(ConfigError, match="1 % of 12 source samples is no sample"):
+        poc.build_runs(cfg, 12)
+
+
+def test_shipped_configs_are_valid():
+    for name in ("synthetic", "nyu"):
+        cfg = poc.load_poc_config(REPO / "configs" / "poc" / f"{name}.yaml")
+        runs = poc.build_runs(cfg, 1000)
+        assert len(runs) == 2 * len(cfg.percents) * len(cfg.seeds)
+        assert {r.config.model.name for r in runs} == {"mn_lrn4"}
+        assert len({(r.config.train.steps, r.config.data.batch_size) for r in runs}) == 1  # same budget for all
+
+
+@pytest.mark.parametrize("subset", [[0.5, 0.2], [0.0, 1.5], [0.3]])
+def test_training_config_rejects_bad_subset(subset):
+    with pytest.raises(ConfigError, match=r"data.train.0.subset must be \[start, end\]"):
+        poc.build_config({"data": {"train": [{"name": "synthetic", "subset": subset}]}})
+
+
+def test_summary_over_seeds(tmp_path):
+    # Two seeds at one p: means and stds over seeds, paired differences image by image.
+    cfg = poc.PocConfig(percents=[10.0], seeds=[0, 1])
+    per_image = {("mixture", 0): [0.30, 0.20], ("uts_only", 0): [0.40, 0.30],
+                 ("mixture", 1): [0.30, 0.30], ("uts_only", 1): [0.30, 0.28]}
+    results = [{"run": poc.run_name(k, 10.0, s), "kind": k, "percent": 10.0, "seed": s, "rel": sum(v) / 2,
+                "delta1_err": 0.5, "geometry_err": None, "per_image_rel": v} for (k, s), v in per_image.items()]
+    summary = poc.summarize(cfg, results, 20, {10.0: {"uts": 2, "utss": 18}})
+    mix = summary["curves"]["mixture"]
+    assert mix["rel"] == [pytest.approx(0.275)] and mix["rel_std"] == [pytest.approx(0.035355, abs=1e-5)]
+    assert summary["curves"]["uts_only"]["geometry_err"] == [None]
+    seed0, seed1 = summary["paired_rel_diff"]
+    assert seed0["mean"] == pytest.approx(0.10) and seed0["sem"] == pytest.approx(0.0)
+    assert seed1["mean"] == pytest.approx(-0.01) and seed1["sem"] == pytest.approx(0.01)
+    by_p = summary["paired_rel_diff_by_p"][0]
+    assert by_p["mean"] == pytest.approx(0.045) and by_p["mixture_wins"] == 1 and by_p["n_seeds"] == 2
+    assert "+4.50 ± 7.78, mixture better in 1/2" in poc.format_table(summary)
+    assert poc.plot_fig2(summary, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_block_base_files_resolve_relative_to_the_config(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("optim: {name: adam, lr: 0.005}\ntrain: {steps: 7}\n")
+    config = tiny_config(tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    raw["train"]["base"] = "recipe.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    cfg = poc.load_poc_config(config, ["train.optim.lr=0.002"])
+    run = poc.build_runs(cfg, 12)[0]
+    # base < the block's own keys < overrides
+    assert (run.config.optim.name, run.config.optim.lr, run.config.train.steps) == ("adam", 0.002, 2)
