@@ -18,26 +18,7 @@ import numpy as np
 import torch
 
 from svde.data import denormalize_image
-
-
-def colourise(values: torch.Tensor, mask: torch.Tensor | None = None, cmap: str = "magma") -> np.ndarray:
-    """(H, W) map -> uint8 (H, W, 3) RGB, scaled to its 2nd-98th percentile; masked-out pixels black.
-
-    Example:
-        >>> colourise(torch.arange(12.0).reshape(3, 4)).shape
-        (3, 4, 3)
-    """
-    from matplotlib import colormaps  # local: only needed when images are logged
-
-    x = values.detach().float().cpu().numpy()
-    valid = np.isfinite(x) if mask is None else (mask.detach().cpu().numpy().astype(bool) & np.isfinite(x))
-    if not valid.any():
-        return np.zeros((*x.shape, 3), dtype=np.uint8)
-    lo, hi = np.percentile(x[valid], [2, 98])
-    norm = np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)
-    rgb = (colormaps[cmap](norm)[..., :3] * 255).round().astype(np.uint8)
-    rgb[~valid] = 0
-    return rgb
+from svde.inference import colorize
 
 
 def depth_grid(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, pred_logdisp: torch.Tensor,
@@ -52,8 +33,9 @@ def depth_grid(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
         target, mask = targets[i, 0].float(), masks[i, 0]
         if depth_types[i] in ("absolute", "uts"):
             target = torch.where(mask, 1.0 / target.clamp_min(1e-6), torch.zeros_like(target))
-        rows.append(np.concatenate([denormalize_image(images[i]), colourise(target, mask),
-                                    colourise(pred_logdisp[i, 0].float().exp())], axis=1))
+        rows.append(np.concatenate([denormalize_image(images[i]),
+                                    colorize(target.cpu().numpy(), mask=mask.cpu().numpy()),
+                                    colorize(pred_logdisp[i, 0].detach().float().exp().cpu().numpy())], axis=1))
     return np.concatenate(rows, axis=0)
 
 
