@@ -240,14 +240,17 @@ def _check_depth_types(depth_types: Sequence[str], batch: int) -> list[str]:
 
 
 def mixture_loss(pred_logdisp: Tensor, target: Tensor, mask: Tensor, depth_types: Sequence[str],
-                 si_weight: float = 1.0, ssi_weight: float = 1.0) -> dict[str, Tensor]:
+                 si_weight: float = 1.0, ssi_weight: float = 1.0,
+                 si_types: Sequence[str] = SI_TYPES) -> dict[str, Tensor]:
     """The training loss of eq. (5), gated per sample by its depth type.
 
     ``pred_logdisp`` is the model output (log-disparity), ``target``/``mask`` follow the sample
     contract: depth for ``absolute``/``uts`` samples, disparity for ``utss`` ones, > 0 where
     ``mask``. Terms:
 
-    * ``si``: :func:`si_loss` of (pred_logdisp, -log depth) over the absolute/uts samples;
+    * ``si``: :func:`si_loss` of (pred_logdisp, -log depth) over the samples whose type is in
+      ``si_types`` (eq. 5's ``I_UTS``; a subset of absolute/uts: e.g. ``("absolute",)``, or
+      ``()`` for SSI only);
     * ``ssi``: :func:`ssi_loss` of (exp(pred_logdisp), disparity) over all samples, disparity
       being 1/depth (absolute/uts) or the target (utss).
 
@@ -268,6 +271,8 @@ def mixture_loss(pred_logdisp: Tensor, target: Tensor, mask: Tensor, depth_types
     """
     _check_inputs(pred_logdisp, target, mask, "mixture_loss")
     types = _check_depth_types(depth_types, pred_logdisp.shape[0])
+    if any(t not in SI_TYPES for t in si_types):
+        raise ValueError(f"mixture_loss: si_types may hold {SI_TYPES} only (SI needs unbiased depth), got {list(si_types)}")
     bad = mask & ~(target > 0)
     if bool(bad.any()):
         rows = bad.flatten(1).any(1).nonzero().flatten().tolist()
@@ -275,18 +280,24 @@ def mixture_loss(pred_logdisp: Tensor, target: Tensor, mask: Tensor, depth_types
                          f"samples {rows} ({[types[i] for i in rows]}) have values <= 0 or NaN where mask is True")
     with _float_math(pred_logdisp):
         logp, tgt, m = _flat(pred_logdisp, target, mask)
-        si_rows = [i for i, kind in enumerate(types) if kind in SI_TYPES]
-        every = len(si_rows) == len(types)  # no gather/scatter copies in the common case
-        sel = torch.tensor(si_rows, device=m.device, dtype=torch.long)
+        depth_rows = [i for i, kind in enumerate(types) if kind in SI_TYPES]  # targets hold depth
+        every = len(depth_rows) == len(types)  # no gather/scatter copies in the common case
+        sel = torch.tensor(depth_rows, device=m.device, dtype=torch.long)
 
         def pick(x: Tensor) -> Tensor:
             return x if every else x[sel]
 
-        # SI on the absolute/uts rows only (selected, so UTSS rows cost no sorting), against
-        # -log depth: unlike log(1/depth) it cannot overflow for subnormal depths.
+        # SI on the depth rows gated in by si_types only (selected, so other rows cost no
+        # sorting), against -log depth: unlike log(1/depth) it cannot overflow for tiny depths.
         m_si = pick(m)
         depth = torch.where(m_si, pick(tgt), 1.0)
-        si = _si_core(pick(logp), torch.where(m_si, -torch.log(depth), 0.0), m_si)
+        neg_log = torch.where(m_si, -torch.log(depth), 0.0)
+        gated = [j for j, i in enumerate(depth_rows) if types[i] in si_types]
+        if len(gated) == len(depth_rows):
+            si = _si_core(pick(logp), neg_log, m_si)
+        else:
+            g = torch.tensor(gated, device=m.device, dtype=torch.long)
+            si = _si_core(pick(logp)[g], neg_log[g], m_si[g])
 
         # SSI targets: min_depth / depth (a disparity scaled into (0, 1], which SSI ignores) for
         # absolute/uts rows; utss disparities as given (SSI rescales them internally).
@@ -313,14 +324,15 @@ class MixtureLoss(nn.Module):
         ['loss', 'si', 'ssi']
     """
 
-    def __init__(self, si_weight: float = 1.0, ssi_weight: float = 1.0) -> None:
+    def __init__(self, si_weight: float = 1.0, ssi_weight: float = 1.0, si_types: Sequence[str] = SI_TYPES) -> None:
         super().__init__()
         self.si_weight = float(si_weight)
         self.ssi_weight = float(ssi_weight)
+        self.si_types = tuple(si_types)
 
     def forward(self, pred_logdisp: Tensor, target: Tensor, mask: Tensor,
                 depth_types: Sequence[str]) -> dict[str, Tensor]:
-        return mixture_loss(pred_logdisp, target, mask, depth_types, self.si_weight, self.ssi_weight)
+        return mixture_loss(pred_logdisp, target, mask, depth_types, self.si_weight, self.ssi_weight, self.si_types)
 
     def extra_repr(self) -> str:
-        return f"si_weight={self.si_weight}, ssi_weight={self.ssi_weight}"
+        return f"si_weight={self.si_weight}, ssi_weight={self.ssi_weight}, si_types={self.si_types}"

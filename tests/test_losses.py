@@ -416,3 +416,23 @@ def test_benchmark_script_runs_on_a_tiny_batch(monkeypatch, capsys):
     out = capsys.readouterr().out
     for row in ("torch.sort", "si_loss fwd+bwd", "ssi_loss fwd+bwd", "mixture_loss fwd+bwd"):
         assert row in out
+
+
+def test_mixture_si_types_gates_si_per_sample():
+    """``si_types`` is eq. 5's I_UTS: excluded depth samples still get SSI (on 1/depth), not SI."""
+    g = torch.Generator().manual_seed(3)
+    depth = torch.rand(2, 1, 6, 7, generator=g) + 0.5
+    pred = torch.randn(2, 1, 6, 7, generator=g)
+    mask = torch.rand(2, 1, 6, 7, generator=g) > 0.2
+    both = mixture_loss(pred, depth, mask, ["uts", "absolute"])
+    only_abs = mixture_loss(pred, depth, mask, ["uts", "absolute"], si_types=("absolute",))
+    none = mixture_loss(pred, depth, mask, ["uts", "absolute"], si_types=())
+    # SI over the absolute sample alone; SSI unchanged: it applies to every sample either way.
+    assert torch.allclose(only_abs["si"], si_loss(pred[1:], -depth[1:].log(), mask[1:]), rtol=1e-5)
+    assert torch.allclose(only_abs["ssi"], both["ssi"]) and torch.allclose(none["ssi"], both["ssi"])
+    assert float(none["si"]) == 0.0
+    # The same as handing the loss the disparity of UTSS samples.
+    as_utss = mixture_loss(pred, torch.where(mask, 1 / depth, 0.0), mask, ["utss", "utss"])
+    assert torch.allclose(none["ssi"], as_utss["ssi"], rtol=1e-5)
+    with pytest.raises(ValueError, match="si_types"):
+        mixture_loss(pred, depth, mask, ["uts", "absolute"], si_types=("utss",))

@@ -165,27 +165,6 @@ def batches(loader: DataLoader, start_step: int) -> Iterator[dict[str, Any]]:
         epoch, skip = epoch + 1, 0
 
 
-def ssi_only_unless(target: torch.Tensor, mask: torch.Tensor, depth_types: list[str],
-                    si_types: list[str]) -> tuple[torch.Tensor, list[str]]:
-    """Relabel depth samples whose type is not in ``si_types`` as UTSS, so they get SSI only.
-
-    ``mixture_loss`` applies SI to every absolute/uts sample; a UTSS sample's target is a
-    disparity, so the relabelled depths are inverted (valid pixels only).
-
-    Example:
-        >>> t, ty = ssi_only_unless(torch.full((1, 1, 2, 2), 4.0), torch.ones(1, 1, 2, 2, dtype=torch.bool),
-        ...                         ["uts"], si_types=[])
-        >>> ty, t.flatten().tolist()
-        (['utss'], [0.25, 0.25, 0.25, 0.25])
-    """
-    relabel = [t in ("absolute", "uts") and t not in si_types for t in depth_types]
-    if not any(relabel):
-        return target, list(depth_types)
-    rows = torch.tensor(relabel, device=target.device)[:, None, None, None] & mask
-    target = torch.where(rows, 1.0 / torch.where(rows, target, 1.0), target)
-    return target, ["utss" if r else t for t, r in zip(depth_types, relabel)]
-
-
 # ---- state -----------------------------------------------------------------------------------
 def rng_state() -> dict[str, Any]:
     """This process's RNG states as ``torch.load(weights_only=True)``-safe values."""
@@ -335,15 +314,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
             image = batch["image"].to(device, non_blocking=True)
             target = batch["target"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
-            target, types = ssi_only_unless(target, mask, batch["depth_type"], cfg.loss.si_types)
 
             autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
             with autocast:
                 pred = model(image)
             # The losses sort and normalise: always in float32.
             try:
-                terms = mixture_loss(pred.float(), target, mask, types, si_weight=cfg.loss.si_weight,
-                                     ssi_weight=cfg.loss.ssi_weight)
+                terms = mixture_loss(pred.float(), target, mask, batch["depth_type"], si_weight=cfg.loss.si_weight,
+                                     ssi_weight=cfg.loss.ssi_weight, si_types=cfg.loss.si_types)
             except FloatingPointError as exc:
                 # A NaN/inf prediction (e.g. an fp16 overflow). Backward still runs, so that DDP
                 # ranks stay in step, on a NaN loss that makes every rank skip this update below.
@@ -392,7 +370,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
                     tic, images_since = time.perf_counter(), 0
                 if tcfg.image_every and (step % tcfg.image_every == 0 or step == 1):
                     logger.image(step, "train/input_gt_pred", depth_grid(image.float().cpu(), target.cpu(), mask.cpu(),
-                                                                        pred.detach().float().cpu(), types))
+                                                                        pred.detach().float().cpu(), batch["depth_type"]))
 
             save_last = step % tcfg.checkpoint_every == 0 or step == tcfg.steps
             validating = cfg.val.every and (step % cfg.val.every == 0 or step == tcfg.steps)
