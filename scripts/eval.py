@@ -31,7 +31,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from svde.data.base import DataError
@@ -39,6 +38,7 @@ from svde.data.registry import DATASETS, build_dataset
 from svde.evaluation import MODES, evaluate_model, format_table, get_protocol, write_results
 from svde.inference import add_model_arguments, check_model_arguments, load_depth_model
 from svde.models import CheckpointError
+from svde.training.distributed import resolve_device
 
 ENTRY_KEYS = ("type", "root", "split", "protocol", "depth_cap", "options")
 DEFAULT_SPLITS = {"synthetic": "test"}
@@ -105,15 +105,6 @@ def dataset_entries(names: list[str], roots: list[str], config: Path | None) -> 
     return entries
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the evaluation; returns the results (one dict per dataset, as evaluate_model gives)."""
     args = parse_args(argv)
@@ -142,6 +133,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 if __name__ == "__main__":
     try:
         main()
-    except (DataError, CheckpointError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (DataError, CheckpointError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

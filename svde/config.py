@@ -301,6 +301,7 @@ def validate(cfg: Config) -> Config:
     # Local imports: keep ``import svde.config`` light.
     from svde.data import DATASETS
     from svde.models import MODELS
+    from svde.losses import SI_TYPES
     from svde.training.optim import OPTIMIZERS, SCHEDULES
 
     problems = []
@@ -339,9 +340,9 @@ def validate(cfg: Config) -> Config:
     if cfg.loss.si_weight < 0 or cfg.loss.ssi_weight < 0 or cfg.loss.si_weight + cfg.loss.ssi_weight == 0:
         problems.append(f"loss weights must be >= 0 and not both 0, got si_weight={cfg.loss.si_weight}, "
                         f"ssi_weight={cfg.loss.ssi_weight}")
-    bad_types = [t for t in cfg.loss.si_types if t not in ("absolute", "uts")]
+    bad_types = [t for t in cfg.loss.si_types if t not in SI_TYPES]
     if bad_types:
-        problems.append(f"loss.si_types may hold 'absolute' and 'uts' only (SI needs unbiased depth), got {bad_types}")
+        problems.append(f"loss.si_types may hold {list(SI_TYPES)} only (SI needs unbiased depth), got {bad_types}")
     if cfg.optim.name not in OPTIMIZERS:
         problems.append(f"optim.name {cfg.optim.name!r} is not one of {', '.join(OPTIMIZERS)}")
     if cfg.optim.schedule not in SCHEDULES:

@@ -39,6 +39,7 @@ from torch import nn
 from svde.data.base import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from svde.data.io import read_png16
 from svde.evaluation.metrics import backproject as backproject_grid
+from svde.evaluation.protocols import network_size
 from svde.models import (
     MODELS,
     DepthModel,
@@ -117,24 +118,6 @@ def check_model_arguments(parser: "argparse.ArgumentParser", args: "argparse.Nam
 
 
 # ---- images in, predictions out ----------------------------------------------------------
-def network_size(height: int, width: int, short_side: int | None = None, multiple: int = STRIDE) -> tuple[int, int]:
-    """The (height, width) the network sees: optionally rescaled, then rounded to ``multiple``.
-
-    With ``short_side`` the image is first scaled (aspect ratio kept) so that its shorter side
-    has that length, as in the paper's evaluation (384); each side is then rounded to the
-    nearest multiple of ``multiple`` (at least one multiple).
-
-    Example:
-        >>> network_size(480, 640), network_size(480, 640, short_side=384)
-        ((480, 640), (384, 512))
-    """
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height}x{width} (HxW)")
-    scale = 1.0 if not short_side else short_side / min(height, width)
-    h, w = (max(multiple, round(side * scale / multiple) * multiple) for side in (height, width))
-    return h, w
-
-
 def preprocess(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """uint8 (H, W, 3) RGB -> normalised (1, 3, h, w) at ``size`` = (h, w).
 

@@ -59,6 +59,12 @@ def test_network_size_rounds_to_multiples_of_32():
     assert network_size(50, 70) == (64, 64)
     assert network_size(10, 10) == (32, 32)
     assert network_size(480, 640, short_side=384) == (384, 512)
+    # Halves round up, exactly as the evaluator's protocol does (one rule for predict and eval).
+    from svde.evaluation import get_protocol
+
+    assert network_size(384, 400, short_side=384) == (384, 416)
+    for hw in ((384, 400), (128, 304), (1152, 2352), (375, 1242)):
+        assert network_size(*hw, short_side=384) == get_protocol("nyu").input_size(*hw)
     h, w = network_size(1080, 1920, short_side=384)
     assert h == 384 and w % 32 == 0 and abs(w / h - 1920 / 1080) < 0.05
     with pytest.raises(ValueError, match="positive"):

@@ -12,7 +12,7 @@ from svde.data.folder import RGBDFolderDataset, StereoFolderDataset
 from svde.data.mixing import MixedDataset, MixedSampler, collate
 from svde.data.registry import DATASETS, build_dataset, dataset_class
 from svde.data.synthetic import SyntheticDataset
-from svde.data.transforms import Compose, ToUTS, ToUTSS, build_eval_transform, build_train_transform, to_uts, to_utss
+from svde.data.transforms import Compose, ToUTS, ToUTSS, build_train_transform, to_uts, to_utss
 
 __all__ = [
     "DATASETS",
@@ -28,7 +28,6 @@ __all__ = [
     "ToUTS",
     "ToUTSS",
     "build_dataset",
-    "build_eval_transform",
     "build_train_transform",
     "collate",
     "dataset_class",

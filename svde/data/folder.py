@@ -27,11 +27,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 
 from svde.data.base import DataError, DepthDataset
-from svde.data.io import read_depth_any, read_image
+from svde.data.io import read_depth_any, read_gray, read_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DEPTH_EXTS = (".png", ".pfm", ".npy", ".dpt")
@@ -161,9 +160,7 @@ class RGBDFolderDataset(DepthDataset):
         raw: dict[str, Any] = {"image": image, "target": target, "file": str(image_path),
                                "intrinsics": self.intrinsics, "depth_type": self.depth_type}
         if mask_path is not None:
-            mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-            if mask is None:
-                raise DataError(f"{mask_path}: cannot decode the mask image")
+            mask = read_gray(mask_path)
             if mask.shape != image.shape[:2]:
                 raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but image "
                                 f"{image_path} is {image.shape[1]}x{image.shape[0]}")

@@ -69,6 +69,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(img, code)
 
 
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """A single-channel 8- or 16-bit image (mask, relative-disparity map) as stored, (H, W).
+
+    Example:
+        >>> read_gray("mask.png").dtype  # doctest: +SKIP
+        dtype('uint8')
+    """
+    img = _imread(path)
+    if img.ndim != 2:
+        raise DataError(f"{path}: expected a single-channel (greyscale) image, got shape {img.shape}")
+    return img
+
+
 def read_png16(path: str | os.PathLike) -> np.ndarray:
     """Read a 16-bit single-channel PNG as uint16 (H, W), raw values (no scaling).
 

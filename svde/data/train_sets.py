@@ -24,7 +24,7 @@ import numpy as np
 
 from svde.data.base import DataError, DepthDataset
 from svde.data.eval_sets import IMAGE_EXTS, check_split, pair_by_stem, parse_list, read_h5
-from svde.data.io import read_depth_any, read_image
+from svde.data.io import read_depth_any, read_gray, read_image
 
 TRAIN_SPLITS = (None, "train")  # sets without an official split: everything under root
 
@@ -56,10 +56,10 @@ class ReDWebDataset(DepthDataset):
 
     def read(self, record: tuple[Path, Path]) -> dict[str, Any]:
         image, rd = record
-        disparity = read_image(rd)
-        if not (np.array_equal(disparity[..., 0], disparity[..., 1]) and np.array_equal(disparity[..., 0], disparity[..., 2])):
-            raise DataError(f"{rd}: expected a greyscale relative-disparity map, got a colour image")
-        return {"image": read_image(image), "target": disparity[..., 0].astype(np.float32) / 255.0,
+        disparity = read_gray(rd)
+        if disparity.dtype != np.uint8:
+            raise DataError(f"{rd}: expected an 8-bit relative-disparity map, got {disparity.dtype}")
+        return {"image": read_image(image), "target": disparity.astype(np.float32) / 255.0,
                 "intrinsics": None, "file": str(image)}
 
 

@@ -322,12 +322,3 @@ def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequ
         steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=color_p))
     return JointTransform(steps)
 
-
-def build_eval_transform() -> None:
-    """Evaluation uses native resolution (the evaluator resizes the prediction): no transform.
-
-    Example:
-        >>> build_eval_transform() is None
-        True
-    """
-    return None

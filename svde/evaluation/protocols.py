@@ -29,6 +29,24 @@ import torch
 HEADLINES = ("delta1_err", "abs_rel", "whdr")
 
 
+def network_size(height: int, width: int, short_side: int | None = None, multiple: int = 32) -> tuple[int, int]:
+    """The (height, width) the network sees: optionally rescaled, then rounded to ``multiple``.
+
+    With ``short_side`` the image is first scaled (aspect ratio kept) so that its shorter side
+    has that length, as in the paper's evaluation (384); each side is then rounded to the
+    nearest multiple of ``multiple``, halves up (at least one multiple). The evaluator and
+    ``scripts/predict.py`` both use this rule, so they feed the network the same size.
+
+    Example:
+        >>> network_size(480, 640), network_size(480, 640, short_side=384), network_size(384, 400, 384)
+        ((480, 640), (384, 512), (384, 416))
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width} (HxW)")
+    scale = 1.0 if not short_side else short_side / min(height, width)
+    return tuple(max(multiple, int(side * scale / multiple + 0.5) * multiple) for side in (height, width))
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one dataset is evaluated (see the module docstring for the shared rules).
@@ -66,9 +84,7 @@ class Protocol:
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The network input size for an image of ``height`` x ``width``."""
-        scale = self.short_side / min(height, width)
-        m = self.multiple
-        return (max(m, int(height * scale / m + 0.5) * m), max(m, int(width * scale / m + 0.5) * m))
+        return network_size(height, width, self.short_side, self.multiple)
 
     def valid_mask(self, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pixels of a (H, W) ground-truth depth that enter alignment and metrics."""

@@ -44,7 +44,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={name!r} but CUDA is not available here; use 'cpu' or 'auto'")
+            raise RuntimeError(f"device {name!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
         return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
     return torch.device(name)
 
