@@ -177,6 +177,18 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(raw).__name__}")
+    return merge_bases(raw, path, (*_seen, resolved))
+
+
+def merge_bases(raw: dict[str, Any], path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``raw`` (a config mapping read from ``path``) merged over its ``base:`` files, in order.
+
+    Example:
+        >>> merge_bases({"train": {"steps": 3}}, "configs/x.yaml")
+        {'train': {'steps': 3}}
+    """
+    path = Path(path)
+    raw = dict(raw)
     bases = raw.pop("base", None) or []
     if isinstance(bases, str):
         bases = [bases]
@@ -184,7 +196,7 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'base' must be a file name or a list of file names, got {bases!r}")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = merge(merged, read_yaml(path.parent / base, (*_seen, resolved)))
+        merged = merge(merged, read_yaml(path.parent / base, _seen))
     return merge(merged, raw)
 
 

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from svde.config import Config, ConfigError, DatasetEntry, apply_override, build_config, from_dict, merge, read_yaml
+from svde.config import Config, ConfigError, DatasetEntry, apply_override, build_config, from_dict, merge, merge_bases, read_yaml
 from svde.data import DataError, build_dataset
 from svde.evaluation import evaluate_model, get_protocol
 from svde.models import load_model, read_checkpoint
@@ -109,11 +109,7 @@ def load_poc_config(path: str | Path, overrides: Sequence[str] = ()) -> PocConfi
     block = raw.get("train") or {}
     if not isinstance(block, dict):
         raise ConfigError(f"{path}: 'train' must be a mapping (a training config), got {block!r}")
-    bases = block.pop("base", None) or []
-    resolved: dict[str, Any] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        resolved = merge(resolved, read_yaml(path.parent / base))
-    raw["train"] = merge(resolved, block)
+    raw["train"] = merge_bases(block, path)
     for override in overrides:
         raw = apply_override(raw, override)
     cfg = from_dict(PocConfig, raw)
@@ -251,12 +247,17 @@ def build_heldout(cfg: PocConfig) -> Dataset:
     return build_dataset(entry.name, entry.root, entry.split, **entry.options)
 
 
-def evaluate_run(checkpoint: Path, cfg: PocConfig, dataset: Dataset, device: str) -> dict[str, Any]:
-    """Evaluate a checkpoint on the held-out set in UTS mode: rel, delta1_err, geometry_err and per-image rel."""
-    res = evaluate_model(load_model(checkpoint), dataset, protocol=cfg.heldout.protocol or cfg.heldout.dataset.name,
+def evaluate_heldout(model: torch.nn.Module, cfg: PocConfig, dataset: Dataset, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``model`` on the held-out set in UTS mode: the evaluator's results and our METRICS of them."""
+    res = evaluate_model(model, dataset, protocol=cfg.heldout.protocol or cfg.heldout.dataset.name,
                          modes=("uts",), batch_size=cfg.heldout.batch_size, device=device,
                          max_images=cfg.heldout.max_images, short_side=cfg.heldout.short_side)
-    out: dict[str, Any] = {ours: res["uts"].get(theirs) for ours, theirs in METRICS.items()}
+    return res, {ours: res["uts"].get(theirs) for ours, theirs in METRICS.items()}
+
+
+def evaluate_run(checkpoint: Path, cfg: PocConfig, dataset: Dataset, device: str) -> dict[str, Any]:
+    """Evaluate a checkpoint on the held-out set in UTS mode: rel, delta1_err, geometry_err and per-image rel."""
+    res, out = evaluate_heldout(load_model(checkpoint), cfg, dataset, device)
     for key in ("rel", "delta1_err"):
         if out[key] is None or not math.isfinite(out[key]):
             raise PocError(f"evaluating {checkpoint}: {key} is {out[key]} (no usable held-out image?)")
@@ -364,10 +365,7 @@ class ConstantDepth(torch.nn.Module):
 
 def constant_baseline(cfg: PocConfig, heldout: Dataset, device: str) -> dict[str, Any]:
     """rel, delta1_err and geometry_err of :class:`ConstantDepth` on the held-out set."""
-    res = evaluate_model(ConstantDepth(), heldout, protocol=cfg.heldout.protocol or cfg.heldout.dataset.name,
-                         modes=("uts",), batch_size=cfg.heldout.batch_size, device=device,
-                         max_images=cfg.heldout.max_images, short_side=cfg.heldout.short_side)
-    return {"model": "constant depth", **{ours: res["uts"].get(theirs) for ours, theirs in METRICS.items()}}
+    return {"model": "constant depth", **evaluate_heldout(ConstantDepth(), cfg, heldout, device)[1]}
 
 
 def plot_fig2(summary: dict[str, Any], path: str | Path) -> Path:
