@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from svde.data.base import DataError, DepthDataset
+from svde.data.eval_sets import as_intrinsics
 from svde.data.io import read_depth_any, read_gray, read_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -73,13 +74,9 @@ class RGBDFolderDataset(DepthDataset):
             raise DataError(f"{self.name}: depth_type must be 'absolute', 'uts' or 'utss', got {depth_type!r}")
         if not (np.isfinite(depth_scale) and depth_scale > 0):
             raise DataError(f"{self.name}: depth_scale must be a positive number, got {depth_scale!r}")
-        if intrinsics is not None:
-            intrinsics = np.asarray(intrinsics, dtype=np.float32)
-            if intrinsics.shape != (4,) or not np.all(np.isfinite(intrinsics)) or np.any(intrinsics[:2] <= 0):
-                raise DataError(f"{self.name}: intrinsics must be [fx, fy, cx, cy] with fx, fy > 0, got {intrinsics.tolist()}")
         self.depth_type = depth_type
         self.depth_scale = float(depth_scale)
-        self.intrinsics = intrinsics
+        self.intrinsics = as_intrinsics(intrinsics, self.name)
         self.dirs = (image_dir or self.default_dirs[0], depth_dir or self.default_dirs[1], mask_dir or self.default_dirs[2])
         self.list_file = Path(list_file) if list_file is not None else None
         self.image_glob = image_glob
