@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+from svde.errors import UserError
 
 DEPTH_CONVERSIONS = (None, "uts", "utss")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file, key or value is not what the training config expects."""
 
 

@@ -48,13 +48,14 @@ from svde.models import (
     load_official_checkpoint,
     optimize_for_inference,
 )
+from svde.errors import RunFailed
 
 STRIDE = 32  # the encoders' output stride: network inputs must be multiples of it
 DOMAINS = ("log_disparity", "disparity", "depth", "log_depth")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 
 
-class ExportError(RuntimeError):
+class ExportError(RunFailed):
     """An exported file does not reproduce the PyTorch model's output."""
 
 

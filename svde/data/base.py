@@ -26,13 +26,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from svde.errors import UserError
 
 DEPTH_TYPES = ("absolute", "uts", "utss", "ordinal")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset root, file or value is missing or not what the loader expects."""
 
 

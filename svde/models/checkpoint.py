@@ -18,6 +18,7 @@ import torch
 
 from svde.models.model import DepthModel
 from svde.models.registry import MODELS, build_model
+from svde.errors import UserError
 
 FORMAT = "svde"
 VERSION = 1
@@ -28,7 +29,7 @@ _FUSION = re.compile(r"^branches\.1\.adapters\.(\d+)\.0\.(.+)$")
 _HEAD = re.compile(r"^branches\.1\.final_decoder\.0\.(.+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file cannot be read or does not fit the requested model."""
 
 

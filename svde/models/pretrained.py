@@ -13,11 +13,12 @@ import socket
 from pathlib import Path
 
 import torch
+from svde.errors import RunFailed
 
 CONNECT_TIMEOUT_S = 5.0
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(RunFailed):
     """The requested pretrained weights are neither cached nor downloadable from here."""
 
 

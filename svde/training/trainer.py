@@ -33,9 +33,10 @@ from svde.models import build_model, read_checkpoint, save_checkpoint
 from svde.training.distributed import (DistContext, all_gather_objects, all_reduce_mean, barrier, cleanup,
                                       init_distributed)
 from svde.training.optim import build_optimizer, build_scheduler
+from svde.errors import RunFailed
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunFailed):
     """The run cannot go on (non-finite losses, a bad resume folder, ...)."""
 
 

@@ -1,0 +1,1 @@
+"""Command-line programs; :mod:`svde.cli.common` holds what they share."""

@@ -1,0 +1,43 @@
+"""The two kinds of failure svde reports, and how the command line shows them.
+
+* :class:`UserError`: the input is wrong (a config value, a file, an argument). The message
+  names the file, key or value and what was expected. Scripts print it as one ``error:`` line
+  and exit 2.
+* :class:`RunFailed`: the input was fine but the work could not be done (a run diverged, an
+  export does not reproduce the model, a download failed). One ``error:`` line, exit 1.
+
+Every module's own error class derives from one of these (``ConfigError``, ``DataError`` and
+``CheckpointError`` are user errors; ``TrainingError`` and ``ExportError`` are failures), so a
+caller can catch the whole family at once.
+
+Example:
+    >>> class MyError(UserError): ...
+    >>> exit_code(MyError("bad")), exit_code(RunFailed("diverged")), exit_code(KeyError("x"))
+    (2, 1, None)
+"""
+
+from __future__ import annotations
+
+EXIT_FAILED = 1
+EXIT_USER = 2
+
+
+class SvdeError(Exception):
+    """Base of every error svde raises on purpose."""
+
+
+class UserError(SvdeError, ValueError):
+    """Bad input: printed as one ``error:`` line, exit status 2."""
+
+
+class RunFailed(SvdeError, RuntimeError):
+    """Valid input, but the work failed: one ``error:`` line, exit status 1."""
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit status for an error svde reports itself; ``None`` for anything else (a bug)."""
+    if isinstance(exc, UserError):
+        return EXIT_USER
+    if isinstance(exc, RunFailed):
+        return EXIT_FAILED
+    return None
