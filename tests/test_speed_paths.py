@@ -1,7 +1,6 @@
 """The fast inference paths compute the same function as the straightforward network (issue 9)."""
 
 import copy
-import io
 import warnings
 
 import pytest
@@ -42,9 +41,7 @@ def plain_max_pool(monkeypatch) -> None:
 
 def straightforward(model: nn.Module) -> nn.Module:
     """The same weights as usually run: NCHW, BatchNorm layers, no folded copy."""
-    ref = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    ref.fast_inference = False
-    return ref
+    return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
 
 
 def distinct_values(*shape, channels_last=False):
@@ -92,7 +89,7 @@ def test_fast_model_matches_straightforward_form(name, monkeypatch):
     assert model.is_channels_last()
     x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        fast = model(x)
+        fast = optimize_for_inference(model)(x)
         plain_max_pool(monkeypatch)
         ref = straightforward(model)(x)
     assert fast.shape == ref.shape == (1, 1, 64, 96)
@@ -151,7 +148,8 @@ def test_state_dict_and_training_untouched_by_fast_path():
     n_params = len(list(model.parameters()))
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        model.eval()(x)
+        optimize_for_inference(model.eval())(x)
+        model(x)
     after = model.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
@@ -168,29 +166,6 @@ def test_state_dict_and_training_untouched_by_fast_path():
     assert all(torch.equal(p.grad, q.grad) for p, q in zip(model.parameters(), twin.parameters()))
 
 
-def test_folded_copy_follows_weight_changes():
-    model = randomize(build_model("mn_lrn4")).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        first = model(x)
-        # An optimiser step changes the weights in place: the next call must see it.
-        model.decoder.crp[2].stages[1][1].running_var.mul_(4.0)
-        model.head.conv.bias.add_(1.0)
-        second = model(x)
-        model.fast_inference = False
-        plain = model(x)
-        model.fast_inference = True
-        # load_state_dict of other weights, too.
-        other = randomize(build_model("mn_lrn4"), seed=9)
-        model.load_state_dict(other.state_dict())
-        third = model(x)
-        other.fast_inference = False
-        expected_third = other.eval()(x)
-    assert not torch.allclose(first, second)
-    assert (second - plain).abs().max().item() <= 1e-5
-    assert (third - expected_third).abs().max().item() <= 1e-5
-
-
 def test_fast_path_under_inference_mode_and_autocast():
     model = randomize(build_model("mn_lrn4")).eval()
     x = torch.randn(1, 3, 32, 32)
@@ -199,11 +174,10 @@ def test_fast_path_under_inference_mode_and_autocast():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # folding must not be abandoned in these contexts
         with torch.inference_mode():
-            got = model(x)
+            got = optimize_for_inference(model)(x)
         assert (got - expected).abs().max().item() <= 1e-4
-        model.eval()  # drops the folded copy: it is rebuilt under autocast
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            low = model(x)
+            low = optimize_for_inference(model)(x)
     assert low.dtype == torch.bfloat16
     assert (low.float() - expected).abs().max().item() <= 0.1 * expected.abs().max().item()
 
@@ -234,38 +208,48 @@ def test_channels_last_layout_and_checkpoints(tmp_path):
         fresh.load_state_dict(nchw.state_dict())
         assert fresh.is_channels_last()
         assert (fresh(x) - expected).abs().max().item() <= 1e-6
-        nchw.fast_inference = True
-        assert (nchw(x) - expected).abs().max().item() <= 1e-5
+        assert (optimize_for_inference(nchw)(x) - expected).abs().max().item() <= 1e-5
 
 
-def test_pickle_and_deepcopy_leave_the_folded_copy_behind():
-    model = randomize(build_model("mn_lrn4")).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = model(x)
-        buffer = io.BytesIO()
-        torch.save(model, buffer)
-        size_with_cache = buffer.tell()
-        clone = copy.deepcopy(model)
-        clone.fast_inference = False
-        plain_size = io.BytesIO()
-        torch.save(clone, plain_size)
-        assert size_with_cache <= plain_size.tell() + 4096  # no second copy of the weights
-        clone.fast_inference = True
-        assert torch.equal(clone(x), expected)
-
-
-def test_flop_counter_sees_the_module_not_the_probe():
+def test_forward_is_the_plain_network():
+    # forward means one thing: in eval mode under no_grad every BatchNorm still runs (nothing
+    # is folded behind the caller's back) and FLOP counting sees the model's own operations.
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_model("mn_lrn4").eval()
-    counts = []
-    for fast in (True, False):
-        model.fast_inference = fast
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, 64, 64))
-        counts.append(counter.get_total_flops())
-    assert counts[0] == counts[1]
+    model = randomize(build_model("mn_lrn4")).eval()
+    calls = []
+    handles = [m.register_forward_hook(lambda *a: calls.append(1)) for m in model.modules()
+               if isinstance(m, nn.BatchNorm2d)]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(x)
+    for h in handles:
+        h.remove()
+    assert len(calls) == len(handles) > 0
+    with torch.no_grad(), FlopCounterMode(display=False) as ref_counter:
+        ref = straightforward(model)(x)
+    assert counter.get_total_flops() == ref_counter.get_total_flops() > 0
+    assert (out - ref).abs().max().item() <= 1e-5
+
+
+def test_for_inference_and_the_input_contract():
+    import numpy as np
+
+    from svde.models.fast import for_inference
+
+    model = randomize(build_model("mn_lrn4")).eval()
+    fast = for_inference(model)
+    assert isinstance(fast, InferenceModel) and for_inference(fast) is fast
+    assert (fast.stride, fast.mean, fast.std, fast.name) == (32, model.mean, model.std, "mn_lrn4")
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    x = fast.prepare_input(rgb)
+    assert tuple(x.shape) == (1, 3, 64, 64) and fast.input_size(480, 500, 384) == (384, 384)
+    # uint8 and float [0, 1] give the same network input
+    assert torch.allclose(x, model.prepare_input(rgb.astype(np.float32) / 255.0), atol=1e-6)
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max().item() <= 1e-5
+    plain = nn.Conv2d(3, 1, 1).train()
+    assert for_inference(plain) is plain and not plain.training
 
 
 class _ConvBNShared(nn.Module):

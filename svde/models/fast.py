@@ -1,19 +1,11 @@
-"""Inference speed: BatchNorm folding, the eval-mode fast path and the opt-in compiled path.
+"""Inference speed, in one explicit place: BatchNorm folding and the optional compiled path.
 
-Two ways to run a :class:`~svde.models.DepthModel` fast:
-
-* **By default, nothing to do.** A model in eval mode called under ``torch.no_grad()`` (or
-  ``torch.inference_mode()``) runs a *folded copy* of itself: every BatchNorm that directly
-  follows a convolution is folded into that convolution's weight and bias. The copy is built
-  on first use, shares every tensor that folding does not change, and is kept in a
-  :class:`FoldedCopyCache` outside the module tree: ``state_dict()``, ``parameters()``,
-  checkpoints and DDP never see it. It is rebuilt whenever any parameter or buffer has
-  changed (in-place update, ``load_state_dict``, ``.to(device)``), and dropped by
-  ``.train()``/``.eval()``. Training, and eval-mode calls that need gradients, run the
-  module itself, unchanged.
-* **Opt-in:** :func:`optimize_for_inference` returns a frozen, folded snapshot, optionally
-  compiled with ``torch.compile`` (and CUDA graphs on a GPU), for prediction, evaluation and
-  benchmark scripts.
+:class:`~svde.models.DepthModel`'s ``forward`` is the plain network. For prediction,
+:func:`optimize_for_inference` returns an :class:`InferenceModel`: a frozen snapshot with every
+BatchNorm that directly follows a convolution folded into that convolution, channels-last, run
+without autograd, optionally compiled with ``torch.compile`` (and CUDA graphs on a GPU).
+:mod:`svde.api`, the evaluator, the scripts and the benchmarks all get their speed from it;
+training never sees it.
 
 Which convolution feeds which BatchNorm is found by running the network once on a small input
 (forward hooks plus the autograd graph), so it works for every encoder without per-architecture
@@ -133,11 +125,9 @@ def _fold_pair(model: nn.Module, conv_name: str, bn_name: str) -> bool:
 
 
 def _plain_copy(model: nn.Module, share: bool) -> nn.Module:
-    """An eval-mode deep copy of ``model`` that runs its plain forward (no folded-copy cache)."""
+    """An eval-mode deep copy of ``model`` (sharing its tensors when ``share``)."""
     memo: dict[int, Any] = {id(t): t for t in chain(model.parameters(), model.buffers())} if share else {}
-    twin = copy.deepcopy(model, memo).eval()
-    twin.fast_inference = False  # DepthModel's switch for the eval-mode fast path
-    return twin
+    return copy.deepcopy(model, memo).eval()
 
 
 def fold_batchnorm(model: nn.Module, share: bool = True) -> tuple[nn.Module, int]:
@@ -156,14 +146,14 @@ def fold_batchnorm(model: nn.Module, share: bool = True) -> tuple[nn.Module, int
         >>> n
         76
     """
-    twin = _plain_copy(model, share)
     reference = next(chain(model.parameters(), model.buffers()), None)
     if reference is None:
-        return twin, 0
+        return _plain_copy(model, share), 0
     dtype = reference.dtype if reference.is_floating_point() else torch.float32
-    # The probe runs in full precision and with autograd available, whatever the caller's
-    # context (autocast, inference_mode): the pairs are found through the autograd graph.
+    # The copy and the probe run in full precision and with autograd available, whatever the
+    # caller's context (autocast, inference_mode): the pairs are found through the autograd graph.
     with torch.inference_mode(False), torch.autocast(reference.device.type, enabled=False):
+        twin = _plain_copy(model, share)
         probe = torch.randn(1, 3, PROBE_SIZE, PROBE_SIZE, generator=torch.Generator().manual_seed(0))
         probe = probe.to(device=reference.device, dtype=dtype)
         pairs, expected = _conv_bn_pairs(twin, probe.clone())
@@ -175,63 +165,14 @@ def fold_batchnorm(model: nn.Module, share: bool = True) -> tuple[nn.Module, int
     if not error <= FOLD_TOLERANCE * scale:
         warnings.warn(f"BatchNorm folding changes the output by {error:.3g} (> {FOLD_TOLERANCE:g} x {scale:.3g}); "
                       "running without folding")
-        twin, folded = _plain_copy(model, share), 0
+        with torch.inference_mode(False):
+            twin, folded = _plain_copy(model, share), 0
     if not share:
         twin.requires_grad_(False)  # its own tensors; shared ones belong to the caller
     return twin, folded
 
 
-def can_use_folded_copy(model: nn.Module) -> bool:
-    """Whether a call to ``model`` may run its folded copy instead of the module itself.
-
-    Only in eval mode without autograd, and never while something inspects the operations
-    being run (``torch.jit.trace``, ``torch.compile``/``torch.export``, or a dispatch mode such
-    as ``FlopCounterMode`` or fake tensors): those must see the module's own operations, and
-    building the copy runs the network on a probe input that they would record.
-    """
-    if model.training or torch.is_grad_enabled() or not getattr(model, "fast_inference", False):
-        return False
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return False
-    from torch.utils import _python_dispatch  # no public API says whether a dispatch mode is active
-
-    in_mode = getattr(_python_dispatch, "is_in_torch_dispatch_mode", None)
-    return in_mode is not None and not in_mode()
-
-
-def _state_key(model: nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced, moved, cast or modified in place."""
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in chain(model.parameters(), model.buffers()))
-
-
-class FoldedCopyCache:
-    """Holds a model's folded copy (:func:`fold_batchnorm`) and rebuilds it when stale.
-
-    Kept as a plain attribute, not a submodule: the copy is invisible to ``state_dict()``,
-    ``parameters()`` and ``.to()``; pickling or deep-copying the model leaves it behind.
-    Staleness is checked on every call from each tensor's address and version counter, which
-    catches optimiser steps, ``load_state_dict`` and device or dtype moves. Edits through
-    ``tensor.data`` bypass version counters: call :meth:`clear` (or ``model.eval()``) after them.
-    """
-
-    def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget the copy; the next call rebuilds it."""
-        self._key: tuple | None = None
-        self._copy: nn.Module | None = None
-
-    def get(self, model: nn.Module) -> nn.Module:
-        """The folded copy of ``model``, rebuilt if any of its tensors changed since."""
-        key = _state_key(model)
-        if self._copy is None or key != self._key:
-            self._copy, _ = fold_batchnorm(model, share=True)
-            self._key = key
-        return self._copy
-
-    def __reduce__(self) -> tuple:
-        return (FoldedCopyCache, ())  # copies and pickles start empty
+_CONTRACT = ("stride", "mean", "std", "output_domain", "input_size", "prepare_input", "is_channels_last")
 
 
 class InferenceModel(nn.Module):
@@ -244,6 +185,8 @@ class InferenceModel(nn.Module):
     def __init__(self, module: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], channels_last: bool) -> None:
         super().__init__()
         self.module = module
+        # The snapshot keeps the model's name and input contract (stride, mean, std, ...).
+        self.name = getattr(module, "name", "")
         # Not registered as a submodule: a compiled wrapper would duplicate the state dict.
         object.__setattr__(self, "_run", run)
         self.channels_last = channels_last
@@ -253,6 +196,16 @@ class InferenceModel(nn.Module):
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             return self._run(image)
+
+    def __getattr__(self, name: str) -> Any:
+        # The input contract (stride, mean, std, input_size, prepare_input, output_domain) is
+        # the wrapped model's; nn.Module's own lookup (parameters, submodules) comes first.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in _CONTRACT:
+                return getattr(self._modules["module"], name)
+            raise
 
     def train(self, mode: bool = True) -> "InferenceModel":
         if mode:
@@ -296,3 +249,19 @@ def optimize_for_inference(model: nn.Module, compile: bool = False, cuda_graphs:
             options["triton.cudagraphs"] = True
         run = torch.compile(snapshot, options=options, dynamic=dynamic)
     return InferenceModel(snapshot, run, channels_last=True).eval()
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """What prediction runs: an :class:`InferenceModel` as is, a DepthModel's folded snapshot
+    (:func:`optimize_for_inference`), any other module itself in eval mode.
+
+    The one place the API, the evaluator and the scripts get their default speed from.
+    """
+    from svde.models.model import DepthModel
+
+    if isinstance(model, InferenceModel):
+        return model
+    inner = getattr(model, "module", model)  # unwrap DDP
+    if isinstance(inner, DepthModel):
+        return optimize_for_inference(inner)
+    return inner.eval()

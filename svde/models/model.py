@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from svde import preprocess
 from svde.models.decoder import LRNDecoder
-from svde.models.fast import FoldedCopyCache, can_use_folded_copy
 from svde.models.layers import DepthHead
 
 
 class DepthModel(nn.Module):
     """Predicts log-disparity (log inverse depth), (B, 1, H, W), from ImageNet-normalised RGB.
 
-    H and W should be multiples of 32 (the encoder's stride); the decoder works at stride 2 and
-    the head upsamples bilinearly to the input size.
+    H and W must be multiples of :attr:`stride` (32, the encoder's output stride); the decoder
+    works at stride 2 and the head upsamples bilinearly to the input size. The model owns its
+    input contract (:mod:`svde.preprocess`): :attr:`stride`, :attr:`mean`, :attr:`std`,
+    :meth:`input_size` and :meth:`prepare_input`.
 
-    Speed without extra steps (see :mod:`svde.models.fast`):
-
-    * the weights are channels-last (NHWC) from construction, and inputs are converted to
-      match, which is several times faster on CPU for these depthwise/1x1-conv networks and
-      the layout tensor cores want on GPU; ``model.to(memory_format=torch.contiguous_format)``
-      switches back, and the input then stays as given;
-    * in eval mode without autograd (``torch.no_grad()``/``torch.inference_mode()``), the call
-      runs a cached copy with BatchNorm folded into the convolutions
-      (``fast_inference = False`` turns this off). Parameters, ``state_dict()`` and training
-      are untouched by it.
+    ``forward`` is the network and nothing else: the same computation in training, evaluation
+    and export. The weights are channels-last (NHWC) from construction and inputs are converted
+    to match (several times faster on CPU for these depthwise/1x1-conv networks, and the layout
+    tensor cores want); ``model.to(memory_format=torch.contiguous_format)`` switches back.
+    For prediction, :func:`svde.models.optimize_for_inference` (used by :mod:`svde.api`, the
+    evaluator and the benchmarks) makes a frozen BatchNorm-folded snapshot, optionally compiled.
 
     Example:
         >>> from svde.models import build_model
         >>> model = build_model("mn_lrn4").eval()
-        >>> model(torch.zeros(1, 3, 64, 96)).shape
-        torch.Size([1, 1, 64, 96])
+        >>> model(model.prepare_input(np.zeros((50, 70, 3), np.uint8))).shape
+        torch.Size([1, 1, 64, 64])
     """
+
+    stride: int = preprocess.STRIDE
+    mean: tuple[float, ...] = tuple(float(v) for v in preprocess.IMAGENET_MEAN)
+    std: tuple[float, ...] = tuple(float(v) for v in preprocess.IMAGENET_STD)
+    output_domain: str = "log_disparity"
 
     def __init__(self, encoder: nn.Module, crp_stages: int = 4, name: str = "", channels_last: bool = True) -> None:
         super().__init__()
@@ -40,8 +44,6 @@ class DepthModel(nn.Module):
         self.encoder = encoder
         self.decoder = LRNDecoder(encoder.out_channels, crp_stages=crp_stages)
         self.head = DepthHead(self.decoder.out_channels)
-        self.fast_inference = True
-        self._folded = FoldedCopyCache()
         # A weight whose layout tells whether the model is channels-last: the first conv with
         # a spatial kernel and several input channels (NCHW and NHWC strides differ for it).
         self._layout_probe = next(
@@ -57,17 +59,21 @@ class DepthModel(nn.Module):
         weight = self.get_parameter(self._layout_probe)
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
-    def train(self, mode: bool = True) -> "DepthModel":
-        # Switching modes drops the folded copy: it is rebuilt from the current weights.
-        self._folded.clear()
-        return super().train(mode)
+    def input_size(self, height: int, width: int, short_side: int | None = None) -> tuple[int, int]:
+        """The network size for an image of ``height`` x ``width`` (:func:`svde.preprocess.network_size`)."""
+        return preprocess.network_size(height, width, short_side, multiple=self.stride)
+
+    def prepare_input(self, image: np.ndarray | torch.Tensor, size: tuple[int, int] | None = None,
+                      short_side: int | None = None) -> torch.Tensor:
+        """One image (RGB array, or a dataset's normalised tensor) as a (1, 3, h, w) batch on the model's device."""
+        x = preprocess.prepare_input(image, size=size, short_side=short_side)
+        ref = next(self.parameters(), None)
+        return x if ref is None else x.to(ref.device)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {tuple(image.shape)}")
         if self.is_channels_last():
             image = image.contiguous(memory_format=torch.channels_last)
-        if can_use_folded_copy(self):
-            return self._folded.get(self)(image)
         features = self.encoder(image)
         return self.head(self.decoder(features), size=image.shape[-2:])

@@ -1,0 +1,51 @@
+"""The one vocabulary for what a depth target means (paper §3, Table 1).
+
+``DepthType`` is a ``str`` enum, so its members compare equal to the plain names used in YAML
+configs and sample dicts (``DepthType.UTS == "uts"``).
+
+* ``absolute``: metric depth (sensor, calibrated stereo).
+* ``uts``: depth up to an unknown scale (SfM, stereo with unknown baseline).
+* ``utss``: disparity (inverse depth) up to an unknown scale and shift (unaligned stereo).
+* ``ordinal``: relative order of point pairs only (DIW-style annotations).
+
+Example:
+    >>> DepthType("uts") in SCALE_INVARIANT, DepthType.UTSS.is_disparity
+    (True, True)
+    >>> DepthType.parse("metric")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown depth type 'metric'; valid: absolute, uts, utss, ordinal
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class DepthType(str, Enum):
+    ABSOLUTE = "absolute"
+    UTS = "uts"
+    UTSS = "utss"
+    ORDINAL = "ordinal"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_disparity(self) -> bool:
+        """Whether targets of this type are (relative) disparity rather than depth."""
+        return self is DepthType.UTSS
+
+    @classmethod
+    def parse(cls, value: "str | DepthType") -> "DepthType":
+        """``DepthType(value)`` with an error that lists the valid names."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"unknown depth type {value!r}; valid: {', '.join(t.value for t in cls)}") from None
+
+
+# Named subsets: targets that fix depth up to scale (eq. 5's I_UTS gates L_SI with these), and
+# the types a dense-depth loader may return.
+SCALE_INVARIANT = frozenset({DepthType.ABSOLUTE, DepthType.UTS})
+DENSE = frozenset({DepthType.ABSOLUTE, DepthType.UTS, DepthType.UTSS})
