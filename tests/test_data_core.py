@@ -27,7 +27,8 @@ from svde.data import (
     to_uts,
     to_utss,
 )
-from svde.data.io import read_depth_any, read_dpt, read_image, read_pfm, read_png16
+from svde.data.base import IMAGENET_MEAN, IMAGENET_STD, DepthDataset, normalize_image
+from svde.data.io import read_depth_any, read_dpt, read_gray, read_image, read_pfm, read_png16, read_raw_float32
 from svde.data.synthetic import FACES_PER_BOX, FLOOR, ROOM_SURFACES, _box_axes
 from svde.data.transforms import Compose, pixel_affine, transform_intrinsics, transform_pairs
 
@@ -112,6 +113,63 @@ def test_read_png16_exact_and_rejects_8bit(tmp_path):
     cv2.imwrite(str(tmp_path / "d8.png"), raw.astype(np.uint8))
     with pytest.raises(DataError, match="d8.png.*16-bit"):
         read_png16(tmp_path / "d8.png")
+
+
+def test_read_gray_single_or_identical_channels(tmp_path):
+    gray = np.array([[0, 7, 255], [3, 128, 9]], np.uint8)
+    cv2.imwrite(str(tmp_path / "g1.png"), gray)
+    cv2.imwrite(str(tmp_path / "g3.png"), np.repeat(gray[:, :, None], 3, 2))
+    np.testing.assert_array_equal(read_gray(tmp_path / "g1.png"), gray)
+    np.testing.assert_array_equal(read_gray(tmp_path / "g3.png", replicated_channels=True), gray)
+    with pytest.raises(DataError, match=r"g3\.png: expected a single-channel"):
+        read_gray(tmp_path / "g3.png")
+    mixed = np.repeat(gray[:, :, None], 3, 2)
+    mixed[1, 2, 0] = 10
+    cv2.imwrite(str(tmp_path / "gx.png"), mixed)
+    with pytest.raises(DataError, match=r"gx\.png: .*identical channels; they differ at 1 pixel"):
+        read_gray(tmp_path / "gx.png", replicated_channels=True)
+
+
+def test_read_raw_float32_row_major_and_size_check(tmp_path):
+    data = np.array([[1.5, np.inf, 3.0], [0.25, 5.0, -1.0]], "<f4")
+    (tmp_path / "d.JPG").write_bytes(data.tobytes())
+    out = read_raw_float32(tmp_path / "d.JPG", 2, 3)
+    assert out.dtype == np.float32 and np.array_equal(out, data)
+    with pytest.raises(DataError, match=r"d\.JPG: a raw float32 3x3 \(WxH\) depth map is 36 bytes, got 24"):
+        read_raw_float32(tmp_path / "d.JPG", 3, 3)
+
+
+def test_normalize_image_float_is_used_unrounded_and_matches_uint8():
+    rgb8 = np.array([[[0, 128, 255], [10, 20, 30]]], np.uint8)
+    np.testing.assert_allclose(normalize_image(rgb8).numpy(), normalize_image(rgb8 / np.float32(255.0)).numpy(),
+                               rtol=0, atol=1e-6)
+    unit = np.array([[[0.1234567, 0.5, 0.9999]]], np.float32)
+    expected = ((unit - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(normalize_image(unit).numpy(), expected, rtol=0, atol=1e-6)
+
+
+class _OneImage(DepthDataset):
+    name = "one"
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+        super().__init__(None)
+
+    def index(self) -> list[int]:
+        return [0]
+
+    def read(self, record: int) -> dict:
+        return {"image": self.image, "target": np.ones(self.image.shape[:2], np.float32), "file": "frame.h5"}
+
+
+def test_sample_contract_accepts_float_rgb_in_unit_range_only():
+    ok = np.full((2, 3, 3), 0.5, np.float32)
+    assert _OneImage(ok)[0]["image"].shape == (3, 2, 3)
+    for bad, message in ((np.full((2, 3, 3), 1.5, np.float32), r"frame\.h5: a float image .*\[0, 1\]"),
+                         (np.full((2, 3, 3), np.nan, np.float32), r"frame\.h5: a float image"),
+                         (np.zeros((2, 3, 3), np.int32), r"frame\.h5: .*uint8, or float32")):
+        with pytest.raises(DataError, match=message):
+            _OneImage(bad)[0]
 
 
 @pytest.mark.parametrize("little", [True, False])

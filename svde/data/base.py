@@ -2,7 +2,8 @@
 
 A sample is a dict:
 
-* ``image``: float32 (3, H, W), ImageNet-normalised RGB;
+* ``image``: float32 (3, H, W), ImageNet-normalised RGB (decoded as uint8, or as float in
+  [0, 1] where a dataset stores float RGB, e.g. TUM's ``/gt/img_1``: kept float, never rounded);
 * ``target``: float32 (1, H, W): depth for ``absolute``/``uts``, disparity for ``utss``,
   zeros for ``ordinal``; invalid pixels hold 0;
 * ``mask``: bool (1, H, W), True where ``target`` is valid (finite and > 0);
@@ -39,18 +40,39 @@ class DataError(UserError):
 
 # (x / 255 - mean) / std as one multiply-subtract per pixel: this runs for every loaded sample.
 _NORM_SCALE = torch.from_numpy(1.0 / (255.0 * IMAGENET_STD)).view(3, 1, 1)
+_NORM_SCALE_UNIT = torch.from_numpy(1.0 / IMAGENET_STD).view(3, 1, 1)  # float RGB already in [0, 1]
 _NORM_OFFSET = torch.from_numpy(IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
 
 
+def check_rgb(image: np.ndarray, file: str) -> None:
+    """Raise a :class:`DataError` unless ``image`` is uint8 (H, W, 3), or float (H, W, 3) in [0, 1]."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"{file}: decoded image must be (H, W, 3) RGB, got {image.dtype} {image.shape}")
+    if image.dtype == np.uint8:
+        return
+    if image.dtype not in (np.float32, np.float64):
+        raise DataError(f"{file}: decoded image must be uint8, or float32 in [0, 1], got {image.dtype}")
+    if image.size and (not np.all(np.isfinite(image)) or image.min() < 0.0 or image.max() > 1.0):
+        raise DataError(f"{file}: a float image must hold finite values in [0, 1], "
+                        f"got range [{image.min()}, {image.max()}]")
+
+
 def normalize_image(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB -> ImageNet-normalised float32 (3, H, W).
+    """RGB (H, W, 3) -> ImageNet-normalised float32 (3, H, W).
+
+    uint8 is divided by 255 first; float input is taken to be in [0, 1] already and is used as
+    it is (no rounding to 8 bits), as the authors' ``normalize_img`` does
+    (SamsungLabs/geometry-preserving-de, datasets/validation_datasets.py).
 
     Example:
         >>> normalize_image(np.zeros((2, 3, 3), np.uint8)).shape
         torch.Size([3, 2, 3])
+        >>> float(normalize_image(np.full((1, 1, 3), 0.485, np.float32))[0, 0, 0])
+        0.0
     """
+    scale = _NORM_SCALE if rgb.dtype == np.uint8 else _NORM_SCALE_UNIT
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
-    return x.mul_(_NORM_SCALE).sub_(_NORM_OFFSET).contiguous()
+    return x.mul_(scale).sub_(_NORM_OFFSET).contiguous()
 
 
 def denormalize_image(image: torch.Tensor) -> np.ndarray:
@@ -68,7 +90,8 @@ def valid_depth_mask(target: np.ndarray) -> np.ndarray:
 class DepthDataset(Dataset):
     """Base class: ``index()`` lists records, ``read(record)`` decodes one.
 
-    ``read`` returns a dict of numpy arrays: ``image`` uint8 (H, W, 3) RGB, ``target``
+    ``read`` returns a dict of numpy arrays: ``image`` uint8 (H, W, 3) RGB (or float32 RGB in
+    [0, 1] where the dataset stores float colour), ``target``
     float32 (H, W) (depth or disparity in the dataset's ``depth_type``), optionally ``mask``
     bool (H, W) (extra validity, ANDed with finite & > 0), ``intrinsics`` (4,) and ``pairs``
     (K, 5), and ``file`` (the path to name in messages).
@@ -126,8 +149,7 @@ class DepthDataset(Dataset):
         """Validate, mask, transform and convert one decoded sample to the sample contract."""
         file = str(raw.get("file", "?"))
         image, target = raw["image"], raw["target"]
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise DataError(f"{file}: decoded image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        check_rgb(image, file)
         if target.shape != image.shape[:2]:
             raise DataError(f"{file}: image is {image.shape[1]}x{image.shape[0]} (WxH) but depth is "
                             f"{target.shape[1] if target.ndim > 1 else '?'}x{target.shape[0]}")

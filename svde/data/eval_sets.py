@@ -11,14 +11,16 @@ Layouts (``root`` is the dataset folder passed to the constructor):
 * ``nyu_sync``: ``rgb_XXXXX.jpg`` + ``sync_depth_XXXXX.png`` (uint16 mm), either side by side in
   one folder (the BTS "sync" layout, any depth of sub-folders) or in sibling ``rgb/`` and
   ``depth/`` folders.
-* ``tum``: ``<root>/*.h5`` with ``/gt/img_1`` and ``/gt/gt_depth`` (the subset of Li et al.).
+* ``tum``: ``<root>/*.h5`` with ``/gt/img_1``, ``/gt/gt_depth`` and ``/gt/intrinsic`` (the subset of Li et al.).
 * ``tum_raw``: a TUM RGB-D sequence folder (``rgb.txt``, ``depth.txt``), or a folder of them.
 * ``kitti``: an Eigen test list + raw images + annotated depth, or ``<root>/rgb`` + ``<root>/depth``.
 * ``sintel``: ``<root>/final/<scene>/*.png`` + ``<root>/depth/<scene>/*.dpt``
   (+ ``<root>/camdata_left/<scene>/*.cam``).
 * ``diw``: ``<root>/DIW_test.csv`` + ``<root>/DIW_test/``.
 * ``eth3d``: ``<root>/<scene>/images_out/dslr_images_undistorted/*.JPG`` +
-  ``<root>/<scene>/depth/dslr_images_undistorted/*.png`` (uint16 mm).
+  ``<root>/<scene>/depth/dslr_images_undistorted/*.png`` (uint16 mm, the authors' rendering), or
+  the release's ``<scene>/images/dslr_images/*.JPG`` + ``<scene>/ground_truth_depth/dslr_images/``
+  (raw float32, inf = no data).
 
 Example:
     >>> from svde.data import build_dataset
@@ -30,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -39,7 +42,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from svde.data.base import DataError, DepthDataset
-from svde.data.io import read_depth_any, read_dpt, read_image
+from svde.data.io import read_depth_any, read_dpt, read_image, read_raw_float32
+
+logger = logging.getLogger(__name__)
 
 # NYUv2 Kinect colour camera (Silberman et al. toolbox, camera_params.m), 640x480.
 NYU_INTRINSICS = (518.8579, 519.46961, 325.58245, 253.73617)
@@ -89,8 +94,10 @@ def scale_intrinsics(k: np.ndarray | None, from_wh: tuple[int, int], to_wh: tupl
     return np.array([k[0] * sx, k[1] * sy, k[2] * sx, k[3] * sy])
 
 
-def read_h5(path: str | os.PathLike, key: str) -> np.ndarray:
+def read_h5(path: str | os.PathLike, key: str, optional: bool = False) -> np.ndarray | None:
     """Read one dataset of an HDF5 file (or MATLAB v7.3 ``.mat``) as a numpy array.
+
+    A missing ``key`` is an error naming the file and what it holds, or ``None`` if ``optional``.
 
     Example:
         >>> depth = read_h5("megadepth/0001.h5", "depth")  # doctest: +SKIP
@@ -103,6 +110,8 @@ def read_h5(path: str | os.PathLike, key: str) -> np.ndarray:
     try:
         with h5py.File(path, "r") as f:
             if key not in f or not isinstance(f[key], h5py.Dataset):
+                if optional and key not in f:
+                    return None
                 raise DataError(f"{path}: no dataset {key!r} in the HDF5 file; it holds {_h5_names(f)}")
             return f[key][()]
     except OSError as e:  # not HDF5, truncated, ...
@@ -115,8 +124,13 @@ def _h5_names(f: Any) -> list[str]:
     return names[:20]
 
 
-def to_uint8_rgb(array: np.ndarray, file: str) -> np.ndarray:
-    """An (H, W, 3) uint8 array, or float in [0, 1] or [0, 255], as uint8 RGB (H, W, 3)."""
+def as_rgb(array: np.ndarray, file: str) -> np.ndarray:
+    """An (H, W, 3) array as the sample contract's RGB: uint8 as it is, float as float32 in [0, 1].
+
+    Float images are kept float (never rounded to 8 bits); one whose maximum exceeds 1 is taken to
+    be on a 0..255 scale and divided by 255, as the authors' ``normalize_img`` does
+    (SamsungLabs/geometry-preserving-de, datasets/validation_datasets.py).
+    """
     if array.ndim != 3 or array.shape[2] != 3:
         raise DataError(f"{file}: expected an (H, W, 3) image, got shape {array.shape}")
     if array.dtype == np.uint8:
@@ -126,9 +140,8 @@ def to_uint8_rgb(array: np.ndarray, file: str) -> np.ndarray:
     if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
         raise DataError(f"{file}: float image values must be finite and in [0, 1] or [0, 255], "
                         f"got range [{np.nanmin(array)}, {np.nanmax(array)}]")
-    # Float images in [0, 1] are the common convention; larger values mean a 0..255 float image.
-    scale = 255.0 if array.max() <= 1.0 else 1.0
-    return np.round(array.astype(np.float64) * scale).astype(np.uint8)
+    image = np.ascontiguousarray(array, dtype=np.float32)
+    return image / np.float32(255.0) if image.max() > 1.0 else image
 
 
 def pair_by_stem(image_dir: Path, depth_dir: Path, depth_names: Callable[[Path], Iterable[str]],
@@ -175,7 +188,10 @@ class NYUv2LabeledDataset(DepthDataset):
     h5py sees as (N, 3, W, H) uint8; ``rawDepths`` (Kinect depth with holes, what the "NYUv2 Raw"
     protocol evaluates) and ``depths`` (colourised/inpainted) as (N, W, H) float32 metres. Both
     are transposed back to (H, W). ``splits.mat`` (MATLAB v5, or v7.3) holds the 1-based
-    ``testNdxs`` (654) and ``trainNdxs`` (795).
+    ``testNdxs`` (654) and ``trainNdxs`` (795). This is how the authors read it
+    (SamsungLabs/geometry-preserving-de, datasets/validation_datasets.py, ``NYUDataset``:
+    ``images`` transposed ``(0, 3, 2, 1)``, ``rawDepths`` ``(0, 2, 1)``, ``testNdxs - 1``); a raw
+    depth of 0 is a Kinect hole (masked).
 
     Args:
         split: ``"test"`` (default), ``"train"`` or ``"all"`` (all frames; no splits.mat needed).
@@ -286,6 +302,9 @@ class NYUv2LabeledDataset(DepthDataset):
 class NYUv2SyncDataset(DepthDataset):
     """NYUv2 "sync" frames: ``rgb_XXXXX.jpg`` + ``sync_depth_XXXXX.png`` (uint16 mm, 0 = no data).
 
+    Layout and units as the BTS release of the frames is read (cleinc/bts,
+    pytorch/bts_dataloader.py: ``depth_gt / 1000.0`` for ``nyu``).
+
     Two layouts, found recursively under ``root``: the depth beside the image (the BTS/"sync"
     layout, ``<root>/<scene>/rgb_00000.jpg`` + ``sync_depth_00000.png``), or sibling folders
     ``.../rgb/rgb_00000.jpg`` + ``.../depth/sync_depth_00000.png``.
@@ -332,36 +351,54 @@ class NYUv2SyncDataset(DepthDataset):
 
 # ---- TUM RGB-D -------------------------------------------------------------------------------------
 class TUMH5Dataset(DepthDataset):
-    """TUM RGB-D subset of Li et al. (Mannequin Challenge): ``<root>/*.h5``.
+    """TUM RGB-D subset of Li et al. (Mannequin Challenge), the authors' evaluation files: ``<root>/*.h5``.
 
-    Each file holds ``/gt/img_1`` (H, W, 3; uint8, or float in [0, 1]) and ``/gt/gt_depth``
-    (H, W) in metres. The files carry no calibration: ``intrinsics`` (default: the fr2 Kinect,
-    which the people sequences of this subset use) refer to a 640x480 frame and are scaled to
-    the stored resolution, assuming the stored frame is a resize of the full frame.
+    Each file holds ``/gt/img_1`` (H, W, 3), float RGB in [0, 1] (uint8 accepted), kept float all
+    the way to normalisation as the authors do (SamsungLabs/geometry-preserving-de,
+    datasets/validation_datasets.py, ``TUMDataset``); ``/gt/gt_depth`` (H, W) in metres, valid
+    where > 0 (the authors: ``depth > 1e-8``); and ``/gt/intrinsic``, the 3x3 camera matrix of
+    the stored frame (google/mannequinchallenge, loaders/image_folder.py, ``TUMImageFolder``
+    reads it as ``K`` and uses it on the stored pixel grid), read into ``meta["intrinsics"]`` as
+    ``[K[0,0], K[1,1], K[0,2], K[1,2]]``.
+
+    Args:
+        intrinsics: ``[fx, fy, cx, cy]`` overriding the files' ``/gt/intrinsic``. Where a file
+            has no ``/gt/intrinsic`` and none is given, the fr2 Kinect calibration (640x480) is
+            scaled to the stored resolution.
     """
 
     name = "tum"
     depth_type = "absolute"
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None,
-                 intrinsics: Sequence[float] | None = TUM_INTRINSICS["fr2"]) -> None:
+                 intrinsics: Sequence[float] | None = None) -> None:
         check_split(self.name, split, EVAL_SPLITS)
         self.intrinsics = as_intrinsics(intrinsics, self.name)
         super().__init__(root, split, transform)
 
     def layout_hint(self) -> str:
-        return "expected <root>/*.h5, each with /gt/img_1 (H, W, 3) and /gt/gt_depth (H, W, metres)"
+        return ("expected <root>/*.h5, each with /gt/img_1 (H, W, 3), /gt/gt_depth (H, W, metres) "
+                "and /gt/intrinsic (3x3)")
 
     def index(self) -> list[Path]:
         return sorted(self.require(self.root).glob("*.h5"))
 
     def read(self, record: Path) -> dict[str, Any]:
-        image = to_uint8_rgb(read_h5(record, "gt/img_1"), f"{record}:/gt/img_1")
+        image = as_rgb(read_h5(record, "gt/img_1"), f"{record}:/gt/img_1")
         depth = np.asarray(read_h5(record, "gt/gt_depth"), dtype=np.float32)
         if depth.ndim == 3 and depth.shape[2] == 1:
             depth = depth[:, :, 0]
-        return {"image": image, "target": depth, "file": str(record),
-                "intrinsics": scale_intrinsics(self.intrinsics, TUM_SIZE, (image.shape[1], image.shape[0]))}
+        k = self.intrinsics
+        if k is None:
+            K = read_h5(record, "gt/intrinsic", optional=True)
+            if K is None:
+                k = scale_intrinsics(np.array(TUM_INTRINSICS["fr2"]), TUM_SIZE, (image.shape[1], image.shape[0]))
+            else:
+                K = np.asarray(K, dtype=np.float64)
+                if K.shape != (3, 3):
+                    raise DataError(f"{record}:/gt/intrinsic must be a 3x3 camera matrix, got shape {K.shape}")
+                k = as_intrinsics([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], f"{record}:/gt/intrinsic")
+        return {"image": image, "target": depth, "file": str(record), "intrinsics": k}
 
 
 def associate_timestamps(a: np.ndarray, b: np.ndarray, max_dt: float) -> list[tuple[int, int]]:
@@ -396,7 +433,9 @@ class TUMRawDataset(DepthDataset):
     ``root`` is one sequence folder, or a folder whose sub-folders are sequences. Each RGB frame
     is matched to the depth frame with the nearest timestamp within ``max_dt`` seconds
     (one-to-one, as TUM's ``associate.py``); unmatched frames are left out. Depth PNGs are uint16
-    with 5000 units per metre (0 = no data).
+    with 5000 units per metre, 0 = no data (TUM RGB-D "File Formats" page,
+    vision.in.tum.de/data/datasets/rgbd-dataset/file_formats: "scaled by a factor of 5000 ... A
+    pixel value of 0 means missing value/no data").
 
     Args:
         max_dt: largest timestamp difference (s) for a match.
@@ -480,6 +519,10 @@ def read_kitti_calib(path: Path, camera: str = "02") -> np.ndarray:
 
 class KITTIDataset(DepthDataset):
     """KITTI with annotated depth (uint16 PNG, metres = value / 256, 0 = no data).
+
+    Encoding from the KITTI depth prediction devkit readme.txt ("depth(u,v) = I(u,v)/256.0;
+    valid(u,v) = I(u,v)>0"; a copy is in irolaina/FCRN-DepthPrediction,
+    tensorflow/modules/evaluation/kitti_depth_prediction_devkit/readme.txt).
 
     Two layouts:
 
@@ -635,8 +678,12 @@ def read_sintel_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 class SintelDataset(DepthDataset):
     """MPI Sintel: ``<root>/<pass>/<scene>/frame_XXXX.png`` + ``<root>/depth/<scene>/frame_XXXX.dpt``.
 
-    Depth is in Sintel's scene units, read from ``.dpt`` (:func:`svde.data.io.read_dpt`).
-    Intrinsics come from ``<root>/camdata_left/<scene>/frame_XXXX.cam`` when present.
+    Depth is in Sintel's scene units, read from ``.dpt`` (:func:`svde.data.io.read_dpt`: float32
+    tag 202021.25, int32 width, int32 height, then float32 rows), paired as the authors do
+    (SamsungLabs/geometry-preserving-de, datasets/validation_datasets.py, ``SintelDataset``:
+    ``final/*/*.png`` -> ``depth/<scene>/<frame>.dpt``, ``depth_read``).
+    Intrinsics come from ``<root>/camdata_left/<scene>/frame_XXXX.cam`` when present (Sintel SDK
+    ``cam_read``: tag, then K 3x3 and [R|t] 3x4 as float64).
 
     Args:
         pass_name: ``"final"`` (default) or ``"clean"``.
@@ -688,6 +735,12 @@ class DIWDataset(DepthDataset):
     width and height. Samples are ordinal: ``pairs`` (1, 5) = 0-based ``yA, xA, yB, xB`` and
     ``rel`` = +1 when A is farther, -1 otherwise; ``target`` is zeros and ``mask`` all False.
 
+    Coordinates follow the authors (SamsungLabs/geometry-preserving-de,
+    datasets/diw_dataset_eval.py): 1-based -> 0-based by subtracting 1, then clipped to the
+    decoded image (``0..W-1``, ``0..H-1``) and floored; annotations that fall outside the image
+    are thus moved to its border, not rejected. The image's own size is used (as the authors
+    do); a CSV ``w, h`` that disagrees is logged.
+
     Args:
         csv_file: the annotation file, relative to ``root``.
     """
@@ -718,41 +771,59 @@ class DIWDataset(DepthDataset):
             try:
                 if len(fields) != 7 or fields[4] not in (">", "<"):
                     raise ValueError
-                ya, xa, yb, xb, w, h = (int(fields[i]) for i in (0, 1, 2, 3, 5, 6))
+                ya, xa, yb, xb = (float(fields[i]) for i in range(4))
+                w, h = int(fields[5]), int(fields[6])
+                if not all(np.isfinite([ya, xa, yb, xb])):
+                    raise ValueError
             except ValueError:
-                raise DataError(f"{where}: expected 'yA,xA,yB,xB,>|<,width,height' (integers), got {ann!r}") from None
-            for name, v, size in (("yA", ya, h), ("xA", xa, w), ("yB", yb, h), ("xB", xb, w)):
-                if not 1 <= v <= size:
-                    raise DataError(f"{where}: {name}={v} outside 1..{size} (1-based, image {w}x{h})")
+                raise DataError(f"{where}: expected 'yA,xA,yB,xB,>|<,width,height' (numbers), got {ann!r}") from None
             rel = 1.0 if fields[4] == ">" else -1.0
-            pairs = np.array([[ya - 1, xa - 1, yb - 1, xb - 1, rel]], dtype=np.float32)
+            pairs = np.array([[ya - 1, xa - 1, yb - 1, xb - 1, rel]], dtype=np.float64)
             records.append((self.root / image_line, pairs, (w, h), where))
         return records
 
     def read(self, record: tuple[Path, np.ndarray, tuple[int, int], str]) -> dict[str, Any]:
         image_path, pairs, (w, h), where = record
         image = read_image(image_path)
-        if image.shape[:2] != (h, w):
-            raise DataError(f"{image_path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but {where} "
-                            f"says {w}x{h}")
-        return {"image": image, "target": np.zeros((h, w), np.float32), "mask": np.zeros((h, w), bool),
-                "pairs": pairs.copy(), "intrinsics": None, "file": str(image_path)}
+        img_h, img_w = image.shape[:2]
+        if (img_h, img_w) != (h, w):
+            logger.warning("%s: image is %dx%d (WxH) but %s says %dx%d; clipping to the image", image_path,
+                           img_w, img_h, where, w, h)
+        pairs = pairs.copy()
+        pairs[:, [0, 2]] = np.floor(np.clip(pairs[:, [0, 2]], 0, img_h - 1))
+        pairs[:, [1, 3]] = np.floor(np.clip(pairs[:, [1, 3]], 0, img_w - 1))
+        return {"image": image, "target": np.zeros((img_h, img_w), np.float32), "mask": np.zeros((img_h, img_w), bool),
+                "pairs": pairs.astype(np.float32), "intrinsics": None, "file": str(image_path)}
 
 
 # ---- ETH3D -----------------------------------------------------------------------------------------
 class ETH3DDataset(DepthDataset):
-    """ETH3D as rendered by the authors: per scene, ``images_out/dslr_images_undistorted/*.JPG``
-    and ``depth/dslr_images_undistorted/*.png`` (uint16, millimetres, 0 = no data).
+    """ETH3D high-res multi-view training scenes, in either of two layouts (per scene):
 
-    The depth of ``DSC_0001.JPG`` is looked up as ``DSC_0001.png``, then ``DSC_0001.JPG.png``.
-    The release carries no intrinsics in this layout, so ``meta["intrinsics"]`` is ``None``
-    unless given through ``intrinsics``.
+    * **authors' rendering** (what SamsungLabs/geometry-preserving-de,
+      datasets/validation_datasets.py, ``ETH3DDataset`` reads):
+      ``<scene>/images_out/dslr_images_undistorted/DSC_XXXX.JPG`` with
+      ``<scene>/depth/dslr_images_undistorted/DSC_XXXX.png``, uint16 millimetres (their
+      ``/ 1000.0``), 0 = no data.
+    * **official release** (https://www.eth3d.net/documentation; as prs-eth/Marigold,
+      src/dataset/eth3d_dataset.py and data_split/eth3d/eth3d_filename_list.txt, pairs them):
+      ``<scene>/images/dslr_images/DSC_XXXX.JPG`` with
+      ``<scene>/ground_truth_depth/dslr_images/DSC_XXXX.JPG``, which despite its name is a
+      headerless little-endian float32 raster of the image's size (6048x4032), metres, ``inf``
+      where there is no ground truth (masked).
+
+    ``meta["intrinsics"]`` is ``None`` unless given through ``intrinsics``.
+
+    Args:
+        depth_scale: raw PNG units per metre in the authors' layout (1000: millimetres).
     """
 
     name = "eth3d"
     depth_type = "absolute"
     IMAGES = Path("images_out") / "dslr_images_undistorted"
     DEPTHS = Path("depth") / "dslr_images_undistorted"
+    RELEASE_IMAGES = Path("images") / "dslr_images"
+    RELEASE_DEPTHS = Path("ground_truth_depth") / "dslr_images"
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None,
                  depth_scale: float = 1000.0, intrinsics: Sequence[float] | None = None) -> None:
@@ -763,17 +834,27 @@ class ETH3DDataset(DepthDataset):
 
     def layout_hint(self) -> str:
         return (f"expected <root>/<scene>/{self.IMAGES.as_posix()}/*.JPG with "
-                f"<root>/<scene>/{self.DEPTHS.as_posix()}/*.png (uint16, mm)")
+                f"<root>/<scene>/{self.DEPTHS.as_posix()}/*.png (uint16, mm), or the release's "
+                f"<root>/<scene>/{self.RELEASE_IMAGES.as_posix()}/*.JPG with "
+                f"<root>/<scene>/{self.RELEASE_DEPTHS.as_posix()}/<same name> (raw float32, inf = no data)")
 
-    def index(self) -> list[tuple[Path, Path]]:
+    def index(self) -> list[tuple[Path, Path, bool]]:
         root = self.require(self.root)
         records = []
-        for scene in sorted(p for p in root.iterdir() if (p / self.IMAGES).is_dir()):
-            records += pair_by_stem(scene / self.IMAGES, scene / self.DEPTHS,
-                                    lambda p: [p.stem + ".png", p.name + ".png"], dataset=self.name)
+        for scene in sorted(p for p in root.iterdir() if p.is_dir()):
+            if (scene / self.IMAGES).is_dir():
+                records += [(i, d, False) for i, d in pair_by_stem(
+                    scene / self.IMAGES, scene / self.DEPTHS, lambda p: [p.stem + ".png"],
+                    image_exts=(".jpg",), dataset=self.name)]
+            elif (scene / self.RELEASE_IMAGES).is_dir():
+                records += [(i, d, True) for i, d in pair_by_stem(
+                    scene / self.RELEASE_IMAGES, scene / self.RELEASE_DEPTHS, lambda p: [p.name],
+                    image_exts=(".jpg",), dataset=self.name)]
         return records
 
-    def read(self, record: tuple[Path, Path]) -> dict[str, Any]:
-        image, depth = record
-        return {"image": read_image(image), "target": read_depth_any(depth, self.depth_scale),
-                "intrinsics": self.intrinsics, "file": str(image)}
+    def read(self, record: tuple[Path, Path, bool]) -> dict[str, Any]:
+        image_path, depth_path, raw = record
+        image = read_image(image_path)
+        depth = (read_raw_float32(depth_path, *image.shape[:2]) if raw
+                 else read_depth_any(depth_path, self.depth_scale))
+        return {"image": image, "target": depth, "intrinsics": self.intrinsics, "file": str(image_path)}

@@ -69,17 +69,48 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(img, code)
 
 
-def read_gray(path: str | os.PathLike) -> np.ndarray:
+def read_gray(path: str | os.PathLike, replicated_channels: bool = False) -> np.ndarray:
     """A single-channel 8- or 16-bit image (mask, relative-disparity map) as stored, (H, W).
+
+    With ``replicated_channels`` a 3-channel image whose three channels are identical (a greyscale
+    map saved as RGB) is accepted and read as its first channel; channels that differ are an error
+    naming the file, since no single value per pixel could be chosen.
 
     Example:
         >>> read_gray("mask.png").dtype  # doctest: +SKIP
         dtype('uint8')
     """
     img = _imread(path)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] == 3 and replicated_channels:
+        if not (np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2])):
+            raise DataError(f"{path}: a 3-channel greyscale map must have three identical channels; "
+                            f"they differ at {int(np.count_nonzero(np.ptp(img, axis=2)))} pixel(s)")
+        img = np.ascontiguousarray(img[:, :, 0])
     if img.ndim != 2:
-        raise DataError(f"{path}: expected a single-channel (greyscale) image, got shape {img.shape}")
+        extra = " (or 3 identical channels)" if replicated_channels else ""
+        raise DataError(f"{path}: expected a single-channel (greyscale) image{extra}, got shape {img.shape}")
     return img
+
+
+def read_raw_float32(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
+    """A headerless little-endian float32 raster of ``height`` x ``width``, row-major, as (H, W).
+
+    This is the ETH3D ground-truth depth format (https://www.eth3d.net/documentation, "format of
+    multi-view data"; read the same way by prs-eth/Marigold, src/dataset/eth3d_dataset.py):
+    metres, ``inf`` where there is no ground truth. Non-finite values are kept (the dataset base
+    class masks them).
+
+    Example:
+        >>> depth = read_raw_float32("courtyard/ground_truth_depth/dslr_images/DSC_0286.JPG", 4032, 6048)  # doctest: +SKIP
+    """
+    path = _exists(path)
+    size = path.stat().st_size
+    if size != 4 * height * width:
+        raise DataError(f"{path}: a raw float32 {width}x{height} (WxH) depth map is {4 * height * width} bytes, "
+                        f"got {size}")
+    return np.fromfile(path, dtype="<f4").reshape(height, width).astype(np.float32)
 
 
 def read_png16(path: str | os.PathLike) -> np.ndarray:

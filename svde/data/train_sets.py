@@ -3,7 +3,8 @@
 Layouts (``root`` is the dataset folder passed to the constructor):
 
 * ``redweb``: ``<root>/Imgs/*.jpg`` + ``<root>/RDs/<same stem>.png``.
-* ``diml``: ``<root>/<split>/**/col/*_c.png`` + the sibling ``up_png/*_ud.png`` (uint16 mm).
+* ``diml``: ``<root>[/indoor]/<scene>/<date>/<batch>/col/<name>_c.png`` + the sibling
+  ``up_png/<name>_<suffix>`` (uint16 mm), as the DIML/CVL indoor archives unpack.
 * ``megadepth``: ``<root>/**/dense*/imgs/*.jpg`` + ``<root>/**/dense*/depths/<same stem>.h5``,
   or an explicit list file.
 
@@ -32,22 +33,28 @@ TRAIN_SPLITS = (None, "train")  # sets without an official split: everything und
 class ReDWebDataset(DepthDataset):
     """ReDWeb V1 (Xian et al. 2018): ``<root>/Imgs/*.jpg`` + ``<root>/RDs/<stem>.png``.
 
-    The "RD" maps are 8-bit greyscale relative-depth maps from stereo matching, larger = closer,
-    i.e. disparity known only up to scale and shift (UTSS). They are returned as value / 255.
-    Assumption: 0 marks pixels without a stereo estimate, so they are masked (the base class
-    masks non-positive values); for a valid pixel this loses at most the farthest quantisation
-    level. A 16-bit map would be read rescaled to 8 bits (harmless for UTSS up to quantisation).
+    The "RD" maps are 8-bit relative-depth maps from stereo matching: **0 is the nearest point,
+    larger values are farther, 255 marks sky / background** (no valid depth). Source: isl-org/MiDaS
+    issue #16 ("How to covert RedWeb dataset label to disparity"), where the MiDaS maintainer
+    gives their loader: mask ``value != 255``, then negate ``value / 255`` (ReDWeb being "likely
+    (negative) disparity"). Here the target is ``(255 - value) / 255``: the same negation shifted
+    to stay positive, so it increases towards the camera like every UTSS disparity of the sample
+    contract (the shift is irrelevant under UTSS), 0 (nearest) maps to 1.0 and stays valid, and
+    the 255 pixels are masked. Maps are read as 1-channel PNGs or as 3-channel PNGs with three
+    identical channels (some copies are saved so); differing channels are an error.
     """
 
     name = "redweb"
     depth_type = "utss"
+    SKY = 255  # RD value of sky / background: no depth
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None) -> None:
         check_split(self.name, split, TRAIN_SPLITS)
         super().__init__(root, split, transform)
 
     def layout_hint(self) -> str:
-        return "expected <root>/Imgs/*.jpg with <root>/RDs/<same name>.png (8-bit relative disparity)"
+        return ("expected <root>/Imgs/*.jpg with <root>/RDs/<same name>.png (8-bit relative depth: "
+                "0 nearest, 255 sky)")
 
     def index(self) -> list[tuple[Path, Path]]:
         root = self.require(self.root)
@@ -56,50 +63,72 @@ class ReDWebDataset(DepthDataset):
 
     def read(self, record: tuple[Path, Path]) -> dict[str, Any]:
         image, rd = record
-        disparity = read_gray(rd)
-        if disparity.dtype != np.uint8:
-            raise DataError(f"{rd}: expected an 8-bit relative-disparity map, got {disparity.dtype}")
-        return {"image": read_image(image), "target": disparity.astype(np.float32) / 255.0,
+        value = read_gray(rd, replicated_channels=True)
+        if value.dtype != np.uint8:
+            raise DataError(f"{rd}: expected an 8-bit ReDWeb relative-depth map, got {value.dtype}")
+        disparity = (np.float32(self.SKY) - value.astype(np.float32)) / np.float32(self.SKY)
+        return {"image": read_image(image), "target": disparity, "mask": value != self.SKY,
                 "intrinsics": None, "file": str(image)}
 
 
 class DIMLIndoorDataset(DepthDataset):
-    """DIML/CVL RGB-D Indoor (Kinect v2), high-resolution part, as released:
+    """DIML/CVL RGB-D Indoor (Kinect v2), the full release the paper trains on (about 220K frames).
 
-    ``<root>/<split>/<any folders>/col/<name>_c.png`` with the up-sampled depth
-    ``<root>/<split>/<same folders>/up_png/<name>_ud.png`` (uint16, millimetres, 0 = no data).
-    A depth file named like the colour image (``<name>_c.png``) is accepted as well.
+    Layout, as the per-scene archives of https://dimlrgbd.github.io unpack and as the public loader
+    ``DIMLDataset`` of anhtu293/nndepth (nndepth/data/datasets/diml.py and its README) reads them:
+    ``<root>/indoor/<scene>/<date>/<batch>/col/<name>_c.png`` (colour) with the up-sampled depth
+    ``.../<batch>/up_png/<name>_<suffix>`` beside it (the archives also hold ``raw_png`` and
+    ``warp_png``). There is no split level. Some archives lack the ``<date>`` level or add others,
+    so every ``col`` folder under ``root`` that has an ``up_png`` sibling is read, at any depth;
+    ``root`` may be the folder holding ``indoor/`` or the ``indoor`` folder itself. The depth
+    suffix is discovered per ``up_png`` folder (the part after the last ``_`` of its file names,
+    as nndepth does); a folder mixing suffixes is an error. Depth: uint16 PNG, millimetres
+    (nndepth: ``/ 1000`` "mm -> meters"), 0 = no data (nndepth: valid where ``depth > 0``).
 
     Args:
-        split: the sub-folder of ``root`` to read (default ``"train"``).
+        split: ``None`` or ``"train"``: everything under ``root`` (the release has no splits).
         depth_scale: raw units per metre (1000: millimetres).
         color_dir, depth_dir: folder names of colour and depth images.
     """
 
     name = "diml"
     depth_type = "absolute"
+    COLOR_SUFFIX = "_c.png"
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None,
                  depth_scale: float = 1000.0, color_dir: str = "col", depth_dir: str = "up_png") -> None:
+        check_split(self.name, split, TRAIN_SPLITS)
         self.depth_scale = depth_scale
         self.color_dir, self.depth_dir = color_dir, depth_dir
-        super().__init__(root, split or "train", transform)
+        super().__init__(root, split, transform)
 
     def layout_hint(self) -> str:
-        return (f"expected <root>/{self.split}/**/{self.color_dir}/<name>_c.png with the sibling "
-                f"{self.depth_dir}/<name>_ud.png (uint16, mm)")
+        return (f"expected <root>[/indoor]/<scene>/<date>/<batch>/{self.color_dir}/<name>_c.png with the sibling "
+                f"{self.depth_dir}/<name>_<suffix> (uint16 PNG, mm)")
 
-    @staticmethod
-    def _depth_names(image: Path) -> list[str]:
-        stem = image.stem
-        names = [stem[:-2] + "_ud.png"] if stem.endswith("_c") else []
-        return names + [stem + ".png"]
+    def _depth_suffix(self, depth_dir: Path) -> str:
+        suffixes = {p.name.rsplit("_", 1)[-1] for p in depth_dir.iterdir()
+                    if p.is_file() and p.suffix.lower() == ".png" and "_" in p.name}
+        if len(suffixes) != 1:
+            raise DataError(f"{self.name}: cannot tell the depth file suffix in {depth_dir}: expected one "
+                            f"'<name>_<suffix>' pattern, found {sorted(suffixes) or 'no <name>_<suffix>.png files'}")
+        return suffixes.pop()
 
     def index(self) -> list[tuple[Path, Path]]:
-        base = self.require(self.require(self.root) / self.split)
+        root = self.require(self.root)
+        base = root / "indoor" if (root / "indoor").is_dir() else root
         records = []
-        for col in sorted(p for p in base.rglob(self.color_dir) if p.is_dir()):
-            records += pair_by_stem(col, col.parent / self.depth_dir, self._depth_names, dataset=self.name)
+        for col in sorted(p for p in base.rglob(self.color_dir) if p.is_dir() and (p.parent / self.depth_dir).is_dir()):
+            depth_dir = col.parent / self.depth_dir
+            images = [p for p in sorted(col.iterdir()) if p.is_file() and p.name.endswith(self.COLOR_SUFFIX)]
+            if not images:
+                continue
+            suffix = self._depth_suffix(depth_dir)
+            for image in images:
+                depth = depth_dir / f"{image.name[:-len(self.COLOR_SUFFIX)]}_{suffix}"
+                if not depth.is_file():
+                    raise DataError(f"{self.name}: no depth file for {image}; looked for {depth}")
+                records.append((image, depth))
         return records
 
     def read(self, record: tuple[Path, Path]) -> dict[str, Any]:
@@ -117,6 +146,9 @@ class MegaDepthDataset(DepthDataset):
     ``root``), one sample per line: ``<image path> [<depth path>]`` relative to ``root``; the
     depth path defaults to the image path with ``/imgs/`` -> ``/depths/`` and ``.h5``.
     Only the metric-SfM depth maps are meant: negative values are masked by the base class.
+    Source of the key and layout: the MegaDepth authors' loader (lixx2938/MegaDepth,
+    data/image_folder.py, ``load_MD``: ``h5py.File(depth_path).get('/depth')``, same H x W as
+    the image, 0 = no depth).
 
     Args:
         list_file: optional list of samples (e.g. a train or validation list).
