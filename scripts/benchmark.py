@@ -19,11 +19,21 @@ import sys
 
 import torch
 
-from svde.inference import AMP_DTYPES, benchmark_model, markdown_table
+from svde.cli.common import run_main
+from svde.inference import (
+    AMP_DTYPES,
+    add_debug_argument,
+    benchmark_model,
+    check_device,
+    check_network_size,
+    check_positive,
+    markdown_table,
+)
 from svde.models import MODELS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the arguments (every value is checked here, before any work)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="default: all eight")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
@@ -39,19 +49,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed passes first (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=10, help="timed passes; the median is reported (default: %(default)s)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (default: torch's choice)")
+    add_debug_argument(p)
     args = p.parse_args(argv)
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value <= 0 or value % 32:
-            p.error(f"--{name} must be a positive multiple of 32, got {value}")
-    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
-        p.error("--batch and --repeats must be >= 1, --warmup >= 0")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available here")
+    check_network_size(args.height, args.width)
+    check_positive("--batch", args.batch)
+    check_positive("--repeats", args.repeats)
+    check_positive("--warmup", args.warmup, minimum=0)
+    check_positive("--threads", args.threads)
+    args.device = str(check_device(args.device))
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Benchmark each model and print the table."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,4 +80,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -3,7 +3,12 @@
 
 Prints a markdown table (the paper's headline column per dataset plus the full metric set, per
 alignment mode) followed by the protocol used for each dataset, and writes ``results.json``,
-``summary.csv`` and ``per_image.csv`` to ``--out``.
+``summary.csv``, ``per_image.csv`` and the table as ``results.md`` to ``--out`` (each atomically).
+
+Everything is checked before the first image is evaluated: the arguments, that ``--out`` is
+writable, the device, every dataset entry (each dataset is built, so a wrong root or option
+fails at once), the protocols and the checkpoint. Errors print one ``error:`` line (exit 2);
+``--debug`` shows the traceback.
 
 Dataset roots come from ``--root NAME=PATH`` or a YAML file (``--config``) such as::
 
@@ -27,26 +32,39 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from svde.data.base import DataError
-from svde.data.registry import DATASETS, build_dataset
+from svde.atomic import write_text
+from svde.cli.common import run_main
+from svde.data.registry import DATASETS, build_dataset, dataset_class
+from svde.errors import SvdeError, UserError
 from svde.evaluation import MODES, evaluate_model, format_table, get_protocol, write_results
-from svde.inference import add_model_arguments, check_model_arguments, load_depth_model
-from svde.models import CheckpointError
-from svde.training.distributed import resolve_device
+from svde.inference import (
+    add_debug_argument,
+    add_model_arguments,
+    check_device,
+    check_model_arguments,
+    check_output_folder,
+    check_positive,
+    load_depth_model,
+)
 
 ENTRY_KEYS = ("type", "root", "split", "protocol", "depth_cap", "options")
 DEFAULT_SPLITS = {"synthetic": "test"}
 # 100 generated test scenes unless the config says otherwise (the dataset's own default is 1000)
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"synthetic": {"length": 100}}
+# constructor arguments that are not dataset options (set from the entry, or not settable here)
+NOT_OPTIONS = ("self", "root", "split", "transform")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the arguments (every value is checked here, before any work)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--datasets", nargs="+", required=True,
@@ -62,77 +80,132 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--short-side", type=int, help="input shorter side (default: the protocol's 384)")
     p.add_argument("--out", type=Path, default=Path("eval_results"), help="output folder (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_argument(p)
     args = p.parse_args(argv)
     check_model_arguments(p, args)
-    if args.batch_size < 1:
-        p.error("--batch-size must be >= 1")
+    check_positive("--batch-size", args.batch_size)
+    check_positive("--max-images", args.max_images)
+    check_positive("--num-workers", args.num_workers, minimum=0)
+    check_positive("--short-side", args.short_side, minimum=32)
     return args
 
 
-def dataset_entries(names: list[str], roots: list[str], config: Path | None) -> dict[str, dict[str, Any]]:
-    """Resolve each requested dataset to ``{type, root, split, protocol, depth_cap, options}``."""
-    table: dict[str, Any] = {}
-    if config is not None:
-        if not config.is_file():
-            raise ValueError(f"config file {config} does not exist")
+def _read_config(config: Path) -> dict[str, Any]:
+    if not config.is_file():
+        raise UserError(f"--config {config}: the file does not exist")
+    try:
         raw = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(raw, dict) or not isinstance(raw.get("datasets", {}), dict):
-            raise ValueError(f"{config}: expected a top-level 'datasets:' mapping of name -> root or settings")
-        table = dict(raw.get("datasets") or {})
+    except yaml.YAMLError as exc:
+        raise UserError(f"--config {config}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("datasets", {}), dict):
+        raise UserError(f"{config}: expected a top-level 'datasets:' mapping of name -> root or settings")
+    return dict(raw.get("datasets") or {})
+
+
+def _check_options(name: str, kind: str, options: Any, where: str) -> None:
+    """Each option must be an argument of the dataset's class (a misspelt one is named, with a guess)."""
+    if not isinstance(options, dict):
+        raise UserError(f"{where}datasets.{name}.options: expected a mapping of option -> value, got {options!r}")
+    params = inspect.signature(dataset_class(kind)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p not in NOT_OPTIONS]
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{where}datasets.{name}.options: unknown option {key!r} for a {kind} dataset{hint}; "
+                            f"valid options: {', '.join(valid) or 'none'}")
+
+
+def dataset_entries(names: list[str], roots: list[str], config: Path | None) -> dict[str, dict[str, Any]]:
+    """Resolve each requested dataset to ``{type, root, split, protocol, depth_cap, options}``.
+
+    Every name, key and option is checked here; :class:`~svde.errors.UserError` names the
+    entry (and the config file) and what was expected.
+    """
+    table = _read_config(config) if config is not None else {}
+    where = f"{config}: " if config is not None else ""
     for item in roots:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--root expects NAME=PATH, got {item!r}")
+            raise UserError(f"--root expects NAME=PATH, got {item!r}")
         entry = table.get(name)
         table[name] = {**entry, "root": path} if isinstance(entry, dict) else path
     entries = {}
     for name in names:
         entry = table.get(name, {})
+        if entry is not None and not isinstance(entry, (str, dict)):
+            raise UserError(f"{where}datasets.{name}: expected a root folder or a mapping of settings, got {entry!r}")
         entry = {"root": entry} if isinstance(entry, str) else dict(entry or {})
         unknown = sorted(set(entry) - set(ENTRY_KEYS))
         if unknown:
-            raise ValueError(f"dataset entry {name!r}: unknown keys {unknown}; valid keys: {', '.join(ENTRY_KEYS)}")
+            raise UserError(f"{where}dataset entry {name!r}: unknown keys {unknown}; valid keys: {', '.join(ENTRY_KEYS)}")
         kind = entry.get("type", name)
         if kind not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r}: give a registry name ({', '.join(DATASETS)}) "
-                             f"or an entry with a 'type' in --config")
+            raise UserError(f"unknown dataset {name!r}: give a registry name ({', '.join(DATASETS)}) "
+                            f"or an entry with a 'type' in --config")
         if kind != "synthetic" and not entry.get("root"):
-            raise ValueError(f"dataset {name!r} needs its root folder: pass --root {name}=PATH or set "
-                             f"datasets.{name}.root in --config")
+            raise UserError(f"dataset {name!r} needs its root folder: pass --root {name}=PATH or set "
+                            f"datasets.{name}.root in --config")
+        options = entry.get("options") or {}
+        _check_options(name, kind, options, where)
         entries[name] = {"type": kind, "root": entry.get("root"), "split": entry.get("split", DEFAULT_SPLITS.get(kind)),
                          "protocol": entry.get("protocol", kind), "depth_cap": entry.get("depth_cap"),
-                         "options": {**DEFAULT_OPTIONS.get(kind, {}), **(entry.get("options") or {})}}
+                         "options": {**DEFAULT_OPTIONS.get(kind, {}), **options}}
     return entries
+
+
+def prepare(name: str, entry: dict[str, Any], short_side: int | None) -> tuple[Any, Any]:
+    """The protocol and the dataset of one entry; a wrong value is a :class:`UserError` naming the entry."""
+    try:
+        protocol = get_protocol(entry["protocol"], depth_cap=entry["depth_cap"], short_side=short_side)
+    except (KeyError, ValueError, TypeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise UserError(f"dataset {name!r}: protocol {entry['protocol']!r}: {message}") from exc
+    try:
+        dataset = build_dataset(entry["type"], entry["root"], entry["split"], **entry["options"])
+    except SvdeError:
+        raise  # DataError and friends already name the file and what is wrong
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"dataset {name!r} ({entry['type']} at {entry['root']}): {exc}") from exc
+    if len(dataset) == 0:
+        raise UserError(f"dataset {name!r} ({entry['type']} at {entry['root']}, split {entry['split']}): no images")
+    return protocol, dataset
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the evaluation; returns the results (one dict per dataset, as evaluate_model gives)."""
     args = parse_args(argv)
+    check_output_folder(args.out)
+    device = check_device(args.device)
     entries = dataset_entries(args.datasets, args.root, args.config)
-    device = resolve_device(args.device)
+    prepared = {name: prepare(name, entry, args.short_side) for name, entry in entries.items()}
     model = load_depth_model(args.checkpoint, args.official, args.model)
     source = str(args.checkpoint or args.official)
     results = []
-    for name, entry in entries.items():
-        protocol = get_protocol(entry["protocol"], depth_cap=entry["depth_cap"], short_side=args.short_side)
-        dataset = build_dataset(entry["type"], entry["root"], entry["split"], **entry["options"])
+    for name, (protocol, dataset) in prepared.items():
         res = evaluate_model(model, dataset, protocol=protocol, modes=args.modes, batch_size=args.batch_size,
                              device=device, progress=not args.no_progress, max_images=args.max_images,
                              num_workers=args.num_workers)
         res["dataset"] = name
-        res["source"] = {k: (str(v) if k == "root" and v is not None else v) for k, v in entry.items()}
+        res["source"] = {k: (str(v) if k == "root" and v is not None else v) for k, v in entries[name].items()}
         results.append(res)
-    print(format_table(results))
+    table = format_table(results)
+    print(table)
     run = {"model": model.name, "weights": source, "official": args.official is not None, "device": str(device),
            "batch_size": args.batch_size, "modes": args.modes, "max_images": args.max_images}
     paths = write_results(results, args.out, run_info=run)
+    paths["table"] = write_text(args.out / "results.md", table + "\n")
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     return results
 
 
+def cli(argv: list[str]) -> int:
+    """``main`` for the command line (the exit status instead of the results)."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, CheckpointError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_main(cli))

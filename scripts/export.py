@@ -15,13 +15,27 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from svde.inference import EXPORTERS, ExportError, add_model_arguments, check_model_arguments, export_model, load_depth_model
+from svde.cli.common import run_main
+from svde.errors import UserError
+from svde.inference import (
+    EXPORTERS,
+    add_debug_argument,
+    add_model_arguments,
+    check_model_arguments,
+    check_network_size,
+    check_output_folder,
+    check_positive,
+    export_model,
+    load_depth_model,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the arguments (every value is checked here, before any work)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p, random_weights="random weights for --model (only to try the export path)")
     p.add_argument("--format", choices=list(EXPORTERS), default="onnx", help="default: %(default)s")
@@ -32,30 +46,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dynamic", action="store_true", help="free batch, height and width")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: %(default)s)")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed (default: %(default)s)")
+    add_debug_argument(p)
     args = p.parse_args(argv)
     check_model_arguments(p, args)
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value <= 0 or value % 32:
-            p.error(f"--{name} must be a positive multiple of 32, got {value}")
+    check_network_size(args.height, args.width)
+    check_positive("--batch", args.batch)
+    check_positive("--opset", args.opset, minimum=17)
+    if not (math.isfinite(args.atol) and args.atol >= 0):
+        raise UserError(f"--atol must be a finite number >= 0, got {args.atol:g}")
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; expected the file to write (e.g. {args.out / 'model.onnx'})")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Export and check; the file is written only when its output matches PyTorch's."""
     args = parse_args(argv)
+    check_output_folder(args.out.parent, option="the folder of --out")
     model = load_depth_model(args.checkpoint, args.official, args.model, "cpu")
     options = {"height": args.height, "width": args.width, "dynamic": args.dynamic, "batch": args.batch, "atol": args.atol}
     if args.format == "onnx":
         options["opset"] = args.opset
-    try:
-        diff = export_model(model, args.out, args.format, **options)
-    except ExportError as exc:
-        print(f"error: {exc}; nothing written", file=sys.stderr)
-        return 1
+    diff = export_model(model, args.out, args.format, **options)  # ExportError: exit 1, nothing written
     print(f"wrote {args.out} ({args.format}, {model.name}, {'dynamic' if args.dynamic else f'{args.height}x{args.width}'}); "
           f"max abs difference to PyTorch {diff:.2e} <= {args.atol:g}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -25,13 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from svde.cli.common import run_main
 from svde.data.base import DataError
 from svde.data.io import read_image
+from svde.errors import RunFailed
 from svde.inference import (
     DOMAINS,
+    add_debug_argument,
     add_model_arguments,
     backproject,
+    check_camera,
+    check_device,
     check_model_arguments,
+    check_output_folder,
     colorize,
     convert_domain,
     intrinsics_from_fov,
@@ -40,12 +46,14 @@ from svde.inference import (
     output_stems,
     predict,
     save_png16,
+    write_npy,
     write_ply,
     write_rgb,
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the arguments (every value is checked here, before any work)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p, random_weights="random weights for --model (only to try the pipeline; predictions are meaningless)")
     p.add_argument("--input", type=Path, required=True, help="an image file or a folder (searched recursively)")
@@ -64,51 +72,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cam.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                      help="pinhole intrinsics in pixels of the input image, for --ply")
     p.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_debug_argument(p)
     args = p.parse_args(argv)
     check_model_arguments(p, args)
     if args.ply and args.fov is None and args.intrinsics is None:
         p.error("--ply needs --fov DEG or --intrinsics FX FY CX CY")
+    check_camera(fov=args.fov, intrinsics=args.intrinsics)
     if args.short_side < 0:
         p.error(f"--short-side must be >= 0, got {args.short_side}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Predict every image; returns 0, or 1 when some images could not be read (the rest are written)."""
     args = parse_args(argv)
+    device = check_device(args.device)
     images, skipped = list_images(args.input)
+    if not images:
+        raise DataError(f"--input {args.input}: no images there (extensions: png, jpg, ...)")
     for path in skipped:
         print(f"note: skipping {path} (not an image)", file=sys.stderr)
-    if not images:
-        print(f"error: no images under {args.input}", file=sys.stderr)
-        return 1
-    model = load_depth_model(args.checkpoint, args.official, args.model, args.device)
+    check_output_folder(args.out)
+    model = load_depth_model(args.checkpoint, args.official, args.model, device)
     root = args.input if args.input.is_dir() else args.input.parent
+    failed: list[Path] = []
     for path, stem in zip(images, output_stems(images, root)):
         try:
             rgb = read_image(path)
-        except DataError as exc:  # names the file and what is wrong with it
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        log_disp = predict(model, rgb, short_side=args.short_side or None)
-        values = convert_domain(log_disp, args.domain)
-        base = args.out / stem
-        base.parent.mkdir(parents=True, exist_ok=True)
-        if args.format == "npy":
-            np.save(f"{base}.{args.domain}.npy", values)
-        else:
-            save_png16(f"{base}.{args.domain}.png", values, domain=args.domain, source=str(path))
-        if not args.no_vis:
-            # Log-disparity shows near and far structure evenly, with near = bright.
-            write_rgb(f"{base}.vis.png", colorize(log_disp))
-        if args.ply:
-            height, width = log_disp.shape
-            intrinsics = args.intrinsics or intrinsics_from_fov(width, height, args.fov)
-            points, colors = backproject(convert_domain(log_disp, "depth"), intrinsics, rgb)
-            write_ply(f"{base}.ply", points, colors, binary=not args.ply_ascii)
-        print(f"{path} -> {base}.*")
+        except DataError as exc:  # names the file and what is wrong with it; go on with the others
+            print(f"warning: {exc}", file=sys.stderr)
+            failed.append(path)
+            continue
+        write_prediction(args, model, rgb, path, args.out / stem)
+        print(f"{path} -> {args.out / stem}.*")
+    if failed:
+        raise RunFailed(f"{len(failed)} of {len(images)} images could not be read (the others were written): "
+                        + ", ".join(str(p) for p in failed))
     return 0
 
 
+def write_prediction(args: argparse.Namespace, model: torch.nn.Module, rgb: np.ndarray, source: Path, base: Path) -> None:
+    """Predict one image and write the requested files (each atomically) under ``base``."""
+    log_disp = predict(model, rgb, short_side=args.short_side or None)
+    values = convert_domain(log_disp, args.domain)
+    if args.format == "npy":
+        write_npy(f"{base}.{args.domain}.npy", values)
+    else:
+        save_png16(f"{base}.{args.domain}.png", values, domain=args.domain, source=str(source))
+    if not args.no_vis:
+        # Log-disparity shows near and far structure evenly, with near = bright.
+        write_rgb(f"{base}.vis.png", colorize(log_disp))
+    if args.ply:
+        height, width = log_disp.shape
+        intrinsics = args.intrinsics or intrinsics_from_fov(width, height, args.fov)
+        points, colors = backproject(convert_domain(log_disp, "depth"), intrinsics, rgb)
+        write_ply(f"{base}.ply", points, colors, binary=not args.ply_ascii)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

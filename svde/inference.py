@@ -18,8 +18,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-
 import json
+import logging
 import math
 import os
 import statistics
@@ -48,7 +48,10 @@ from svde.models import (
     load_official_checkpoint,
     optimize_for_inference,
 )
-from svde.errors import RunFailed
+from svde.atomic import atomic_path, write_bytes, write_json
+from svde.errors import RunFailed, UserError
+
+log = logging.getLogger(__name__)
 
 STRIDE = 32  # the encoders' output stride: network inputs must be multiples of it
 DOMAINS = ("log_disparity", "disparity", "depth", "log_depth")
@@ -57,6 +60,73 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 
 class ExportError(RunFailed):
     """An exported file does not reproduce the PyTorch model's output."""
+
+
+class NonFiniteOutput(RunFailed, FloatingPointError):
+    """The network or a domain conversion produced NaN or infinite values."""
+
+
+class UnknownName(UserError, KeyError):
+    """A name (model, domain, format, ...) that is not one of the valid ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+# ---- checking the scripts' arguments before any work ----------------------------------------
+def check_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA if available, else CPU; otherwise the named device, which must exist here.
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(name, torch.device):
+        device = name
+    elif name == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise UserError(f"device {name!r}: not a device name; expected cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r}: CUDA is not available here; use cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {name!r}: MPS is not available here; use cpu (or auto)")
+    return device
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create ``path`` if needed and prove it is writable (a probe file is created and removed).
+
+    Called before any work, so that a run does not compute everything and then fail to save it.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".svde-write-check.", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot write there ({exc.strerror or exc}); "
+                        f"expected a writable folder") from None
+    return path
+
+
+def check_network_size(height: int, width: int, what: str = "--height/--width") -> None:
+    """Height and width must be positive multiples of the network stride (32)."""
+    if height <= 0 or width <= 0 or height % STRIDE or width % STRIDE:
+        raise UserError(f"{what}: the size must be positive multiples of {STRIDE}, got {height}x{width} (HxW)")
+
+
+def check_positive(option: str, value: float | None, minimum: float = 1) -> None:
+    """``option`` must be finite and >= ``minimum`` (``None``: not given, nothing to check)."""
+    if value is not None and not (math.isfinite(value) and value >= minimum):
+        raise UserError(f"{option} must be >= {minimum:g}, got {value:g}")
 
 
 # ---- loading ---------------------------------------------------------------------------
@@ -75,23 +145,23 @@ def load_depth_model(checkpoint: str | os.PathLike | None = None, official: str 
         'mn_lrn4'
     """
     if checkpoint is not None and official is not None:
-        raise ValueError("give either a project checkpoint (--checkpoint) or a released file (--official), not both")
+        raise UserError("give either a project checkpoint (--checkpoint) or a released file (--official), not both")
     if model is not None and model not in MODELS:
-        raise KeyError(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
+        raise UnknownName(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
     if checkpoint is not None:
         net = load_model(checkpoint)
         if model is not None and net.name != model:
-            raise ValueError(f"{checkpoint} holds a {net.name} model, but model {model!r} was requested")
+            raise UserError(f"{checkpoint} holds a {net.name} model, but model {model!r} was requested")
     elif official is not None:
         if model is None:
-            raise ValueError(f"a released file ({official}) does not record its architecture: "
-                             f"also give the model name (one of {', '.join(MODELS)})")
+            raise UserError(f"a released file ({official}) does not record its architecture: "
+                            f"also give the model name (one of {', '.join(MODELS)})")
         net = load_official_checkpoint(official, model)
     elif model is not None:
         net = build_model(model)
     else:
-        raise ValueError("nothing to load: give a checkpoint, a released file with its model name, or a model name")
-    return net.to(device).eval()
+        raise UserError("nothing to load: give a checkpoint, a released file with its model name, or a model name")
+    return net.to(check_device(device)).eval()
 
 
 def add_model_arguments(parser: "argparse.ArgumentParser", random_weights: str | None = None) -> None:
@@ -107,6 +177,11 @@ def add_model_arguments(parser: "argparse.ArgumentParser", random_weights: str |
         src.add_argument("--random-weights", action="store_true", help=random_weights)
     parser.add_argument("--model", choices=list(MODELS),
                         help="model name (with --official" + (" or --random-weights)" if random_weights else ")"))
+
+
+def add_debug_argument(parser: "argparse.ArgumentParser") -> None:
+    """``--debug``: show the full traceback of an error (handled by :func:`svde.cli.common.run_main`)."""
+    parser.add_argument("--debug", action="store_true", help="show the full traceback instead of one error line")
 
 
 def check_model_arguments(parser: "argparse.ArgumentParser", args: "argparse.Namespace") -> None:
@@ -161,8 +236,8 @@ def predict(model: nn.Module, rgb: np.ndarray, short_side: int | None = None,
     out = F.interpolate(out.float(), size=(height, width), mode="bilinear", align_corners=False)
     out = out[0, 0].cpu().numpy().astype(np.float32)
     if not np.isfinite(out).all():
-        raise FloatingPointError(f"the network produced {int((~np.isfinite(out)).sum())} non-finite values "
-                                 f"for a {width}x{height} image; the weights are probably broken")
+        raise NonFiniteOutput(f"the network produced {int((~np.isfinite(out)).sum())} non-finite values "
+                              f"for a {width}x{height} image; the weights are probably broken")
     return out
 
 
@@ -177,14 +252,14 @@ def convert_domain(log_disparity: np.ndarray, domain: str) -> np.ndarray:
         array([2. , 0.5], dtype=float32)
     """
     if domain not in DOMAINS:
-        raise KeyError(f"unknown output domain {domain!r}; valid domains: {', '.join(DOMAINS)}")
+        raise UnknownName(f"unknown output domain {domain!r}; valid domains: {', '.join(DOMAINS)}")
     x = np.asarray(log_disparity, dtype=np.float64)
     sign = -1.0 if domain in ("depth", "log_depth") else 1.0
     with np.errstate(over="ignore"):  # overflow is reported below, with the range that caused it
         out = (np.exp(sign * x) if domain in ("disparity", "depth") else sign * x).astype(np.float32)
     if not np.isfinite(out).all():
-        raise FloatingPointError(f"{domain}: {int((~np.isfinite(out)).sum())} values overflow float32 "
-                                 f"(log-disparity range {x.min():.3g}..{x.max():.3g}); use a log domain")
+        raise NonFiniteOutput(f"{domain}: {int((~np.isfinite(out)).sum())} values overflow float32 "
+                              f"(log-disparity range {x.min():.3g}..{x.max():.3g}); use a log domain")
     return out
 
 
@@ -200,10 +275,10 @@ def list_images(path: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise ValueError(f"{path} is not an image file (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+            raise UserError(f"{path} is not an image file (extensions: {', '.join(IMAGE_EXTENSIONS)})")
         return [path], []
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise FileNotFoundError(2, "no such file or folder", str(path))
     files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     return images, [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
@@ -257,13 +332,24 @@ def colorize(values: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0),
     return rgb
 
 
+def _write_image(path: Path, image: np.ndarray) -> Path:
+    """Encode ``image`` by the file's extension and write it atomically."""
+    ok, buf = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OSError(f"cannot encode {path} as {path.suffix}")
+    return write_bytes(path, buf.tobytes())
+
+
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write a uint8 RGB image (PNG/JPEG by extension), creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
-    return path
+    """Write a uint8 RGB image (PNG/JPEG by extension) atomically, creating the folder."""
+    return _write_image(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def write_npy(path: str | os.PathLike, values: np.ndarray) -> Path:
+    """Write an array as ``.npy`` atomically (no pickled objects: ``allow_pickle=False``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(values), allow_pickle=False)
+    return Path(path)
 
 
 def save_png16(path: str | os.PathLike, values: np.ndarray, **info: Any) -> dict[str, Any]:
@@ -283,11 +369,10 @@ def save_png16(path: str | os.PathLike, values: np.ndarray, **info: Any) -> dict
         raise ValueError(f"{path}: expected a finite (H, W) array, got shape {values.shape}")
     lo, hi = float(values.min()), float(values.max())
     q = np.zeros(values.shape, np.uint16) if hi == lo else np.round((values - lo) / (hi - lo) * 65535.0).astype(np.uint16)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), q):
-        raise OSError(f"cannot write {path}")
     meta = {"min": lo, "max": hi, "encoding": "value = min + png / 65535 * (max - min)", **info}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    # The sidecar first: a PNG is never left without the scaling that decodes it.
+    write_json(path.with_suffix(".json"), meta)
+    _write_image(path, q)
     return meta
 
 
@@ -315,10 +400,21 @@ def intrinsics_from_fov(width: int, height: int, fov_deg: float) -> tuple[float,
         >>> intrinsics_from_fov(640, 480, 90.0)
         (320.0, 320.0, 319.5, 239.5)
     """
-    if not 0.0 < fov_deg < 180.0:
-        raise ValueError(f"horizontal field of view must be in (0, 180) degrees, got {fov_deg}")
+    check_camera(fov=fov_deg)
     f = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
     return (round(f, 6), round(f, 6), (width - 1) / 2.0, (height - 1) / 2.0)
+
+
+def check_camera(fov: float | None = None, intrinsics: Sequence[float] | None = None) -> None:
+    """A horizontal field of view must be in (0, 180) degrees; intrinsics fx, fy > 0, cx, cy finite."""
+    if fov is not None and not (math.isfinite(fov) and 0.0 < fov < 180.0):
+        raise UserError(f"--fov: the horizontal field of view must be in (0, 180) degrees, got {fov:g}")
+    if intrinsics is not None:
+        if len(intrinsics) != 4 or not all(math.isfinite(v) for v in intrinsics):
+            raise UserError(f"--intrinsics: expected four finite numbers FX FY CX CY, got {list(intrinsics)}")
+        if intrinsics[0] <= 0 or intrinsics[1] <= 0:
+            raise UserError(f"--intrinsics: focal lengths FX and FY must be > 0 pixels, got {intrinsics[0]:g} "
+                            f"and {intrinsics[1]:g}")
 
 
 def backproject(depth: np.ndarray, intrinsics: Sequence[float], rgb: np.ndarray | None = None,
@@ -377,8 +473,7 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | 
     if colors is not None:
         header += ["property uchar red", "property uchar green", "property uchar blue"]
     header.append("end_header")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(("\n".join(header) + "\n").encode("ascii"))
         if binary:
             f.write(vertices.tobytes())
@@ -390,8 +485,8 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | 
 
 # ---- export ------------------------------------------------------------------------------------
 def _example_input(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
-    if height % STRIDE or width % STRIDE or height <= 0 or width <= 0:
-        raise ValueError(f"export size must be positive multiples of {STRIDE}, got {height}x{width} (HxW)")
+    check_network_size(height, width, "input size")
+    check_positive("batch", batch)
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
@@ -427,19 +522,14 @@ def _check_parity(run: Any, model: nn.Module, sizes: list[tuple[int, int]], batc
         with torch.no_grad():
             out = np.asarray(run(x))
         if out.shape != ref.shape:
-            raise ExportError(f"{what}: output shape {out.shape} at input {h}x{w}, PyTorch gives {ref.shape}")
+            raise ExportError(f"{what}: output shape {out.shape} at input {h}x{w}, PyTorch gives {ref.shape}; "
+                              "nothing was written")
         diff = float(np.abs(out - ref).max()) if np.isfinite(out).all() else math.inf
         worst = max(worst, diff)
         if diff > atol:
-            raise ExportError(f"{what}: max abs difference to PyTorch {diff:.3g} > {atol:g} at input {h}x{w}")
+            raise ExportError(f"{what}: max abs difference to PyTorch {diff:.3g} > {atol:g} at input {h}x{w}; "
+                              "nothing was written")
     return worst
-
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def export_onnx(model: DepthModel, path: str | os.PathLike, height: int = 384, width: int = 384,
@@ -458,12 +548,10 @@ def export_onnx(model: DepthModel, path: str | os.PathLike, height: int = 384, w
     import onnxruntime as ort
 
     if opset < 17:
-        raise ValueError(f"opset must be >= 17, got {opset}")
-    path = Path(path)
+        raise UserError(f"opset must be >= 17, got {opset}")
     model = model.cpu().float().eval()
     axes = {0: "batch", 2: "height", 3: "width"}
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             # The legacy TorchScript-based exporter is used on purpose (the dynamo exporter needs
             # onnxscript); its deprecation note and the shape-check TracerWarning are expected.
@@ -483,10 +571,8 @@ def export_onnx(model: DepthModel, path: str | os.PathLike, height: int = 384, w
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         diff = _check_parity(lambda x: session.run(None, {"image": x.numpy()})[0], model,
                              _parity_sizes(height, width, dynamic), batch, atol, f"ONNX export of {model.name}")
-        os.replace(tmp, path)
-        return diff
-    finally:
-        tmp.unlink(missing_ok=True)
+    log.debug("wrote %s (max abs difference to PyTorch %.2e)", path, diff)
+    return diff
 
 
 def export_torchscript(model: DepthModel, path: str | os.PathLike, height: int = 384, width: int = 384,
@@ -496,10 +582,8 @@ def export_torchscript(model: DepthModel, path: str | os.PathLike, height: int =
     Example:
         >>> diff = export_torchscript(build_model("mn_lrn4").eval(), "mn.pt", 64, 64)  # doctest: +SKIP
     """
-    path = Path(path)
     model = model.cpu().float().eval()
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still the portable format
@@ -509,10 +593,8 @@ def export_torchscript(model: DepthModel, path: str | os.PathLike, height: int =
             loaded = torch.jit.load(str(tmp), map_location="cpu")
         diff = _check_parity(lambda x: loaded(x).numpy(), model, _parity_sizes(height, width, dynamic), batch,
                              atol, f"TorchScript export of {model.name}")
-        os.replace(tmp, path)
-        return diff
-    finally:
-        tmp.unlink(missing_ok=True)
+    log.debug("wrote %s (max abs difference to PyTorch %.2e)", path, diff)
+    return diff
 
 
 EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
@@ -521,7 +603,7 @@ EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
 def export_model(model: DepthModel, path: str | os.PathLike, fmt: str, **options: Any) -> float:
     """Export with the exporter registered under ``fmt`` (``onnx`` or ``torchscript``)."""
     if fmt not in EXPORTERS:
-        raise KeyError(f"unknown export format {fmt!r}; valid formats: {', '.join(EXPORTERS)}")
+        raise UnknownName(f"unknown export format {fmt!r}; valid formats: {', '.join(EXPORTERS)}")
     return EXPORTERS[fmt](model, path, **options)
 
 
@@ -564,7 +646,7 @@ def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats:
     robust to the odd slow run (other processes, clock changes).
     """
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+        raise UserError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     device = x.device
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     times = []
@@ -602,8 +684,8 @@ def benchmark_model(name: str, device: str = "cpu", height: int = 384, width: in
         ['amp', 'batch', 'channels_last']
     """
     if amp is not None and amp not in AMP_DTYPES:
-        raise KeyError(f"unknown AMP dtype {amp!r}; valid: {', '.join(AMP_DTYPES)}")
-    dev = torch.device(device)
+        raise UnknownName(f"unknown AMP dtype {amp!r}; valid: {', '.join(AMP_DTYPES)}")
+    dev = check_device(device)
     net = (model if model is not None else build_model(name)).to(dev).eval()
     params = count_parameters(net)
     macs = count_macs(net, height, width)

@@ -75,7 +75,7 @@ def test_benchmark_cli_prints_a_table(capsys):
     assert [r.split("|")[1].strip() for r in rows] == ["mn_lrn4", "lite0_lrn4"]
     params = {r.split("|")[1].strip(): float(r.split("|")[8]) for r in rows}
     assert params["lite0_lrn4"] == pytest.approx(count_parameters(build_model("lite0_lrn4")) / 1e6, abs=0.005)
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="multiples of 32"):
         benchmark_main(["--height", "100"])
 
 

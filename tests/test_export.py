@@ -88,7 +88,7 @@ def test_parity_failure_writes_nothing(tmp_path, exporter):
 
 
 def test_export_argument_errors(tmp_path, mn_checkpoint):
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="multiples of 32"):
         export_main(["--checkpoint", str(mn_checkpoint), "--out", str(tmp_path / "x.onnx"), "--height", "50"])
     with pytest.raises(SystemExit):
         export_main(["--official", str(mn_checkpoint), "--out", str(tmp_path / "x.onnx")])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from svde.cli.common import run_main
 from svde.data.base import DataError
 from svde.data.io import read_image
 from svde.inference import (
@@ -239,8 +240,8 @@ def test_predict_cli_png16_and_point_cloud(tmp_path, mn_checkpoint):
 def test_predict_cli_errors(tmp_path, mn_checkpoint, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
-    rc = predict_main(["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
-                       "--device", "cpu"])
+    rc = run_main(predict_main, ["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path / "in"),
+                                 "--out", str(tmp_path / "o"), "--device", "cpu"])
     assert rc == 1 and "broken.jpg" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         predict_main(["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path), "--out", str(tmp_path), "--ply"])

