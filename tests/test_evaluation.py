@@ -172,15 +172,17 @@ def test_input_is_resized_per_protocol_and_prediction_back_to_gt():
 def test_protocol_masks():
     gt = torch.full((20, 30), 5.0)
     ones = torch.ones_like(gt, dtype=torch.bool)
-    nyu = PROTOCOLS["nyu"].valid_mask(gt, ones)
-    assert int(nyu.sum()) == (20 - 16) * (30 - 16) and not nyu[7].any() and nyu[8, 8]
+    nyu = PROTOCOLS["nyu"].valid_mask(gt, ones)  # the border crop is a crop of the sample, not a mask
+    assert bool(nyu.all())
+    cropped = PROTOCOLS["nyu"].crop_sample({"target": gt[None], "mask": ones[None], "image": torch.zeros(3, 20, 30)})
+    assert tuple(cropped["target"].shape) == (1, 4, 14) and tuple(cropped["image"].shape) == (3, 4, 14)
     kitti = PROTOCOLS["kitti"].valid_mask(gt, ones)
     assert not kitti[:8].any() and kitti[8:19, 1:28].all() and not kitti[19].any()
     sintel = PROTOCOLS["sintel"]
     capped = torch.tensor([[71.9, 72.0, 0.0, 80.0]])
     assert sintel.valid_mask(capped, torch.ones_like(capped, dtype=torch.bool)).tolist() == [[True, False, False, False]]
     eth = PROTOCOLS["eth3d"].valid_mask(capped, torch.ones_like(capped, dtype=torch.bool))
-    assert eth.tolist() == [[True, True, False, False]]
+    assert eth.tolist() == [[True, False, False, False]]  # exclusive for every dataset (authors' get_mask)
     with pytest.raises(KeyError, match="valid protocols"):
         get_protocol("nyuv3")
     with pytest.raises(ValueError, match="headline"):
@@ -208,7 +210,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_disparity_predictions_of_utss_models():
-    gt = torch.tensor([[1.0, 2.0], [4.0, 8.0]])
+    gt = 2.0 ** torch.linspace(0, 3, 16).reshape(4, 4)  # 16 valid pixels: more than the 10 needed
     sample = {"target": gt[None], "mask": (gt > 0)[None], "depth_type": "absolute", "meta": {"file": "m"}}
     midas_like = 5.0 / gt - 2.0  # right up to scale and shift, negative in places
     rec = evaluate_prediction(midas_like, sample, "tum", modes=("utss",), prediction="disparity")
@@ -237,7 +239,7 @@ def test_no_intrinsics_means_no_geometry():
 
 
 def test_evaluate_prediction_folder_protocol_without_cap():
-    gt = torch.tensor([[1.0, 2.0], [4.0, 8.0]])
+    gt = 2.0 ** torch.linspace(0, 3, 16).reshape(4, 4)
     sample = {"target": gt[None], "mask": (gt > 0)[None], "depth_type": "uts", "meta": {"file": "f"}}
     rec = evaluate_prediction(torch.log(1.0 / gt + 0.2), sample, "rgbd_folder", modes=("utss",))
     assert rec["utss"]["abs_rel"] < 1e-6 and not rec["skipped"]
@@ -258,7 +260,8 @@ def test_outputs_json_csv_and_table(tmp_path):
     assert len(per_image) == 2 * 2 + 1 and per_image[1]["skipped"] == "False" and per_image[2]["skipped"] == "True"
     table = format_table(res)
     assert f"{100 * res[0]['uts']['delta1_err']:.2f}" in table and "| tiny_ordinal | uts | 1 | 0 | whdr (%) | 0.00 |" in table
-    assert "8-px border crop" in table and "<= 10 m" in table
+    assert "8-px border crop" in table and "< 10 m" in table and "<= 10 m" not in table
+    assert "<= 10 valid pixels skipped" in table
     assert not any(math.isnan(float(v)) for r in summary for k, v in r.items() if v and k not in
                    ("dataset", "protocol", "mode", "headline_metric"))
 
@@ -531,9 +534,12 @@ def test_real_frames_end_to_end(shared_dir, net, tmp_path, name):
         # the valid pixels are exactly the raw file's non-zero depths under the cap and the crop
         path, units = depth_files[rec["file"]]
         raw = torch.from_numpy(cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.float32) / units)
+        b = protocol.border_crop
+        raw = raw[b:raw.shape[0] - b, b:raw.shape[1] - b]
         assert rec["n_valid"] == int(protocol.valid_mask(raw, raw > 0).sum()) > 1000
         # a prediction equal to the ground truth up to scale scores 0; with a wrong shift it bends
-        gt = sample["target"][0]
+        # (a prediction of the cropped frame, at its resolution: nothing to upsample)
+        gt = protocol.crop_sample(sample)["target"][0]
         exact = torch.where(gt > 0, -torch.log(gt * 2.5), torch.zeros_like(gt))
         good = evaluate_prediction(exact, sample, protocol, modes=("uts",))["uts"]
         assert good["delta1_err"] == 0.0 and good["abs_rel"] < 1e-5 and good["geometry_err"] < 1e-5

@@ -16,13 +16,24 @@ from svde.evaluation.metrics import (
     geometry_error,
     whdr,
 )
-from svde.evaluation.protocols import DATASET_PROTOCOLS, PROTOCOLS, Protocol, get_protocol
+from svde.evaluation.paper import PAPER_DATASETS, PAPER_MODELS, load_published, paper_table
+from svde.evaluation.protocols import (
+    DATASET_PROTOCOLS,
+    MIN_VALID_PIXELS,
+    PROTOCOLS,
+    Protocol,
+    get_protocol,
+    network_size,
+)
 from svde.evaluation.report import format_table, write_results
 
 __all__ = [
     "DATASET_PROTOCOLS",
     "METRIC_NAMES",
+    "MIN_VALID_PIXELS",
     "MODES",
+    "PAPER_DATASETS",
+    "PAPER_MODELS",
     "PROTOCOLS",
     "Protocol",
     "aggregate",
@@ -35,6 +46,9 @@ __all__ = [
     "format_table",
     "geometry_error",
     "get_protocol",
+    "load_published",
+    "network_size",
+    "paper_table",
     "whdr",
     "write_results",
 ]

@@ -1,18 +1,25 @@
 """Zero-shot evaluation of a depth model on a dataset, following the authors' protocol.
 
 :func:`evaluate_model` runs a model over a :class:`~svde.data.base.DepthDataset` (batched, on any
-device), and :func:`evaluate_prediction` scores one prediction against one sample; both follow
-a :class:`~svde.evaluation.protocols.Protocol`. Per image and per alignment mode:
+device), and :func:`evaluate_prediction` scores one network output against one sample; both
+follow a :class:`~svde.evaluation.protocols.Protocol`, step for step as the authors'
+``eval.py`` (SamsungLabs/geometry-preserving-de; the steps and their sources are listed in
+:mod:`svde.evaluation.protocols`):
 
-* ``uts``: :func:`~svde.evaluation.metrics.align_median_log` (scale only);
-* ``utss``: :func:`~svde.evaluation.metrics.align_lstsq_disparity` on ``exp(prediction)``
-  (scale and shift of the disparity, for UTSS models or to compare with them);
-
-then :func:`~svde.evaluation.metrics.depth_metrics` and, where the sample has intrinsics,
-:func:`~svde.evaluation.metrics.geometry_error`. Ordinal samples (DIW) get
-:func:`~svde.evaluation.metrics.whdr` of the raw prediction, which no monotonic alignment
-changes, reported under each mode. Images without a valid pixel are skipped and counted,
-never averaged in.
+1. :meth:`~svde.evaluation.protocols.Protocol.crop_sample` (NYU: image and depth ``[8:-8, 8:-8]``);
+2. the image is resized to :meth:`~svde.evaluation.protocols.Protocol.input_size` and run;
+3. per mode the output is upsampled to the (cropped) ground truth, bilinearly, in the mode's
+   domain (:func:`upsample`): UTS the network's output as it is (log-disparity), UTSS the
+   disparity ``exp(output)`` (``metrics/disp_metrics.py`` receives ``pred.exp()``);
+4. valid pixels (:meth:`~svde.evaluation.protocols.Protocol.valid_mask`: exclusive cap); an image
+   with at most :data:`~svde.evaluation.protocols.MIN_VALID_PIXELS` valid pixels is skipped and
+   counted in ``n_skipped``, never averaged in;
+5. alignment -- UTS :func:`~svde.evaluation.metrics.align_median_log` (scale only, no clamping),
+   UTSS :func:`~svde.evaluation.metrics.align_lstsq_disparity` (scale and shift of the disparity,
+   clamped at the cap) -- then :func:`~svde.evaluation.metrics.depth_metrics` and, where the
+   sample has intrinsics, :func:`~svde.evaluation.metrics.geometry_error` (svde's addition);
+6. ordinal samples (DIW) get :func:`~svde.evaluation.metrics.whdr` of the upsampled map of each
+   mode, as the authors' ``whdr`` and ``utss_whdr``.
 """
 
 from __future__ import annotations
@@ -34,11 +41,14 @@ from svde.evaluation.metrics import (
     geometry_error,
     whdr,
 )
-from svde.evaluation.protocols import Protocol, get_protocol
+from svde.evaluation.protocols import MIN_VALID_PIXELS, Protocol, get_protocol
 
 MODES = ("uts", "utss")
 PREDICTIONS = ("log_disparity", "disparity")
 DEPTH_TARGETS = ("absolute", "uts")
+SKIP_RULE = (f"images with <= {MIN_VALID_PIXELS} valid ground-truth pixels are skipped, counted in n_skipped "
+             "and not averaged (SamsungLabs/geometry-preserving-de metrics/logdisp_metrics.py)")
+SKIP_RULE_ORDINAL = "images without an ordinal pair are skipped, counted in n_skipped and not averaged"
 
 
 def check_modes(modes: Iterable[str]) -> tuple[str, ...]:
@@ -50,17 +60,30 @@ def check_modes(modes: Iterable[str]) -> tuple[str, ...]:
     return modes
 
 
+def upsample(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (``align_corners=False``) resize of a (H, W) map to ``size``, as the authors'
+    metrics (``F.interpolate(..., mode="bilinear")``); the same size returns the map unchanged."""
+    if tuple(pred.shape[-2:]) == tuple(size):
+        return pred
+    return F.interpolate(pred[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
 def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], protocol: str | Protocol,
                         modes: Sequence[str] = ("uts",), n_geometry_pairs: int = 10000,
                         prediction: str = "log_disparity") -> dict[str, Any]:
-    """Score one prediction (H, W) at the sample's resolution against the sample.
+    """Score one network output (H', W') against one dataset sample.
 
-    ``prediction`` says what the map holds: ``"log_disparity"`` (the LRN models) or
-    ``"disparity"`` (UTSS models such as MiDaS, whose output may be <= 0 somewhere: UTS mode
-    then raises, UTSS mode fits it as it is).
+    ``sample`` is the dataset's sample as it is: the protocol's crop is applied here. The
+    prediction is the network's output for the *cropped* image at any resolution (the network's,
+    or already the cropped ground truth's); each mode upsamples it to the cropped ground truth in
+    its own domain (module docstring). ``prediction`` says what the map holds:
+    ``"log_disparity"`` (the LRN models) or ``"disparity"`` (UTSS models such as MiDaS, whose
+    output may be <= 0 somewhere: UTS mode then raises, UTSS mode fits it as it is; both modes
+    upsample the disparity).
 
     Returns ``{"file", "n_valid", "skipped", "reason", <mode>: {metric: value}}``; ``skipped``
-    is True (and no metric is given) when the protocol leaves no valid pixel or pair.
+    is True (and no metric is given) when the protocol leaves ``MIN_VALID_PIXELS`` or fewer valid
+    pixels, or no ordinal pair.
 
     Example:
         >>> gt = torch.linspace(1, 4, 64).reshape(8, 8)
@@ -75,23 +98,30 @@ def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], prot
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     meta = sample.get("meta", {})
     file = str(meta.get("file", "?"))
-    pred = pred_logdisp.reshape(pred_logdisp.shape[-2:])
+    if pred_logdisp.ndim < 2 or pred_logdisp[..., 0, 0].numel() != 1:
+        raise ValueError(f"{file}: expected a (H, W) prediction (or with leading 1s), got {tuple(pred_logdisp.shape)}")
+    pred = pred_logdisp.reshape(pred_logdisp.shape[-2:]).float()
     record: dict[str, Any] = {"file": file, "n_valid": 0, "skipped": False, "reason": ""}
     if not bool(torch.isfinite(pred).all()):
         raise ValueError(f"{file}: the model's prediction has non-finite values")
+    sample = protocol.crop_sample(sample)
     target = sample["target"].reshape(sample["target"].shape[-2:]).to(pred.device)
-    if pred.shape != target.shape:
-        raise ValueError(f"{file}: prediction is {tuple(pred.shape)} but the ground truth is {tuple(target.shape)}")
+    size = tuple(target.shape)
+
+    def mode_map(mode: str) -> torch.Tensor:
+        # UTS: the output as it is; UTSS: the disparity (the authors' ``pred.exp()``)
+        if mode == "utss" and prediction == "log_disparity":
+            return upsample(pred.double().exp(), size)
+        return upsample(pred.double(), size)
 
     if protocol.ordinal:
         pairs = sample.get("pairs")
         if pairs is None or len(pairs) == 0:
             return {**record, "skipped": True, "reason": "no ordinal pairs"}
         try:
-            err = whdr(pred, pairs)
+            return {**record, "n_valid": len(pairs), **{m: {"whdr": whdr(mode_map(m), pairs)} for m in modes}}
         except ValueError as e:
             raise ValueError(f"{file}: {e}") from None
-        return {**record, "n_valid": len(pairs), **{m: {"whdr": err} for m in modes}}
 
     depth_type = sample.get("depth_type", "absolute")
     if depth_type not in DEPTH_TARGETS:
@@ -100,23 +130,26 @@ def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], prot
     mask = protocol.valid_mask(target, sample["mask"].reshape(target.shape).to(pred.device))
     n_valid = int(mask.sum())
     record["n_valid"] = n_valid
-    if n_valid == 0:
-        return {**record, "skipped": True, "reason": "no valid ground-truth pixel under the protocol"}
-    intrinsics = meta.get("intrinsics")
+    if n_valid <= MIN_VALID_PIXELS:
+        return {**record, "skipped": True,
+                "reason": f"{n_valid} valid ground-truth pixels under the protocol (needs > {MIN_VALID_PIXELS})"}
+    intrinsics = sample.get("meta", {}).get("intrinsics")
     for mode in modes:
+        up = mode_map(mode)
         if mode == "uts":
-            if prediction == "disparity" and not bool((pred[mask] > 0).all()):
-                raise ValueError(f"{file}: UTS mode needs a positive disparity at every valid pixel; "
-                                 f"use the utss mode for a prediction known only up to a shift")
-            aligned = align_median_log(pred if prediction == "log_disparity" else pred.double().log(), target, mask)
+            if prediction == "disparity":
+                if not bool((up[mask] > 0).all()):
+                    raise ValueError(f"{file}: UTS mode needs a positive disparity at every valid pixel; "
+                                     f"use the utss mode for a prediction known only up to a shift")
+                up = up.clamp_min(torch.finfo(up.dtype).tiny).log()
+            aligned = align_median_log(up, target.double(), mask)
         else:
-            # no cap in the protocol: clamp at the farthest valid ground truth (module docstring)
+            # no cap in the protocol: clamp at the farthest valid ground truth (protocols docstring)
             cap = protocol.depth_cap if protocol.depth_cap is not None else float(target[mask].max())
-            disp = pred.double().exp() if prediction == "log_disparity" else pred.double()
-            aligned = align_lstsq_disparity(disp, target, mask, depth_cap=cap)
-        result = depth_metrics(aligned, target, mask)
-        if protocol.geometry and intrinsics is not None and n_valid >= 2:
-            result["geometry_err"] = geometry_error(aligned, target, mask, intrinsics, n_pairs=n_geometry_pairs)
+            aligned = align_lstsq_disparity(up, target.double(), mask, depth_cap=cap)
+        result = depth_metrics(aligned, target.double(), mask)
+        if protocol.geometry and intrinsics is not None:
+            result["geometry_err"] = geometry_error(aligned, target.double(), mask, intrinsics, n_pairs=n_geometry_pairs)
         record[mode] = result
     return record
 
@@ -125,7 +158,8 @@ def aggregate(records: Sequence[dict[str, Any]], modes: Sequence[str], protocol:
     """Average per-image records over the images that were not skipped (None where there are none)."""
     used = [r for r in records if not r["skipped"]]
     names = ("whdr",) if protocol.ordinal else METRIC_NAMES + ("geometry_err",)
-    out: dict[str, Any] = {"n_images": len(used), "n_skipped": len(records) - len(used)}
+    out: dict[str, Any] = {"n_images": len(used), "n_skipped": len(records) - len(used),
+                           "skip_rule": SKIP_RULE_ORDINAL if protocol.ordinal else SKIP_RULE}
     for mode in modes:
         agg: dict[str, float | None] = {}
         for name in names:
@@ -139,7 +173,11 @@ def aggregate(records: Sequence[dict[str, Any]], modes: Sequence[str], protocol:
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of a (3, H, W) or (B, 3, H, W) image as the protocol prescribes."""
+    """Bilinear resize of a (3, H, W) or (B, 3, H, W) image as the protocol prescribes.
+
+    Half-pixel centres without antialiasing, which is what the authors' ``cv2.resize(...,
+    cv2.INTER_LINEAR)`` of the normalised float image computes (``BaseDataset.validation_resize``).
+    """
     batched = image if image.ndim == 4 else image[None]
     out = F.interpolate(batched, size=size, mode="bilinear", align_corners=False)
     return out if image.ndim == 4 else out[0]
@@ -157,12 +195,14 @@ def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protoc
     :func:`evaluate_prediction`).
 
     The model is moved to ``device``, switched to eval mode for the run, and put back in the
-    mode it was in. Images are resized per the protocol (``short_side`` overrides the protocol's
-    384, e.g. for quick validation at low resolution); images of a batch that share an input
-    size run through the model together. Predictions are upsampled to each sample's resolution.
+    mode it was in. Images are cropped and resized per the protocol (``short_side`` overrides the
+    protocol's 384, e.g. for quick validation at low resolution); images of a batch that share an
+    input size run through the model together. Each output is upsampled to its sample's (cropped)
+    resolution in each mode's domain by :func:`evaluate_prediction`.
 
-    Returns ``{"dataset", "protocol" (a dict), "modes", "n_images" (averaged), "n_skipped",
-    <mode>: {metric: mean}, "headline": {"metric", <mode>: value}, "per_image": [records]}``.
+    Returns ``{"dataset", "protocol" (a dict), "modes", "n_images" (evaluated and averaged),
+    "n_skipped", "skip_rule", <mode>: {metric: mean}, "headline": {"metric", <mode>: value},
+    "per_image": [records]}``; ``n_images + n_skipped`` is the number of images run.
 
     Example:
         >>> from svde.models import build_model
@@ -190,19 +230,20 @@ def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protoc
     try:
         with torch.no_grad():
             for batch in tqdm(loader, desc=f"eval {name}", disable=not progress, unit="batch"):
+                # the authors' order: crop (NYU), then resize the cropped image for the network
+                images = [protocol.crop_sample(sample)["image"] for sample in batch]
                 groups: dict[tuple[int, int], list[int]] = {}
-                for k, sample in enumerate(batch):
-                    groups.setdefault(protocol.input_size(*sample["image"].shape[-2:]), []).append(k)
+                for k, image in enumerate(images):
+                    groups.setdefault(protocol.input_size(*image.shape[-2:]), []).append(k)
                 preds: dict[int, torch.Tensor] = {}
                 for size, idx in groups.items():
-                    x = torch.stack([resize_image(batch[k]["image"], size) for k in idx]).to(device)
+                    x = torch.stack([resize_image(images[k], size) for k in idx]).to(device)
                     out = model(x).float()
                     if out.ndim != 4 or out.shape[:2] != (len(idx), 1):
                         raise ValueError(f"the model must return (B, 1, H, W) for a (B, 3, H, W) batch; got "
                                          f"{tuple(out.shape)} for {tuple(x.shape)}")
                     for j, k in enumerate(idx):
-                        preds[k] = F.interpolate(out[j:j + 1], size=tuple(batch[k]["target"].shape[-2:]),
-                                                 mode="bilinear", align_corners=False)[0, 0]
+                        preds[k] = out[j, 0]  # upsampled per mode, in its domain, by evaluate_prediction
                 for k, sample in enumerate(batch):
                     records.append(evaluate_prediction(preds[k], sample, protocol, modes, n_geometry_pairs,
                                                        prediction))

@@ -1,32 +1,64 @@
 """Each evaluation dataset's protocol, as one explicit table (:data:`PROTOCOLS`).
 
 The evaluator prints the protocol it used next to the results and stores it in the JSON, so a
-number can always be traced to exactly what was done. The values follow the authors' evaluation
-(and, for KITTI, which their code does not cover, the usual Eigen-split protocol).
+number can always be traced to exactly what was done. Whose protocol each row is:
 
-Choices this table fixes:
+================  =============================================================================
+dataset           protocol and source
+================  =============================================================================
+nyu               authors: ``NYUDataset`` (8-px crop of image *and* depth, cap 10 m)
+tum               authors: ``TUMDataset`` (cap 10 m)
+sintel            authors: ``SintelDataset`` (cap 72 m)
+eth3d             authors: ``ETH3DDataset`` (cap 72 m)
+diw               authors: ``DIW`` (``datasets/diw_dataset_eval.py``), WHDR
+kitti             the usual Eigen split with Garg's crop, ``1e-3 < d < 80`` (nianticlabs/monodepth2
+                  ``evaluate_depth.py``); not in the authors' code. Alignment as for the others.
+synthetic/folder  svde's own (generated scenes; generic RGB-D folders)
+================  =============================================================================
 
-* **Valid ground truth** is ``mask & gt > min_depth & gt <= depth_cap`` (``gt < depth_cap`` when
-  ``cap_exclusive``: Sintel excludes depths >= 72 m), then the border or Garg crop. Crops are
-  applied as masks, so the ground truth keeps its resolution and its intrinsics stay valid.
-* **Depth cap and predictions**: in UTSS mode the aligned disparity is clamped to ``>= 1 / cap``
-  (the authors' ``depth_cap``), i.e. aligned depths never exceed the cap. In UTS mode the aligned
-  prediction is *not* clamped: it is the prediction times one scale, judged as it is. Where a
-  protocol has no cap (``folder``), UTSS mode clamps at the image's farthest valid ground-truth
-  depth.
-* **Input size**: the image is resized bilinearly (``align_corners=False``, no antialiasing) so
-  that its shorter side is ``short_side`` and both sides are the nearest multiples of
-  ``multiple``; the prediction is resized bilinearly back to the ground truth's resolution.
+"authors" is SamsungLabs/geometry-preserving-de: ``datasets/validation_datasets.py`` (the
+datasets, ``BaseDataset.get_mask`` and ``get_size``), ``eval.py`` (the ``smallest_equal``
+strategy, one pass per mode), ``metrics/logdisp_metrics.py`` (UTS) and
+``metrics/disp_metrics.py`` (UTSS). Their steps, which this table and
+:mod:`svde.evaluation.evaluator` follow in this order:
+
+1. **Crop** (NYU): image, depth and mask are cut to ``[8:-8, 8:-8]`` before anything else, so the
+   network sees the cropped frame and the metric is computed at the cropped resolution
+   (:meth:`Protocol.crop_sample`; intrinsics shift by the crop).
+2. **Valid ground truth** (``get_mask``): ``depth > 1e-8`` (``min_depth``) and
+   ``depth < cap`` -- the cap is *exclusive* for every dataset (``cap_exclusive``; ``depth >= cap``
+   is invalid). KITTI adds Garg's crop as a mask (its network sees the whole frame).
+3. **Input size** (``get_size``, :func:`network_size`): the shorter side becomes 384, the longer
+   one keeps the aspect ratio, and each is rounded with Python's ``round(x / 32) * 32`` (halves to
+   even: 480x500 -> 384x384). The image is resized bilinearly (``cv2.INTER_LINEAR``, i.e.
+   half-pixel centres, no antialiasing).
+4. **Upsampling** to the ground truth's resolution, bilinear (``align_corners=False``), in the
+   mode's domain: UTS upsamples the network's log-disparity; UTSS exponentiates first and
+   upsamples the *disparity* (``eval.py`` passes ``pred.exp()`` to the UTSS metrics).
+5. **10-pixel rule**: an image with 10 or fewer valid pixels is skipped (``numel() > 10``) and
+   counted as skipped, never averaged in. DIW images are never skipped.
+6. **Alignment**: UTS shifts log-depth by the median of ``log gt - log pred`` (no clamping);
+   UTSS fits scale and shift of the disparity by least squares, clamps the aligned disparity to
+   ``>= 1 / cap`` and inverts it. Where a protocol has no cap (``folder``), UTSS clamps at the
+   image's farthest valid ground-truth depth.
+7. **Metrics** per image, then the mean over the images evaluated: ``delta1_err`` (share with
+   ``max(p/g, g/p) > 1.25``), ``abs_rel``; DIW: WHDR of the upsampled map (``pred[B] > pred[A]``
+   against the annotation), in both modes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 HEADLINES = ("delta1_err", "abs_rel", "whdr")
+AUTHORS = "SamsungLabs/geometry-preserving-de"
+AUTHORS_DATASETS = f"{AUTHORS} datasets/validation_datasets.py"
+# an image needs more than this many valid pixels to be evaluated (authors: ``numel() > 10``)
+MIN_VALID_PIXELS = 10
 
 
 def network_size(height: int, width: int, short_side: int | None = None, multiple: int = 32) -> tuple[int, int]:
@@ -34,32 +66,45 @@ def network_size(height: int, width: int, short_side: int | None = None, multipl
 
     With ``short_side`` the image is first scaled (aspect ratio kept) so that its shorter side
     has that length, as in the paper's evaluation (384); each side is then rounded to the
-    nearest multiple of ``multiple``, halves up (at least one multiple). The evaluator and
-    ``scripts/predict.py`` both use this rule, so they feed the network the same size.
+    nearest multiple of ``multiple`` with Python's ``round`` (halves to even), at least one
+    multiple. This is the authors' ``BaseDataset.get_size`` with ``strategy="smallest_equal"``
+    (SamsungLabs/geometry-preserving-de ``datasets/validation_datasets.py``, ``eval.py``). The
+    evaluator and ``scripts/predict.py`` both use this rule, so they feed the network the same size.
 
     Example:
         >>> network_size(480, 640), network_size(480, 640, short_side=384), network_size(384, 400, 384)
-        ((480, 640), (384, 512), (384, 416))
+        ((480, 640), (384, 512), (384, 384))
+        >>> network_size(480, 500, short_side=384), network_size(464, 624, short_side=384)
+        ((384, 384), (384, 512))
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width} (HxW)")
-    scale = 1.0 if not short_side else short_side / min(height, width)
-    return tuple(max(multiple, int(side * scale / multiple + 0.5) * multiple) for side in (height, width))
+    short = min(height, width)
+
+    def side(length: int) -> float:
+        if not short_side:
+            return float(length)
+        return float(short_side) if length == short else short_side / short * length
+
+    return tuple(max(multiple, round(side(n) / multiple) * multiple) for n in (height, width))
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """How one dataset is evaluated (see the module docstring for the shared rules).
+    """How one dataset is evaluated (see the module docstring for the shared rules and order).
+
+    ``border_crop`` cuts image, depth and mask before resizing (:meth:`crop_sample`);
+    ``garg_crop`` is a mask on the ground truth only. ``source`` names whose protocol it is.
 
     Example:
-        >>> PROTOCOLS["nyu"].input_size(480, 640)
+        >>> PROTOCOLS["nyu"].input_size(464, 624)
         (384, 512)
     """
 
     name: str
     headline: str
     depth_cap: float | None = None
-    cap_exclusive: bool = False
+    cap_exclusive: bool = True
     min_depth: float = 0.0
     border_crop: int = 0
     garg_crop: bool = False
@@ -67,6 +112,7 @@ class Protocol:
     multiple: int = 32
     geometry: bool = True
     note: str = ""
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.headline not in HEADLINES:
@@ -76,6 +122,8 @@ class Protocol:
                              f"min_depth {self.min_depth}")
         if self.short_side < 1 or self.multiple < 1:
             raise ValueError(f"protocol {self.name!r}: short_side and multiple must be >= 1")
+        if self.border_crop < 0:
+            raise ValueError(f"protocol {self.name!r}: border_crop must be >= 0, got {self.border_crop}")
 
     @property
     def ordinal(self) -> bool:
@@ -83,22 +131,51 @@ class Protocol:
         return self.headline == "whdr"
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
-        """The network input size for an image of ``height`` x ``width``."""
+        """The network input size for an (already cropped) image of ``height`` x ``width``."""
         return network_size(height, width, self.short_side, self.multiple)
 
+    def crop_sample(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """The sample cut to ``[b:-b, b:-b]`` (image, target, mask; intrinsics shifted by ``b``).
+
+        This is the authors' ``NYUDataset.getitem`` order: crop first, then resize the image for
+        the network, and score at the cropped resolution. Without a crop the sample is returned
+        as it is. Ordinal pairs are not moved (no ordinal protocol crops).
+
+        Example:
+            >>> s = {"image": torch.zeros(3, 20, 30), "target": torch.ones(1, 20, 30),
+            ...      "mask": torch.ones(1, 20, 30, dtype=torch.bool), "meta": {"intrinsics": [9., 9., 15., 10.]}}
+            >>> c = PROTOCOLS["nyu"].crop_sample(s)
+            >>> tuple(c["image"].shape), c["meta"]["intrinsics"].tolist()
+            ((3, 4, 14), [9.0, 9.0, 7.0, 2.0])
+        """
+        b = self.border_crop
+        if not b:
+            return sample
+        h, w = sample["target"].shape[-2:]
+        if h <= 2 * b or w <= 2 * b:
+            raise ValueError(f"{sample.get('meta', {}).get('file', '?')}: a {w}x{h} (WxH) image is too small "
+                             f"for protocol {self.name!r}'s {b}-px border crop")
+        out = dict(sample)
+        for key in ("image", "target", "mask"):
+            if key in sample and sample[key] is not None:
+                out[key] = sample[key][..., b:h - b, b:w - b]
+        meta = dict(sample.get("meta", {}))
+        if meta.get("intrinsics") is not None:
+            k = torch.as_tensor(meta["intrinsics"], dtype=torch.float64).flatten().clone()
+            k[2:] -= b
+            meta["intrinsics"] = k
+        out["meta"] = meta
+        return out
+
     def valid_mask(self, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Pixels of a (H, W) ground-truth depth that enter alignment and metrics."""
+        """Pixels of a (H, W) ground-truth depth (after :meth:`crop_sample`) that enter alignment and metrics."""
         valid = mask.bool() & (gt > self.min_depth)
         if self.depth_cap is not None:
             valid &= (gt < self.depth_cap) if self.cap_exclusive else (gt <= self.depth_cap)
         h, w = gt.shape[-2:]
-        if self.border_crop:
-            b = self.border_crop
-            crop = torch.zeros_like(valid)
-            crop[..., b:h - b, b:w - b] = True
-            valid &= crop
         if self.garg_crop:
             # Garg et al.'s crop of the KITTI Eigen split, as fractions of the image size
+            # (nianticlabs/monodepth2 evaluate_depth.py, truncated to int)
             crop = torch.zeros_like(valid)
             crop[..., int(0.40810811 * h):int(0.99189189 * h), int(0.03594771 * w):int(0.96405229 * w)] = True
             valid &= crop
@@ -110,29 +187,37 @@ class Protocol:
 
     def describe(self) -> str:
         """One line saying what was done, for printing next to the results."""
+        crop = f"{self.border_crop}-px border crop of image and depth, then " if self.border_crop else ""
         if self.ordinal:
-            gt = "ordinal pairs, WHDR of the raw prediction upsampled to the original image size"
+            gt = "ordinal pairs, WHDR of the prediction upsampled to the original image size"
         else:
             cap = "no cap" if self.depth_cap is None else f"{'<' if self.cap_exclusive else '<='} {self.depth_cap:g} m"
-            crops = [f"{self.border_crop}-px border crop"] * bool(self.border_crop) + ["Garg crop"] * self.garg_crop
-            gt = f"valid gt {self.min_depth:g} < d {cap}" + "".join(f", {c}" for c in crops)
-        return (f"protocol {self.name}: input shorter side {self.short_side} (multiples of {self.multiple}, bilinear), "
-                f"prediction upsampled bilinearly to the gt resolution; {gt}; headline {self.headline}"
-                + (f"; {self.note}" if self.note else ""))
+            gt = (f"valid gt {self.min_depth:g} < d {cap}" + (", Garg crop" if self.garg_crop else "")
+                  + f", images with <= {MIN_VALID_PIXELS} valid pixels skipped")
+        return (f"protocol {self.name}: {crop}input shorter side {self.short_side} (round to multiples of "
+                f"{self.multiple}, bilinear), prediction upsampled bilinearly to the gt resolution "
+                f"(UTS: log-disparity, UTSS: disparity); {gt}; headline {self.headline}"
+                + (f"; {self.note}" if self.note else "") + (f" [{self.source}]" if self.source else ""))
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "synthetic": Protocol("synthetic", "delta1_err", depth_cap=100.0, note="generated scenes, no download"),
-    "nyu": Protocol("nyu", "delta1_err", depth_cap=10.0, border_crop=8,
-                    note="654 official test images (splits.mat testNdxs), raw depths"),
-    "tum": Protocol("tum", "delta1_err", depth_cap=10.0, note="Li et al. dynamic-human subset"),
+    "synthetic": Protocol("synthetic", "delta1_err", depth_cap=100.0, note="generated scenes, no download",
+                          source="svde"),
+    "nyu": Protocol("nyu", "delta1_err", depth_cap=10.0, min_depth=1e-8, border_crop=8,
+                    note="654 official test images (splits.mat testNdxs), raw depths",
+                    source=f"authors: {AUTHORS_DATASETS} NYUDataset"),
+    "tum": Protocol("tum", "delta1_err", depth_cap=10.0, min_depth=1e-8, note="Li et al. dynamic-human subset",
+                    source=f"authors: {AUTHORS_DATASETS} TUMDataset"),
     "kitti": Protocol("kitti", "delta1_err", depth_cap=80.0, min_depth=1e-3, garg_crop=True,
-                      note="Eigen test split, annotated ground truth (paper only, not in the authors' code)"),
-    "sintel": Protocol("sintel", "abs_rel", depth_cap=72.0, cap_exclusive=True,
-                       note="final pass, all 1064 frames"),
-    "eth3d": Protocol("eth3d", "abs_rel", depth_cap=72.0),
-    "diw": Protocol("diw", "whdr", geometry=False, note="one annotated pair per image"),
-    "folder": Protocol("folder", "delta1_err", note="generic RGB-D folder; no cap"),
+                      note="Eigen test split, annotated ground truth (paper only, not in the authors' code)",
+                      source="usual Eigen/Garg: nianticlabs/monodepth2 evaluate_depth.py"),
+    "sintel": Protocol("sintel", "abs_rel", depth_cap=72.0, min_depth=1e-8, note="final pass, all 1064 frames",
+                       source=f"authors: {AUTHORS_DATASETS} SintelDataset"),
+    "eth3d": Protocol("eth3d", "abs_rel", depth_cap=72.0, min_depth=1e-8,
+                      source=f"authors: {AUTHORS_DATASETS} ETH3DDataset"),
+    "diw": Protocol("diw", "whdr", geometry=False, note="one annotated pair per image",
+                    source=f"authors: {AUTHORS} datasets/diw_dataset_eval.py DIW"),
+    "folder": Protocol("folder", "delta1_err", note="generic RGB-D folder; no cap", source="svde"),
 }
 
 # registry dataset name -> protocol name

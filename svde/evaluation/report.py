@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +16,34 @@ from svde.evaluation.protocols import Protocol
 # fractions shown in % in the table (the paper's convention for these columns)
 PERCENT = {"delta1_err", "delta2_err", "delta3_err", "whdr"}
 COLUMNS = METRIC_NAMES + ("geometry_err", "whdr")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
+
+    Example:
+        >>> atomic_write_text("/tmp/svde-atomic-doc.txt", "x").read_text()
+        'x'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
 
 
 def _fmt(name: str, value: float | None) -> str:
@@ -50,7 +80,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 
 def write_results(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
                   run_info: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``results.json`` (everything), ``summary.csv`` (dataset x mode) and ``per_image.csv``.
+    """Write ``results.json`` (everything), ``summary.csv`` (dataset x mode) and ``per_image.csv``, each atomically.
 
     Returns the paths written. ``run_info`` (model, checkpoint, device, ...) goes into the JSON.
 
@@ -59,27 +89,24 @@ def write_results(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
         'results.json'
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "summary": out / "summary.csv", "per_image": out / "per_image.csv"}
-    with open(paths["json"], "w") as f:
-        json.dump({"run": run_info or {}, "results": list(results)}, f, indent=2, default=str, allow_nan=False)
-    with open(paths["summary"], "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["dataset", "protocol", "mode", "n_images", "n_skipped", "headline_metric", "headline", *COLUMNS])
-        for res in results:
-            for mode in res["modes"]:
-                metric = res["headline"]["metric"]
-                w.writerow([res["dataset"], res["protocol"]["name"], mode, res["n_images"], res["n_skipped"],
+    atomic_write_text(paths["json"], json.dumps({"run": run_info or {}, "results": list(results)}, indent=2,
+                                                default=str, allow_nan=False))
+    summary: list[list[Any]] = [["dataset", "protocol", "mode", "n_images", "n_skipped", "headline_metric",
+                                 "headline", *COLUMNS]]
+    per_image: list[list[Any]] = [["dataset", "file", "mode", "n_valid", "skipped", "reason", *COLUMNS]]
+    for res in results:
+        metric = res["headline"]["metric"]
+        for mode in res["modes"]:
+            summary.append([res["dataset"], res["protocol"]["name"], mode, res["n_images"], res["n_skipped"],
                             metric, res[mode].get(metric), *(_csv(res[mode].get(c)) for c in COLUMNS)])
-    with open(paths["per_image"], "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["dataset", "file", "mode", "n_valid", "skipped", "reason", *COLUMNS])
-        for res in results:
-            for rec in res["per_image"]:
-                for mode in res["modes"]:
-                    values = rec.get(mode, {})
-                    w.writerow([res["dataset"], rec["file"], mode, rec["n_valid"], rec["skipped"], rec["reason"],
-                                *(_csv(values.get(c)) for c in COLUMNS)])
+        for rec in res["per_image"]:
+            for mode in res["modes"]:
+                values = rec.get(mode, {})
+                per_image.append([res["dataset"], rec["file"], mode, rec["n_valid"], rec["skipped"], rec["reason"],
+                                  *(_csv(values.get(c)) for c in COLUMNS)])
+    atomic_write_text(paths["summary"], _csv_text(summary))
+    atomic_write_text(paths["per_image"], _csv_text(per_image))
     return paths
 
 
