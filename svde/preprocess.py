@@ -54,17 +54,27 @@ def network_size(height: int, width: int, short_side: int | None = None, multipl
 
     With ``short_side`` the image is first scaled (aspect ratio kept) so that its shorter side
     has that length, as in the paper's evaluation (384); each side is then rounded to the
-    nearest multiple with Python's ``round`` (halves to even), as the authors' ``eval.py`` does
-    (``round(x / 32) * 32``), and is at least one multiple.
+    nearest multiple of ``multiple`` with Python's ``round`` (halves to even), at least one
+    multiple. This is the authors' ``BaseDataset.get_size`` with ``strategy="smallest_equal"``
+    (SamsungLabs/geometry-preserving-de ``datasets/validation_datasets.py``, ``eval.py``). The
+    evaluator, prediction and export all use this rule, so they feed the network the same size.
 
     Example:
-        >>> network_size(480, 640), network_size(480, 640, short_side=384), network_size(480, 500, 384)
+        >>> network_size(480, 640), network_size(480, 640, short_side=384), network_size(384, 400, 384)
         ((480, 640), (384, 512), (384, 384))
+        >>> network_size(480, 500, short_side=384), network_size(464, 624, short_side=384)
+        ((384, 384), (384, 512))
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width} (HxW)")
-    scale = 1.0 if not short_side else short_side / min(height, width)
-    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (height, width))
+    short = min(height, width)
+
+    def side(length: int) -> float:
+        if not short_side:
+            return float(length)
+        return float(short_side) if length == short else short_side / short * length
+
+    return tuple(max(multiple, round(side(n) / multiple) * multiple) for n in (height, width))
 
 
 def normalize_image(rgb: np.ndarray) -> torch.Tensor:

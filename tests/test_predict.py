@@ -60,10 +60,11 @@ def test_network_size_rounds_to_multiples_of_32():
     assert network_size(50, 70) == (64, 64)
     assert network_size(10, 10) == (32, 32)
     assert network_size(480, 640, short_side=384) == (384, 512)
-    # Halves round up, exactly as the evaluator's protocol does (one rule for predict and eval).
+    # Halves round to even (Python's round), as the authors' get_size; one rule for predict and eval.
     from svde.evaluation import get_protocol
 
-    assert network_size(384, 400, short_side=384) == (384, 416)
+    assert network_size(384, 400, short_side=384) == (384, 384)
+    assert network_size(384, 432, short_side=384) == (384, 448)  # 13.5 -> 14
     for hw in ((384, 400), (128, 304), (1152, 2352), (375, 1242)):
         assert network_size(*hw, short_side=384) == get_protocol("nyu").input_size(*hw)
     h, w = network_size(1080, 1920, short_side=384)

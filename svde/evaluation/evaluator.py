@@ -42,6 +42,11 @@ from svde.evaluation.metrics import (
     whdr,
 )
 from svde.evaluation.protocols import MIN_VALID_PIXELS, Protocol, get_protocol
+from svde.models.fast import for_inference
+# The authors resize the normalised float image with cv2.resize(..., INTER_LINEAR)
+# (BaseDataset.validation_resize): half-pixel centres, no antialiasing, which is what
+# svde.preprocess.resize_image computes; prediction uses the same function.
+from svde.preprocess import resize_image
 
 MODES = ("uts", "utss")
 PREDICTIONS = ("log_disparity", "disparity")
@@ -172,17 +177,6 @@ def aggregate(records: Sequence[dict[str, Any]], modes: Sequence[str], protocol:
     return out
 
 
-def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of a (3, H, W) or (B, 3, H, W) image as the protocol prescribes.
-
-    Half-pixel centres without antialiasing, which is what the authors' ``cv2.resize(...,
-    cv2.INTER_LINEAR)`` of the normalised float image computes (``BaseDataset.validation_resize``).
-    """
-    batched = image if image.ndim == 4 else image[None]
-    out = F.interpolate(batched, size=size, mode="bilinear", align_corners=False)
-    return out if image.ndim == 4 else out[0]
-
-
 def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protocol = "synthetic",
                    modes: Sequence[str] = ("uts",), batch_size: int = 1, device: str | torch.device = "cpu",
                    progress: bool = False, max_images: int | None = None, short_side: int | None = None,
@@ -223,8 +217,9 @@ def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protoc
     device = torch.device(device)
     was_training = model.training
     model.to(device)
-    if was_training:  # only switch when needed: a mode switch may drop a model's inference caches
-        model.eval()
+    # A DepthModel runs as its frozen BatchNorm-folded snapshot (the model itself is untouched);
+    # any other module runs itself in eval mode and gets its mode back afterwards.
+    net = for_inference(model)
     records: list[dict[str, Any]] = []
     name = getattr(dataset, "name", "") or type(dataset).__name__
     try:
@@ -238,7 +233,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protoc
                 preds: dict[int, torch.Tensor] = {}
                 for size, idx in groups.items():
                     x = torch.stack([resize_image(images[k], size) for k in idx]).to(device)
-                    out = model(x).float()
+                    out = net(x).float()
                     if out.ndim != 4 or out.shape[:2] != (len(idx), 1):
                         raise ValueError(f"the model must return (B, 1, H, W) for a (B, 3, H, W) batch; got "
                                          f"{tuple(out.shape)} for {tuple(x.shape)}")

@@ -54,6 +54,8 @@ from typing import Any
 
 import torch
 
+from svde.preprocess import network_size  # re-exported: the one input-size rule
+
 HEADLINES = ("delta1_err", "abs_rel", "whdr")
 AUTHORS = "SamsungLabs/geometry-preserving-de"
 AUTHORS_DATASETS = f"{AUTHORS} datasets/validation_datasets.py"
@@ -61,32 +63,6 @@ AUTHORS_DATASETS = f"{AUTHORS} datasets/validation_datasets.py"
 MIN_VALID_PIXELS = 10
 
 
-def network_size(height: int, width: int, short_side: int | None = None, multiple: int = 32) -> tuple[int, int]:
-    """The (height, width) the network sees: optionally rescaled, then rounded to ``multiple``.
-
-    With ``short_side`` the image is first scaled (aspect ratio kept) so that its shorter side
-    has that length, as in the paper's evaluation (384); each side is then rounded to the
-    nearest multiple of ``multiple`` with Python's ``round`` (halves to even), at least one
-    multiple. This is the authors' ``BaseDataset.get_size`` with ``strategy="smallest_equal"``
-    (SamsungLabs/geometry-preserving-de ``datasets/validation_datasets.py``, ``eval.py``). The
-    evaluator and ``scripts/predict.py`` both use this rule, so they feed the network the same size.
-
-    Example:
-        >>> network_size(480, 640), network_size(480, 640, short_side=384), network_size(384, 400, 384)
-        ((480, 640), (384, 512), (384, 384))
-        >>> network_size(480, 500, short_side=384), network_size(464, 624, short_side=384)
-        ((384, 384), (384, 512))
-    """
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height}x{width} (HxW)")
-    short = min(height, width)
-
-    def side(length: int) -> float:
-        if not short_side:
-            return float(length)
-        return float(short_side) if length == short else short_side / short * length
-
-    return tuple(max(multiple, round(side(n) / multiple) * multiple) for n in (height, width))
 
 
 @dataclass(frozen=True)
