@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from svde.evaluation.evaluator import MODES, check_modes, evaluate_model
 from svde.evaluation.protocols import get_protocol
-from svde.evaluation.report import atomic_write_text
+from svde.atomic import write_text
 from svde.models import MODELS, DepthModel, build_model, load_model, load_official_checkpoint
 from svde.models.checkpoint import FORMAT, CheckpointError
 
@@ -219,7 +219,7 @@ def format_markdown(table: Mapping[str, Any]) -> str:
 def write_json(table: Mapping[str, Any], path: str | os.PathLike, run_info: Mapping[str, Any] | None = None) -> Path:
     """Write the table (and ``run_info``) as JSON, atomically; no NaN or inf is written."""
     text = json.dumps({"run": dict(run_info or {}), **table}, indent=2, default=str, allow_nan=False)
-    return atomic_write_text(path, text + "\n")
+    return write_text(path, text + "\n")
 
 
 def authors_roots(data_dir: str | os.PathLike, datasets: Sequence[str]) -> dict[str, Path]:
@@ -336,5 +336,5 @@ def main(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], str]:
     if args.max_images is not None:
         markdown += f"\n- measured on at most the first {args.max_images} images of each dataset, not the full sets"
     write_json(table, args.out / "paper_table.json", run_info=run)
-    atomic_write_text(args.out / "paper_table.md", markdown + "\n")
+    write_text(args.out / "paper_table.md", markdown + "\n")
     return table, markdown

@@ -6,38 +6,16 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from svde.atomic import write_text
 from svde.evaluation.metrics import METRIC_NAMES
 from svde.evaluation.protocols import Protocol
 
 # fractions shown in % in the table (the paper's convention for these columns)
 PERCENT = {"delta1_err", "delta2_err", "delta3_err", "whdr"}
 COLUMNS = METRIC_NAMES + ("geometry_err", "whdr")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
-
-    Example:
-        >>> atomic_write_text("/tmp/svde-atomic-doc.txt", "x").read_text()
-        'x'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def _csv_text(rows: list[list[Any]]) -> str:
@@ -90,7 +68,7 @@ def write_results(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
     """
     out = Path(out_dir)
     paths = {"json": out / "results.json", "summary": out / "summary.csv", "per_image": out / "per_image.csv"}
-    atomic_write_text(paths["json"], json.dumps({"run": run_info or {}, "results": list(results)}, indent=2,
+    write_text(paths["json"], json.dumps({"run": run_info or {}, "results": list(results)}, indent=2,
                                                 default=str, allow_nan=False))
     summary: list[list[Any]] = [["dataset", "protocol", "mode", "n_images", "n_skipped", "headline_metric",
                                  "headline", *COLUMNS]]
@@ -105,8 +83,8 @@ def write_results(results: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
                 values = rec.get(mode, {})
                 per_image.append([res["dataset"], rec["file"], mode, rec["n_valid"], rec["skipped"], rec["reason"],
                                   *(_csv(values.get(c)) for c in COLUMNS)])
-    atomic_write_text(paths["summary"], _csv_text(summary))
-    atomic_write_text(paths["per_image"], _csv_text(per_image))
+    write_text(paths["summary"], _csv_text(summary))
+    write_text(paths["per_image"], _csv_text(per_image))
     return paths
 
 
