@@ -121,7 +121,7 @@ class ToUTSS:
     ``scale_range`` and a uniform relative shift in ``shift_range``.
 
     Example:
-        >>> raw = {"target": np.array([[2.0, 0.0]], np.float32), "mask": np.array([[True, False]]), "depth_type": DepthType.UTS}
+        >>> raw = {"target": np.array([[2.0, 0.0]], np.float32), "mask": np.array([[True, False]]), "depth_type": "uts"}
         >>> ToUTSS(scale_range=(1, 1), shift_range=(0, 0))(raw)["target"]
         array([[0.5, 0. ]], dtype=float32)
     """
