@@ -7,7 +7,9 @@ A sample is a dict:
 * ``target``: float32 (1, H, W): depth for ``absolute``/``uts``, disparity for ``utss``,
   zeros for ``ordinal``; invalid pixels hold 0;
 * ``mask``: bool (1, H, W), True where ``target`` is valid (finite and > 0);
-* ``depth_type``: one of :data:`DEPTH_TYPES`;
+* ``depth_type``: one of :data:`DEPTH_TYPES` (the values of :class:`svde.types.DepthType`), as a
+  plain ``str`` so that samples stay YAML-, JSON- and ``weights_only``-safe (a ``DepthType``
+  compares equal to it);
 * ``meta``: dict with ``dataset``, ``file`` and ``intrinsics`` (float32 tensor
   ``[fx, fy, cx, cy]`` in pixels of *this* sample's resolution, or ``None``);
 * ``pairs`` (ordinal data only): float32 (K, 5) = yA, xA, yB, xB, rel; 0-based; rel = +1 when
@@ -15,7 +17,14 @@ A sample is a dict:
 
 Subclasses implement two narrow hooks: :meth:`DepthDataset.index` (list the samples once) and
 :meth:`DepthDataset.read` (decode one into numpy arrays). Validation, masking of bad depths,
-augmentation and tensor conversion happen here, once, for every dataset.
+augmentation and tensor conversion happen here, once, for every dataset. Images are normalised
+with the networks' input contract, :func:`svde.preprocess.normalize_image` (re-exported here).
+
+Example:
+    >>> from svde.data.synthetic import SyntheticDataset
+    >>> sample = SyntheticDataset(length=1, height=32, width=32, depth_type="uts")[0]
+    >>> sample["depth_type"] == DepthType.UTS, type(sample["depth_type"]).__name__, DEPTH_TYPES
+    (True, 'str', ('absolute', 'uts', 'utss', 'ordinal'))
 """
 
 from __future__ import annotations
@@ -27,21 +36,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from svde.errors import UserError
 
-DEPTH_TYPES = ("absolute", "uts", "utss", "ordinal")
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+from svde.errors import UserError
+from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize_image, normalize_image
+from svde.types import DENSE, DepthType
+
+__all__ = ["DEPTH_TYPES", "DataError", "DepthDataset", "IMAGENET_MEAN", "IMAGENET_STD", "check_rgb",
+           "dense_depth_type", "denormalize_image", "normalize_image", "valid_depth_mask"]
+
+DEPTH_TYPES = tuple(t.value for t in DepthType)  # ("absolute", "uts", "utss", "ordinal")
 
 
 class DataError(UserError):
     """A dataset root, file or value is missing or not what the loader expects."""
-
-
-# (x / 255 - mean) / std as one multiply-subtract per pixel: this runs for every loaded sample.
-_NORM_SCALE = torch.from_numpy(1.0 / (255.0 * IMAGENET_STD)).view(3, 1, 1)
-_NORM_SCALE_UNIT = torch.from_numpy(1.0 / IMAGENET_STD).view(3, 1, 1)  # float RGB already in [0, 1]
-_NORM_OFFSET = torch.from_numpy(IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
 
 
 def check_rgb(image: np.ndarray, file: str) -> None:
@@ -57,28 +64,16 @@ def check_rgb(image: np.ndarray, file: str) -> None:
                         f"got range [{image.min()}, {image.max()}]")
 
 
-def normalize_image(rgb: np.ndarray) -> torch.Tensor:
-    """RGB (H, W, 3) -> ImageNet-normalised float32 (3, H, W).
-
-    uint8 is divided by 255 first; float input is taken to be in [0, 1] already and is used as
-    it is (no rounding to 8 bits), as the authors' ``normalize_img`` does
-    (SamsungLabs/geometry-preserving-de, datasets/validation_datasets.py).
+def dense_depth_type(value: Any, where: str) -> DepthType:
+    """``value`` as a :data:`svde.types.DENSE` depth type, else a :class:`DataError` naming ``where``.
 
     Example:
-        >>> normalize_image(np.zeros((2, 3, 3), np.uint8)).shape
-        torch.Size([3, 2, 3])
-        >>> float(normalize_image(np.full((1, 1, 3), 0.485, np.float32))[0, 0, 0])
-        0.0
+        >>> dense_depth_type("utss", "rgbd_folder")
+        <DepthType.UTSS: 'utss'>
     """
-    scale = _NORM_SCALE if rgb.dtype == np.uint8 else _NORM_SCALE_UNIT
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
-    return x.mul_(scale).sub_(_NORM_OFFSET).contiguous()
-
-
-def denormalize_image(image: torch.Tensor) -> np.ndarray:
-    """Inverse of :func:`normalize_image`: (3, H, W) tensor -> uint8 (H, W, 3)."""
-    x = image.detach().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+    if value not in DENSE:
+        raise DataError(f"{where}: depth_type must be 'absolute', 'uts' or 'utss', got {value!r}")
+    return DepthType(value)
 
 
 def valid_depth_mask(target: np.ndarray) -> np.ndarray:
@@ -104,7 +99,7 @@ class DepthDataset(Dataset):
     """
 
     name: str = ""
-    depth_type: str = "absolute"
+    depth_type: DepthType = DepthType.ABSOLUTE
 
     def __init__(self, root: str | os.PathLike | None, split: str | None = None,
                  transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
@@ -113,6 +108,7 @@ class DepthDataset(Dataset):
         self.transform = transform
         if self.depth_type not in DEPTH_TYPES:
             raise DataError(f"{type(self).__name__}.depth_type must be one of {DEPTH_TYPES}, got {self.depth_type!r}")
+        self.depth_type = DepthType(self.depth_type)
         self.records = list(self.index())
         if not self.records:
             raise DataError(f"{self.name or type(self).__name__}: no samples found under {self.root}"
@@ -162,11 +158,14 @@ class DepthDataset(Dataset):
                "depth_type": raw.get("depth_type", self.depth_type)}
         if self.transform is not None:
             raw = self.transform(raw)
+        depth_type = raw.get("depth_type", self.depth_type)
+        if depth_type not in DEPTH_TYPES:
+            raise DataError(f"{file}: depth_type must be one of {DEPTH_TYPES}, got {depth_type!r}")
         sample = {
             "image": normalize_image(raw["image"]),
             "target": torch.from_numpy(np.ascontiguousarray(raw["target"], dtype=np.float32))[None],
             "mask": torch.from_numpy(np.ascontiguousarray(raw["mask"], dtype=bool))[None],
-            "depth_type": raw.get("depth_type", self.depth_type),
+            "depth_type": DepthType(depth_type).value,
             "meta": {
                 "dataset": self.name,
                 "file": file,

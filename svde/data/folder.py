@@ -29,11 +29,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from svde.data.base import DataError, DepthDataset
-from svde.data.eval_sets import as_intrinsics
+from svde.data.base import DataError, DepthDataset, dense_depth_type
 from svde.data.io import read_depth_any, read_gray, read_image
+from svde.data.layout import USER_IMAGE_EXTS, as_intrinsics, pair_by_stem, parse_list
+from svde.types import DepthType
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = USER_IMAGE_EXTS  # the image files a folder may hold
 DEPTH_EXTS = (".png", ".pfm", ".npy", ".dpt")
 
 
@@ -59,7 +60,7 @@ class RGBDFolderDataset(DepthDataset):
 
     name = "rgbd_folder"
     default_dirs = ("rgb", "depth", "mask")
-    default_depth_type = "absolute"
+    default_depth_type = DepthType.ABSOLUTE
 
     def __init__(self, root: str | os.PathLike, split: str | None = None,
                  transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -69,9 +70,7 @@ class RGBDFolderDataset(DepthDataset):
                  intrinsics: Sequence[float] | None = None) -> None:
         if root is None:
             raise DataError(f"{self.name}: a root folder is required; {self._hint(image_dir, depth_dir, mask_dir)}")
-        depth_type = depth_type or self.default_depth_type
-        if depth_type not in ("absolute", "uts", "utss"):
-            raise DataError(f"{self.name}: depth_type must be 'absolute', 'uts' or 'utss', got {depth_type!r}")
+        depth_type = dense_depth_type(depth_type or self.default_depth_type, self.name)
         if not (np.isfinite(depth_scale) and depth_scale > 0):
             raise DataError(f"{self.name}: depth_scale must be a positive number, got {depth_scale!r}")
         self.depth_type = depth_type
@@ -107,14 +106,10 @@ class RGBDFolderDataset(DepthDataset):
         return self._index_folders()
 
     def _index_list(self, list_file: Path) -> list[tuple[Path, Path, Path | None]]:
-        self.require(list_file)
         records = []
-        for n, line in enumerate(list_file.read_text().splitlines(), 1):
-            fields = line.split("#", 1)[0].split()
-            if not fields:
-                continue
+        for n, fields in parse_list(self.require(list_file), inline_comments=True):
             if len(fields) not in (2, 3):
-                raise DataError(f"{list_file}:{n}: expected 'image depth [mask]', got {line.strip()!r}")
+                raise DataError(f"{list_file}:{n}: expected 'image depth [mask]', got {' '.join(fields)!r}")
             paths = [self._resolve(f) for f in fields]
             for p in paths:
                 if not p.is_file():
@@ -130,15 +125,11 @@ class RGBDFolderDataset(DepthDataset):
                 raise DataError(f"{self.name}: split {self.split!r} not found: neither {self.root / (self.split + '.txt')} "
                                 f"nor {base} exists; {self.layout_hint()}")
         image_dir, depth_dir, mask_dir = (base / d for d in self.dirs)
-        self.require(image_dir)
-        self.require(depth_dir)
-        images = sorted(p for p in image_dir.glob(self.image_glob) if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        pairs = pair_by_stem(self.require(image_dir), self.require(depth_dir),
+                             lambda p: [p.stem + ext for ext in DEPTH_EXTS], image_exts=IMAGE_EXTS,
+                             dataset=self.name, pattern=self.image_glob)
         records = []
-        for image in images:
-            depth = next((depth_dir / (image.stem + ext) for ext in DEPTH_EXTS if (depth_dir / (image.stem + ext)).is_file()), None)
-            if depth is None:
-                raise DataError(f"{self.name}: no depth file for {image}: expected {depth_dir / image.stem}"
-                                f"{{{','.join(DEPTH_EXTS)}}}")
+        for image, depth in pairs:
             mask = None
             if mask_dir.is_dir():
                 mask = mask_dir / (image.stem + ".png")
@@ -179,7 +170,7 @@ class StereoFolderDataset(RGBDFolderDataset):
 
     name = "stereo_folder"
     default_dirs = ("left", "disparity", "mask")
-    default_depth_type = "utss"
+    default_depth_type = DepthType.UTSS
 
     def __init__(self, root: str | os.PathLike, split: str | None = None,
                  transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -188,4 +179,4 @@ class StereoFolderDataset(RGBDFolderDataset):
                  disparity_scale: float = 1.0, intrinsics: Sequence[float] | None = None) -> None:
         super().__init__(root, split, transform, list_file=list_file, image_dir=image_dir, depth_dir=depth_dir,
                          mask_dir=mask_dir, image_glob=image_glob, depth_scale=disparity_scale,
-                         depth_type="utss", intrinsics=intrinsics)
+                         depth_type=DepthType.UTSS, intrinsics=intrinsics)

@@ -1,4 +1,5 @@
-"""File readers shared by every dataset loader: RGB images, 16-bit PNG, PFM, Sintel ``.dpt``.
+"""The one home of dataset file readers: RGB images, 16-bit PNG, PFM, raw float32, Sintel ``.dpt``
+and ``.cam``, HDF5 / MATLAB v7.3, KITTI calibration.
 
 Every reader returns plain numpy arrays and raises :class:`~svde.data.base.DataError` naming the
 file and what was expected when a file is missing, unreadable or not in the expected format.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,6 +22,7 @@ from svde.data.base import DataError
 
 # Sintel's .dpt magic number (stored as a little-endian float32 before width and height).
 DPT_TAG = 202021.25
+SINTEL_CAM_TAG = DPT_TAG  # Sintel's .cam files open with the same tag
 
 
 def _exists(path: str | os.PathLike) -> Path:
@@ -220,3 +223,95 @@ def read_depth_any(path: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
     if scale != 1.0:
         depth = depth / np.float32(scale)
     return depth.astype(np.float32, copy=False)
+
+
+def as_rgb(array: np.ndarray, file: str) -> np.ndarray:
+    """An (H, W, 3) array as the sample contract's RGB: uint8 as it is, float as float32 in [0, 1].
+
+    Float images are kept float (never rounded to 8 bits); one whose maximum exceeds 1 is taken to
+    be on a 0..255 scale and divided by 255, as the authors' ``normalize_img`` does
+    (SamsungLabs/geometry-preserving-de, datasets/validation_datasets.py).
+
+    Example:
+        >>> rgb = as_rgb(np.full((1, 1, 3), 127.5), "x.h5")  # a 0..255 float image
+        >>> rgb.dtype, float(rgb.max())
+        (dtype('float32'), 0.5)
+    """
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise DataError(f"{file}: expected an (H, W, 3) image, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"{file}: expected a uint8 or float image, got {array.dtype}")
+    if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
+        raise DataError(f"{file}: float image values must be finite and in [0, 1] or [0, 255], "
+                        f"got range [{np.nanmin(array)}, {np.nanmax(array)}]")
+    image = np.ascontiguousarray(array, dtype=np.float32)
+    return image / np.float32(255.0) if image.max() > 1.0 else image
+
+
+def read_h5(path: str | os.PathLike, key: str, optional: bool = False) -> np.ndarray | None:
+    """Read one dataset of an HDF5 file (or MATLAB v7.3 ``.mat``) as a numpy array.
+
+    A missing ``key`` is an error naming the file and what it holds, or ``None`` if ``optional``.
+
+    Example:
+        >>> depth = read_h5("megadepth/0001.h5", "depth")  # doctest: +SKIP
+    """
+    import h5py  # only the HDF5-based loaders need it
+
+    path = _exists(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f or not isinstance(f[key], h5py.Dataset):
+                if optional and key not in f:
+                    return None
+                raise DataError(f"{path}: no dataset {key!r} in the HDF5 file; it holds {_h5_names(f)}")
+            return f[key][()]
+    except OSError as e:  # not HDF5, truncated, ...
+        raise DataError(f"{path}: cannot read as HDF5 ({e})") from None
+
+
+def _h5_names(f: Any) -> list[str]:
+    names: list[str] = []
+    f.visit(names.append)
+    return names[:20]
+
+
+def read_sintel_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a Sintel ``.cam`` file: float32 tag 202021.25, then K (3x3) and [R|t] (3x4) float64.
+
+    Layout as the Sintel SDK's ``cam_read`` (MPI Sintel depth training data, sdk/python/sintel_io.py).
+
+    Example:
+        >>> K, Rt = read_sintel_cam("sintel/camdata_left/alley_1/frame_0001.cam")  # doctest: +SKIP
+    """
+    raw = _exists(path).read_bytes()
+    if len(raw) != 4 + 8 * 21:
+        raise DataError(f"{path}: a Sintel .cam file is {4 + 8 * 21} bytes, got {len(raw)}")
+    tag = np.frombuffer(raw, dtype="<f4", count=1)[0]
+    if tag != np.float32(SINTEL_CAM_TAG):
+        raise DataError(f"{path}: wrong .cam tag {tag}; expected {SINTEL_CAM_TAG}")
+    values = np.frombuffer(raw, dtype="<f8", offset=4)
+    return values[:9].reshape(3, 3).copy(), values[9:].reshape(3, 4).copy()
+
+
+def read_kitti_calib(path: str | os.PathLike, camera: str = "02") -> np.ndarray:
+    """``[fx, fy, cx, cy]`` of rectified camera ``camera`` from KITTI's ``calib_cam_to_cam.txt``.
+
+    The ``P_rect_0X`` lines hold the 3x4 projection matrix row-major (KITTI raw data devkit, readme.txt).
+
+    Example:
+        >>> read_kitti_calib("2011_09_26/calib_cam_to_cam.txt")  # doctest: +SKIP
+        array([721.5377, 721.5377, 609.5593, 172.854 ])
+    """
+    path = Path(path)
+    key = f"P_rect_{camera}:"
+    for line in path.read_text().splitlines():
+        if line.startswith(key):
+            try:
+                p = np.array([float(v) for v in line[len(key):].split()]).reshape(3, 4)
+            except ValueError:
+                break
+            return np.array([p[0, 0], p[1, 1], p[0, 2], p[1, 2]])
+    raise DataError(f"{path}: no valid '{key}' line (3x4 projection matrix)")

@@ -23,14 +23,14 @@ DATASETS: dict[str, tuple[str, str]] = {
     "diml": ("svde.data.train_sets", "DIMLIndoorDataset"),
     "megadepth": ("svde.data.train_sets", "MegaDepthDataset"),
     # evaluation sets
-    "nyu": ("svde.data.eval_sets", "NYUv2LabeledDataset"),
-    "nyu_sync": ("svde.data.eval_sets", "NYUv2SyncDataset"),
-    "tum": ("svde.data.eval_sets", "TUMH5Dataset"),
-    "tum_raw": ("svde.data.eval_sets", "TUMRawDataset"),
-    "kitti": ("svde.data.eval_sets", "KITTIDataset"),
-    "sintel": ("svde.data.eval_sets", "SintelDataset"),
-    "diw": ("svde.data.eval_sets", "DIWDataset"),
-    "eth3d": ("svde.data.eval_sets", "ETH3DDataset"),
+    "nyu": ("svde.data.eval_sets.nyu", "NYUv2LabeledDataset"),
+    "nyu_sync": ("svde.data.eval_sets.nyu", "NYUv2SyncDataset"),
+    "tum": ("svde.data.eval_sets.tum", "TUMH5Dataset"),
+    "tum_raw": ("svde.data.eval_sets.tum", "TUMRawDataset"),
+    "kitti": ("svde.data.eval_sets.kitti", "KITTIDataset"),
+    "sintel": ("svde.data.eval_sets.sintel", "SintelDataset"),
+    "diw": ("svde.data.eval_sets.diw", "DIWDataset"),
+    "eth3d": ("svde.data.eval_sets.eth3d", "ETH3DDataset"),
 }
 
 

@@ -28,8 +28,9 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from svde.data.base import DataError, DepthDataset
+from svde.data.base import DataError, DepthDataset, dense_depth_type
 from svde.data.transforms import to_uts, to_utss
+from svde.types import DepthType
 
 # Splits with a fixed code; any other split name is hashed (crc32), so every split gets its own
 # seed stream and samples never repeat across splits.
@@ -416,9 +417,9 @@ class SyntheticDataset(DepthDataset):
 
     def __init__(self, root: str | os.PathLike | None = None, split: str | None = None,
                  transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None, length: int = 1000,
-                 height: int = 384, width: int = 512, seed: int = 0, depth_type: str = "absolute") -> None:
-        if depth_type not in ("absolute", "uts", "utss"):
-            raise DataError(f"synthetic: depth_type must be 'absolute', 'uts' or 'utss', got {depth_type!r}")
+                 height: int = 384, width: int = 512, seed: int = 0,
+                 depth_type: str | DepthType = DepthType.ABSOLUTE) -> None:
+        depth_type = dense_depth_type(depth_type, "synthetic")
         if int(length) < 1 or int(height) < 2 or int(width) < 2:
             raise DataError(f"synthetic: need length >= 1 and height, width >= 2; got length={length}, "
                             f"height={height}, width={width}")
@@ -463,9 +464,9 @@ class SyntheticDataset(DepthDataset):
         target, mask = out["depth"], np.ones(out["depth"].shape, bool)
         # Depth-type factors come from the sample's own stream, so the sample stays a pure
         # function of (seed, split, i).
-        if self.depth_type == "uts":
+        if self.depth_type is DepthType.UTS:
             target = to_uts(target, mask, float(np.exp(rng.uniform(np.log(0.1), np.log(10.0)))))
-        elif self.depth_type == "utss":
+        elif self.depth_type is DepthType.UTSS:
             scale = float(np.exp(rng.uniform(np.log(0.1), np.log(10.0))))
             target = to_utss(target, mask, scale, float(rng.uniform(0.0, 1.0)))
         return {"image": out["image"], "target": target, "intrinsics": out["intrinsics"],

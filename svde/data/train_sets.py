@@ -24,10 +24,9 @@ from typing import Any, Callable
 import numpy as np
 
 from svde.data.base import DataError, DepthDataset
-from svde.data.eval_sets import IMAGE_EXTS, check_split, pair_by_stem, parse_list, read_h5
-from svde.data.io import read_depth_any, read_gray, read_image
-
-TRAIN_SPLITS = (None, "train")  # sets without an official split: everything under root
+from svde.data.io import read_depth_any, read_gray, read_h5, read_image
+from svde.data.layout import IMAGE_EXTS, TRAIN_SPLITS, check_split, pair_by_stem, parse_list
+from svde.types import DepthType
 
 
 class ReDWebDataset(DepthDataset):
@@ -45,7 +44,7 @@ class ReDWebDataset(DepthDataset):
     """
 
     name = "redweb"
-    depth_type = "utss"
+    depth_type = DepthType.UTSS
     SKY = 255  # RD value of sky / background: no depth
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None) -> None:
@@ -92,7 +91,7 @@ class DIMLIndoorDataset(DepthDataset):
     """
 
     name = "diml"
-    depth_type = "absolute"
+    depth_type = DepthType.ABSOLUTE
     COLOR_SUFFIX = "_c.png"
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None,
@@ -156,7 +155,7 @@ class MegaDepthDataset(DepthDataset):
     """
 
     name = "megadepth"
-    depth_type = "uts"
+    depth_type = DepthType.UTS
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None,
                  list_file: str | os.PathLike | None = None, depth_key: str = "depth") -> None:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from svde.data.base import DataError
+from svde.types import SCALE_INVARIANT, DepthType
 
 if TYPE_CHECKING:  # albumentations takes ~2 s to import: only the augmentation builders load it
     import albumentations as A
@@ -110,9 +111,9 @@ class ToUTS:
         self.scale_range = _check_range("scale_range", scale_range, positive=True)
 
     def __call__(self, raw: Raw) -> Raw:
-        _require_depth(raw, "ToUTS", ("absolute", "uts"))
+        _require_depth(raw, "ToUTS")
         scale = math.exp(_uniform(math.log(self.scale_range[0]), math.log(self.scale_range[1])))
-        return {**raw, "target": to_uts(raw["target"], raw["mask"], scale), "depth_type": "uts"}
+        return {**raw, "target": to_uts(raw["target"], raw["mask"], scale), "depth_type": DepthType.UTS}
 
 
 class ToUTSS:
@@ -130,15 +131,17 @@ class ToUTSS:
         self.shift_range = _check_range("shift_range", shift_range, positive=False)
 
     def __call__(self, raw: Raw) -> Raw:
-        _require_depth(raw, "ToUTSS", ("absolute", "uts"))
+        _require_depth(raw, "ToUTSS")
         scale = math.exp(_uniform(math.log(self.scale_range[0]), math.log(self.scale_range[1])))
         shift = _uniform(*self.shift_range)
-        return {**raw, "target": to_utss(raw["target"], raw["mask"], scale, shift), "depth_type": "utss"}
+        return {**raw, "target": to_utss(raw["target"], raw["mask"], scale, shift), "depth_type": DepthType.UTSS}
 
 
-def _require_depth(raw: Raw, who: str, allowed: tuple[str, ...]) -> None:
-    kind = raw.get("depth_type", "absolute")
-    if kind not in allowed:
+def _require_depth(raw: Raw, who: str) -> None:
+    """A scale-invariant (absolute or UTS) depth target, the input of both depth-type conversions."""
+    kind = raw.get("depth_type", DepthType.ABSOLUTE)
+    if kind not in SCALE_INVARIANT:
+        allowed = tuple(t.value for t in DepthType if t in SCALE_INVARIANT)
         raise DataError(f"{raw.get('file', '?')}: {who} needs depth of type {allowed}, got {kind!r}")
 
 

@@ -1,0 +1,117 @@
+"""Layout helpers shared by every loader: split checks, image extensions, list files, pairing by
+stem and intrinsics validation. File *contents* are read in :mod:`svde.data.io`.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("rgb/a.jpg", "rgb/b.png", "depth/a.png", "depth/b.png"):
+    ...     (root / name).parent.mkdir(exist_ok=True); (root / name).touch()
+    >>> [(i.name, d.name) for i, d in pair_by_stem(root / "rgb", root / "depth", lambda p: [p.stem + ".png"])]
+    [('a.jpg', 'a.png'), ('b.png', 'b.png')]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from svde.data.base import DataError
+
+# Image files of the public datasets' native layouts.
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+# Image files accepted in user folders (everything :func:`svde.data.io.read_image` decodes well).
+USER_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+EVAL_SPLITS = (None, "test")  # eval sets whose root *is* the test set
+TRAIN_SPLITS = (None, "train")  # sets without an official split: everything under root
+
+
+def check_split(dataset: str, split: str | None, allowed: Sequence[str | None]) -> None:
+    """Raise a :class:`~svde.data.base.DataError` unless ``split`` is one of ``allowed``.
+
+    Example:
+        >>> check_split("nyu", "val", ("test", "train"))
+        Traceback (most recent call last):
+        ...
+        svde.data.base.DataError: nyu: unknown split 'val'; valid splits: 'test', 'train'
+    """
+    if split not in allowed:
+        raise DataError(f"{dataset}: unknown split {split!r}; valid splits: {', '.join(map(repr, allowed))}")
+
+
+def as_intrinsics(value: Any, where: str) -> np.ndarray | None:
+    """``None`` or four positive finite numbers ``[fx, fy, cx, cy]`` -> float64 (4,) array.
+
+    Example:
+        >>> as_intrinsics([500, 500, 320, 240], "cfg").tolist(), as_intrinsics(None, "cfg")
+        ([500.0, 500.0, 320.0, 240.0], None)
+    """
+    if value is None:
+        return None
+    try:
+        k = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        k = np.zeros(0)
+    if k.shape != (4,) or not np.all(np.isfinite(k)) or not np.all(k > 0):
+        raise DataError(f"{where}: intrinsics must be four positive numbers [fx, fy, cx, cy], got {value!r}")
+    return k
+
+
+def scale_intrinsics(k: np.ndarray | None, from_wh: tuple[int, int], to_wh: tuple[int, int]) -> np.ndarray | None:
+    """Intrinsics of a ``from_wh`` frame for the same frame resized to ``to_wh`` (width, height).
+
+    Example:
+        >>> scale_intrinsics(np.array([500.0, 500.0, 320.0, 240.0]), (640, 480), (320, 240)).tolist()
+        [250.0, 250.0, 160.0, 120.0]
+    """
+    if k is None or tuple(from_wh) == tuple(to_wh):
+        return k
+    sx, sy = to_wh[0] / from_wh[0], to_wh[1] / from_wh[1]
+    return np.array([k[0] * sx, k[1] * sy, k[2] * sx, k[3] * sy])
+
+
+def pair_by_stem(image_dir: Path, depth_dir: Path, depth_names: Callable[[Path], Iterable[str]],
+                 image_exts: Sequence[str] = IMAGE_EXTS, dataset: str = "",
+                 pattern: str = "*") -> list[tuple[Path, Path]]:
+    """Pair every image in ``image_dir`` with the first existing ``depth_dir / name`` of ``depth_names(image)``.
+
+    Images are the files matching ``pattern`` whose extension (any case) is in ``image_exts``,
+    sorted by path. An image with no depth file is an error naming the image and the depth files
+    looked for (see the module example).
+    """
+    images = sorted(p for p in image_dir.glob(pattern) if p.is_file() and p.suffix.lower() in image_exts)
+    pairs = []
+    for image in images:
+        candidates = [depth_dir / n for n in depth_names(image)]
+        depth = next((c for c in candidates if c.is_file()), None)
+        if depth is None:
+            raise DataError(f"{dataset}: no depth file for {image}; looked for {', '.join(map(str, candidates))}")
+        pairs.append((image, depth))
+    return pairs
+
+
+def parse_list(path: Path, min_tokens: int = 1, inline_comments: bool = False) -> list[tuple[int, list[str]]]:
+    """(line number, tokens) of a whitespace-separated list file, skipping blanks and ``#`` comments.
+
+    A line starting with ``#`` is a comment; with ``inline_comments`` so is everything after a
+    ``#`` anywhere on a line.
+
+    Example:
+        >>> import tempfile
+        >>> lst = Path(tempfile.mkdtemp()) / "list.txt"
+        >>> _ = lst.write_text("# image depth\\n\\na.jpg a.png  # first\\n")
+        >>> parse_list(lst, inline_comments=True)
+        [(3, ['a.jpg', 'a.png'])]
+    """
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = (line.split("#", 1)[0] if inline_comments else line).strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = line.split()
+        if len(tokens) < min_tokens:
+            raise DataError(f"{path}:{n}: expected at least {min_tokens} fields, got {line!r}")
+        rows.append((n, tokens))
+    return rows

@@ -1,0 +1,37 @@
+"""Every ``>>>`` example in svde/data runs as a doctest (examples that need real data are marked
+``# doctest: +SKIP``)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import svde.data
+
+
+def _data_modules() -> list[str]:
+    names = [svde.data.__name__]
+    for info in pkgutil.walk_packages(svde.data.__path__, prefix=f"{svde.data.__name__}."):
+        names.append(info.name)
+    return sorted(names)
+
+
+MODULES = _data_modules()
+
+
+def test_every_data_module_is_collected():
+    # Guards the walk itself: a package that stopped being found would silently lose its doctests.
+    assert {"svde.data.base", "svde.data.io", "svde.data.layout", "svde.data.eval_sets",
+            "svde.data.eval_sets.kitti", "svde.data.train_sets"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name, monkeypatch):
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")  # transforms' examples import albumentations
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False,
+                             report=False)
+    assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} doctest examples failed (see stdout)"
