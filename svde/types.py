@@ -31,6 +31,9 @@ class DepthType(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __repr__(self) -> str:  # messages show the plain name, as in configs: 'uts'
+        return repr(self.value)
+
     @property
     def is_disparity(self) -> bool:
         """Whether targets of this type are (relative) disparity rather than depth."""
