@@ -34,6 +34,13 @@ class RunFailed(SvdeError, RuntimeError):
     """Valid input, but the work failed: one ``error:`` line, exit status 1."""
 
 
+class UnknownName(UserError, KeyError):
+    """A name (model, dataset, domain, format, ...) that is not one of the valid ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def exit_code(exc: BaseException) -> int | None:
     """The exit status for an error svde reports itself; ``None`` for anything else (a bug)."""
     if isinstance(exc, UserError):

@@ -1,4 +1,5 @@
-"""What every svde command shares: the error convention (and, later, common arguments).
+"""What every svde command shares: the error convention, the model-source arguments and the
+checks every value gets before any work starts.
 
 :func:`run_main` wraps a command's ``main(argv)``:
 
@@ -19,12 +20,18 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Callable, Sequence
 
-from svde.errors import EXIT_USER, exit_code
+from svde.errors import EXIT_USER, UserError, exit_code
+from svde.models.registry import MODELS
+from svde.preprocess import STRIDE
 
 DEBUG_FLAG = "--debug"
 
@@ -57,3 +64,92 @@ def run_main(main: Callable[[list[str]], int | None], argv: Sequence[str] | None
         if int(os.environ.get("RANK", "0")) == 0 or code == EXIT_USER:
             print(error_line(exc), file=sys.stderr)
         return code
+
+
+# ---- checking arguments before any work -------------------------------------------------------
+def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create ``path`` if needed and prove it is writable (a probe file is created and removed).
+
+    Called before any work, so that a run does not compute everything and then fail to save it.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".svde-write-check.", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot write there ({exc.strerror or exc}); "
+                        f"expected a writable folder") from None
+    return path
+
+
+def check_network_size(height: int, width: int, what: str = "--height/--width") -> None:
+    """Height and width must be positive multiples of the network stride (32)."""
+    if height <= 0 or width <= 0 or height % STRIDE or width % STRIDE:
+        raise UserError(f"{what}: the size must be positive multiples of {STRIDE}, got {height}x{width} (HxW)")
+
+
+def check_positive(option: str, value: float | None, minimum: float = 1) -> None:
+    """``option`` must be finite and >= ``minimum`` (``None``: not given, nothing to check)."""
+    if value is not None and not (math.isfinite(value) and value >= minimum):
+        raise UserError(f"{option} must be >= {minimum:g}, got {value:g}")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, random_weights: str | None = None) -> None:
+    """Add the scripts' shared ``--checkpoint | --official [--random-weights]`` and ``--model``.
+
+    ``random_weights`` is the help text of ``--random-weights``; ``None`` leaves that option out.
+    Check the parsed arguments with :func:`check_model_arguments`.
+    """
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a checkpoint of this project (knows its model)")
+    src.add_argument("--official", type=Path, help="an authors' released state dict (needs --model)")
+    if random_weights is not None:
+        src.add_argument("--random-weights", action="store_true", help=random_weights)
+    parser.add_argument("--model", choices=list(MODELS),
+                        help="model name (with --official" + (" or --random-weights)" if random_weights else ")"))
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: show the full traceback of an error (handled by :func:`svde.cli.common.run_main`)."""
+    parser.add_argument("--debug", action="store_true", help="show the full traceback instead of one error line")
+
+
+def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` unless ``--model`` is given exactly where it is needed."""
+    if (args.official is not None or getattr(args, "random_weights", False)) and args.model is None:
+        parser.error("--official" + (" and --random-weights need" if hasattr(args, "random_weights") else " needs")
+                     + " --model NAME (a released file does not record its architecture)")
+    if args.checkpoint is not None and args.model is not None:
+        parser.error("--model goes with --official; a project checkpoint knows its model")
+
+
+def output_stems(images: Sequence[Path], root: Path) -> list[Path]:
+    """Output name stems relative to ``root`` (a folder, or the single image's parent).
+
+    ``a.jpg`` and ``a.png`` in the same folder would collide, so those keep their extension
+    (``a_jpg``, ``a_png``).
+
+    Example:
+        >>> [str(s) for s in output_stems([Path("r/a.jpg"), Path("r/a.png"), Path("r/s/b.png")], Path("r"))]
+        ['a_jpg', 'a_png', 's/b']
+    """
+    rel = [p.relative_to(root) for p in images]
+    plain = [r.with_suffix("") for r in rel]
+    counts: dict[Path, int] = {}
+    for stem in plain:
+        counts[stem] = counts.get(stem, 0) + 1
+    return [s if counts[s] == 1 else r.with_name(r.name.replace(".", "_")) for s, r in zip(plain, rel)]
+
+
+def check_camera(fov: float | None = None, intrinsics: Sequence[float] | None = None) -> None:
+    """A horizontal field of view must be in (0, 180) degrees; intrinsics fx, fy > 0, cx, cy finite."""
+    if fov is not None and not (math.isfinite(fov) and 0.0 < fov < 180.0):
+        raise UserError(f"--fov: the horizontal field of view must be in (0, 180) degrees, got {fov:g}")
+    if intrinsics is not None:
+        if len(intrinsics) != 4 or not all(math.isfinite(v) for v in intrinsics):
+            raise UserError(f"--intrinsics: expected four finite numbers FX FY CX CY, got {list(intrinsics)}")
+        if intrinsics[0] <= 0 or intrinsics[1] <= 0:
+            raise UserError(f"--intrinsics: focal lengths FX and FY must be > 0 pixels, got {intrinsics[0]:g} "
+                            f"and {intrinsics[1]:g}")

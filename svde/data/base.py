@@ -69,7 +69,7 @@ def dense_depth_type(value: Any, where: str) -> DepthType:
 
     Example:
         >>> dense_depth_type("utss", "rgbd_folder")
-        <DepthType.UTSS: 'utss'>
+        'utss'
     """
     if value not in DENSE:
         raise DataError(f"{where}: depth_type must be 'absolute', 'uts' or 'utss', got {value!r}")

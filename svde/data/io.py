@@ -1,5 +1,8 @@
-"""The one home of dataset file readers: RGB images, 16-bit PNG, PFM, raw float32, Sintel ``.dpt``
-and ``.cam``, HDF5 / MATLAB v7.3, KITTI calibration.
+"""The one home of file readers and writers.
+
+Readers: RGB images, 16-bit PNG, PFM, raw float32, Sintel ``.dpt`` and ``.cam``, HDF5 /
+MATLAB v7.3, KITTI calibration. Writers (predictions): RGB images, ``.npy``, 16-bit PNG with
+its JSON scaling sidecar, PLY point clouds; every file is written atomically (:mod:`svde.atomic`).
 
 Every reader returns plain numpy arrays and raises :class:`~svde.data.base.DataError` naming the
 file and what was expected when a file is missing, unreadable or not in the expected format.
@@ -11,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from svde.atomic import atomic_path, write_bytes, write_json
 from svde.data.base import DataError
 
 # Sintel's .dpt magic number (stored as a little-endian float32 before width and height).
@@ -315,3 +320,98 @@ def read_kitti_calib(path: str | os.PathLike, camera: str = "02") -> np.ndarray:
                 break
             return np.array([p[0, 0], p[1, 1], p[0, 2], p[1, 2]])
     raise DataError(f"{path}: no valid '{key}' line (3x4 projection matrix)")
+
+
+# ---- writers (predictions and point clouds); every file is written atomically -------------------
+def _write_image(path: Path, image: np.ndarray) -> Path:
+    """Encode ``image`` by the file's extension and write it atomically."""
+    ok, buf = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OSError(f"cannot encode {path} as {path.suffix}")
+    return write_bytes(path, buf.tobytes())
+
+
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write a uint8 RGB image (PNG/JPEG by extension) atomically, creating the folder."""
+    return _write_image(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def write_npy(path: str | os.PathLike, values: np.ndarray) -> Path:
+    """Write an array as ``.npy`` atomically (no pickled objects: ``allow_pickle=False``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(values), allow_pickle=False)
+    return Path(path)
+
+
+def save_png16(path: str | os.PathLike, values: np.ndarray, **info: Any) -> dict[str, Any]:
+    """Write ``values`` as a 16-bit PNG normalised to its min..max, with a JSON sidecar.
+
+    The sidecar (same name, ``.json``) stores ``min`` and ``max``, so that
+    ``value = min + png / 65535 * (max - min)`` (see :func:`load_png16`); the quantisation error
+    is at most ``(max - min) / 131070``. Extra keyword arguments (e.g. ``domain``) go into the
+    sidecar too.
+
+    Example:
+        >>> meta = save_png16("out/img.depth.png", depth, domain="depth")  # doctest: +SKIP
+    """
+    path = Path(path)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or not np.isfinite(values).all():
+        raise DataError(f"{path}: expected a finite (H, W) array, got shape {values.shape}")
+    lo, hi = float(values.min()), float(values.max())
+    q = np.zeros(values.shape, np.uint16) if hi == lo else np.round((values - lo) / (hi - lo) * 65535.0).astype(np.uint16)
+    meta = {"min": lo, "max": hi, "encoding": "value = min + png / 65535 * (max - min)", **info}
+    # The sidecar first: a PNG is never left without the scaling that decodes it.
+    write_json(path.with_suffix(".json"), meta)
+    _write_image(path, q)
+    return meta
+
+
+def load_png16(path: str | os.PathLike) -> np.ndarray:
+    """Read a 16-bit PNG written by :func:`save_png16` back to float32 values (uses the sidecar)."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{path}: sidecar {sidecar} with the min/max scaling is missing")
+    meta = json.loads(sidecar.read_text())
+    if not {"min", "max"} <= set(meta):
+        raise ValueError(f"{sidecar}: expected 'min' and 'max' entries, got {sorted(meta)}")
+    q = read_png16(path).astype(np.float64)
+    return (meta["min"] + q / 65535.0 * (meta["max"] - meta["min"])).astype(np.float32)
+
+
+def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None,
+              binary: bool = True) -> Path:
+    """Write a point cloud as PLY: ``x y z`` float32 and, with colours, ``red green blue`` uint8.
+
+    Example:
+        >>> write_ply("cloud.ply", np.zeros((4, 3), np.float32), np.zeros((4, 3), np.uint8))  # doctest: +SKIP
+    """
+    path = Path(path)
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {points.shape}")
+    if colors is not None and (colors.shape != points.shape):
+        raise ValueError(f"colors must be (N, 3) like the points {points.shape}, got {colors.shape}")
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colors is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertices = np.empty(len(points), dtype=fields)
+    for i, axis in enumerate("xyz"):
+        vertices[axis] = points[:, i]
+    if colors is not None:
+        for i, channel in enumerate(("red", "green", "blue")):
+            vertices[channel] = colors[:, i]
+    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0", f"element vertex {len(points)}",
+              "property float x", "property float y", "property float z"]
+    if colors is not None:
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+    header.append("end_header")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        if binary:
+            f.write(vertices.tobytes())
+        else:
+            fmt = "%.6g %.6g %.6g" + (" %d %d %d" if colors is not None else "")
+            np.savetxt(f, vertices.tolist(), fmt=fmt)
+    return path

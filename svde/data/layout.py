@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -23,7 +24,7 @@ from svde.data.base import DataError
 # Image files of the public datasets' native layouts.
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 # Image files accepted in user folders (everything :func:`svde.data.io.read_image` decodes well).
-USER_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+USER_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 EVAL_SPLITS = (None, "test")  # eval sets whose root *is* the test set
 TRAIN_SPLITS = (None, "train")  # sets without an official split: everything under root
 
@@ -115,3 +116,24 @@ def parse_list(path: Path, min_tokens: int = 1, inline_comments: bool = False) -
             raise DataError(f"{path}:{n}: expected at least {min_tokens} fields, got {line!r}")
         rows.append((n, tokens))
     return rows
+
+
+def list_images(path: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """Images under ``path`` (a file, or a folder searched recursively) and the skipped files.
+
+    Returns ``(images, skipped)``, both sorted; a file is an image by its extension
+    (:data:`USER_IMAGE_EXTS`, any case). A single file that is not an image is an error.
+
+    Example:
+        >>> images, skipped = list_images("photos/")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() not in USER_IMAGE_EXTS:
+            raise DataError(f"{path} is not an image file (extensions: {', '.join(USER_IMAGE_EXTS)})")
+        return [path], []
+    if not path.is_dir():
+        raise FileNotFoundError(2, "no such file or folder", str(path))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in USER_IMAGE_EXTS]
+    return images, [p for p in files if p.suffix.lower() not in USER_IMAGE_EXTS]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+import weakref
 from collections import Counter
 from itertools import chain
 from typing import Any, Callable
@@ -251,17 +252,41 @@ def optimize_for_inference(model: nn.Module, compile: bool = False, cuda_graphs:
     return InferenceModel(snapshot, run, channels_last=True).eval()
 
 
+def _state_key(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced, moved, cast or modified in place."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in chain(model.parameters(), model.buffers()))
+
+
+# model -> (state key, snapshot): predicting image after image folds the model once, and any
+# change to its weights (an optimiser step, load_state_dict, .to()) makes a new snapshot.
+_SNAPSHOTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, InferenceModel]]" = weakref.WeakKeyDictionary()
+
+
 def for_inference(model: nn.Module) -> nn.Module:
     """What prediction runs: an :class:`InferenceModel` as is, a DepthModel's folded snapshot
-    (:func:`optimize_for_inference`), any other module itself in eval mode.
+    (:func:`optimize_for_inference`, cached until the model's weights change), any other
+    module itself in eval mode.
 
-    The one place the API, the evaluator and the scripts get their default speed from.
+    The one place the API, the evaluator and the scripts get their default speed from. Edits
+    through ``tensor.data`` bypass the version counters the cache relies on: call
+    :func:`optimize_for_inference` directly after those.
+
+    Example:
+        >>> from svde.models import build_model
+        >>> model = build_model("mn_lrn4")
+        >>> for_inference(model) is for_inference(model)
+        True
     """
     from svde.models.model import DepthModel
 
     if isinstance(model, InferenceModel):
         return model
     inner = getattr(model, "module", model)  # unwrap DDP
-    if isinstance(inner, DepthModel):
-        return optimize_for_inference(inner)
-    return inner.eval()
+    if not isinstance(inner, DepthModel):
+        return inner.eval()
+    key = _state_key(inner)
+    cached = _SNAPSHOTS.get(inner)
+    if cached is None or cached[0] != key:
+        cached = (key, optimize_for_inference(inner))
+        _SNAPSHOTS[inner] = cached
+    return cached[1]

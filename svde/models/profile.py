@@ -1,0 +1,138 @@
+"""Speed and size of a network: parameters, multiply-adds, latency and a benchmark row.
+
+Latencies are wall-clock and depend on the machine and its load: on a shared CPU use one
+thread (``torch.set_num_threads(1)``); results belong in ``docs/benchmarks.md``, never in tests.
+
+Example:
+    >>> from svde.models import build_model
+    >>> count_parameters(build_model("mn_lrn4"))
+    2419081
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from svde.device import resolve_device
+from svde.errors import UnknownName, UserError
+from svde.models.export import example_input
+from svde.models.fast import for_inference, optimize_for_inference
+from svde.models.registry import build_model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (BatchNorm statistics are buffers and not counted)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, height: int = 384, width: int = 384) -> int:
+    """Multiply-adds of one (1, 3, H, W) forward pass: FLOPs from ``FlopCounterMode`` / 2.
+
+    Only the operators PyTorch's counter knows (convolutions and matrix products) are counted;
+    pooling, normalisation, activations and interpolation are not.
+
+    Example:
+        >>> count_macs(build_model("mn_lrn4").eval(), 64, 64) > 0
+        True
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, height, width, device=device))
+    return counter.get_total_flops() // 2
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats: int = 10,
+                    amp_dtype: torch.dtype | None = None) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` forward passes after ``warmup`` untimed ones.
+
+    Each pass is timed on its own, with CUDA synchronised before and after, so the median is
+    robust to the odd slow run (other processes, clock changes).
+    """
+    if repeats < 1 or warmup < 0:
+        raise UserError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    device = x.device
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    times = []
+    with autocast:
+        for i in range(warmup + repeats):
+            _sync(device)
+            start = time.perf_counter()
+            model(x)
+            _sync(device)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def benchmark_model(name: str, device: str = "cpu", height: int = 384, width: int = 384, batch: int = 1,
+                    amp: str | None = None, channels_last: bool = True, compile: bool = False,
+                    warmup: int = 3, repeats: int = 10, model: nn.Module | None = None) -> dict[str, Any]:
+    """Params, MAdds (per image) and median latency / FPS of one model; a row for :func:`markdown_table`.
+
+    Args:
+        name: a model name (random weights are built unless ``model`` is given: speed does not
+            depend on the weights).
+        amp: ``None``, ``"fp16"`` or ``"bf16"`` (autocast).
+        channels_last: ``True`` (default) measures what users get, :func:`svde.models.fast.for_inference`'s
+            BatchNorm-folded channels-last snapshot; ``False`` the plain module in NCHW.
+        compile: run :func:`svde.models.optimize_for_inference` with ``compile=True``
+            (BatchNorm folded, channels-last, ``torch.compile``; warm-up includes compiling).
+
+    Example:
+        >>> row = benchmark_model("mn_lrn4", height=64, width=64, warmup=0, repeats=1)
+        >>> sorted(row)[:3]
+        ['amp', 'batch', 'channels_last']
+    """
+    if amp is not None and amp not in AMP_DTYPES:
+        raise UnknownName(f"unknown AMP dtype {amp!r}; valid: {', '.join(AMP_DTYPES)}")
+    dev = resolve_device(device)
+    net = (model if model is not None else build_model(name)).to(dev).eval()
+    params = count_parameters(net)
+    macs = count_macs(net, height, width)
+    # DepthModel is channels-last by default; the option makes the layout explicit either way.
+    layout = torch.channels_last if channels_last or compile else torch.contiguous_format
+    net = net.to(memory_format=layout)
+    x = example_input(batch, height, width).to(dev).contiguous(memory_format=layout)
+    if compile:
+        # The opt-in path: BatchNorm folded, channels-last, torch.compile'd.
+        net = optimize_for_inference(net, compile=True)
+    elif channels_last:
+        # What the API, the evaluator and the scripts run: the folded snapshot (for_inference).
+        net = for_inference(net)
+    # else: the plain module in NCHW, the straightforward form
+    times = measure_latency(net, x, warmup=warmup, repeats=repeats, amp_dtype=AMP_DTYPES.get(amp) if amp else None)
+    median = statistics.median(times)
+    return {"model": name, "device": str(dev), "input": f"{height}x{width}", "batch": batch,
+            "amp": amp or "fp32", "channels_last": layout == torch.channels_last, "compile": compile,
+            "params_m": params / 1e6, "gmacs": macs / 1e9, "latency_ms": median,
+            "latency_min_ms": min(times), "fps": batch * 1000.0 / median, "repeats": repeats}
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Benchmark rows as a markdown table (Params in millions, MAdds in G per image)."""
+    head = "| model | device | input | batch | precision | channels-last | compile | Params (M) | MAdds (G) | latency median (ms) | latency min (ms) | FPS |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['device']} | {r['input']} | {r['batch']} | {r['amp']} | "
+                     f"{'yes' if r['channels_last'] else 'no'} | {'yes' if r['compile'] else 'no'} | "
+                     f"{r['params_m']:.2f} | {r['gmacs']:.2f} | {r['latency_ms']:.1f} | {r['latency_min_ms']:.1f} | "
+                     f"{r['fps']:.1f} |")
+    return "\n".join(lines)

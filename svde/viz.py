@@ -1,0 +1,40 @@
+"""Visualisation: colour maps for depth, disparity and error maps.
+
+Example:
+    >>> import numpy as np
+    >>> colorize(np.arange(12, dtype=np.float32).reshape(3, 4)).shape
+    (3, 4, 3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def colorize(values: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0), cmap: str = "magma",
+             invert: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) RGB visualisation, clipped to robust percentiles of the valid values.
+
+    Args:
+        values: (H, W) float array.
+        percentiles: the low/high percentiles mapped to the ends of the colour map, so a few
+            extreme pixels do not wash out the picture.
+        cmap: a matplotlib colour map name.
+        invert: flip the map (e.g. for depth, so that near is bright as for disparity).
+        mask: pixels to use for the percentiles and to draw; the others are black.
+
+    Example:
+        >>> colorize(np.arange(12, dtype=np.float32).reshape(3, 4)).shape
+        (3, 4, 3)
+    """
+    import matplotlib  # lazily: only visualisation needs it
+
+    values = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(values) if mask is None else (np.asarray(mask, bool) & np.isfinite(values))
+    lo, hi = np.percentile(values[valid], percentiles) if valid.any() else (0.0, 1.0)
+    scaled = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(values)
+    if invert:
+        scaled = 1.0 - scaled
+    rgb = (matplotlib.colormaps[cmap](np.where(valid, scaled, 0.0))[..., :3] * 255.0).round().astype(np.uint8)
+    rgb[~valid] = 0
+    return rgb
