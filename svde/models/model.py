@@ -336,7 +336,8 @@ def _pretrained_files(source: str | os.PathLike, revision: str | None) -> tuple[
     except Exception as exc:  # offline, unknown repo, missing file: huggingface_hub has many error types
         raise PretrainedWeightsUnavailable(f"cannot get {source} from the Hugging Face hub "
                                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                                           "with HF_HUB_OFFLINE=1 only cached repos load") from None
+                                           "with HF_HUB_OFFLINE=1 only cached repos load; "
+                                           f"there is no local folder {source} either") from None
 
 
 def _model_card(config: dict[str, Any], notes: str | None) -> str:
