@@ -16,24 +16,30 @@ from svde.models.checkpoint import (
 )
 from svde.models.encoders import ENCODERS, build_encoder
 from svde.models.fast import InferenceModel, fold_batchnorm, optimize_for_inference
-from svde.models.model import DepthModel
+from svde.models.model import DOMAINS, DepthModel
 from svde.models.pretrained import PretrainedWeightsUnavailable
 from svde.models.registry import MODELS, build_model
+from svde.models.released import RELEASED, ReleasedWeightsInvalid, load_released, released_path
 
 __all__ = [
     "CheckpointError",
+    "DOMAINS",
     "DepthModel",
     "ENCODERS",
     "InferenceModel",
     "MODELS",
     "PretrainedWeightsUnavailable",
+    "RELEASED",
+    "ReleasedWeightsInvalid",
     "build_encoder",
     "build_model",
     "convert_official",
     "fold_batchnorm",
     "load_model",
     "load_official_checkpoint",
+    "load_released",
     "optimize_for_inference",
     "read_checkpoint",
+    "released_path",
     "save_checkpoint",
 ]

@@ -1,0 +1,249 @@
+"""Camera geometry for depth maps: pinhole intrinsics, back-projection and triangle meshes.
+
+Conventions (the same everywhere in svde):
+
+* Intrinsics are ``(fx, fy, cx, cy)`` in pixels of the depth map they describe.
+* Pixel ``(v, u)`` (row, column) is the point at the pixel's *centre*; pixel ``u`` covers
+  ``u - 0.5 .. u + 0.5``, so the centre of a ``W``-wide image is ``cx = (W - 1) / 2``.
+* Camera frame: x right, y down, z forward (along the optical axis); depth is z, not the
+  distance along the ray.
+
+:func:`backproject` is the one back-projection of the project; it takes numpy arrays or torch
+tensors and returns the same kind. :func:`depth_to_mesh` joins neighbouring pixels into
+triangles, except across depth discontinuities, and :func:`write_mesh_ply` writes the mesh as a
+binary PLY file.
+
+Example:
+    >>> import numpy as np
+    >>> k = intrinsics_from_fov(4, 3, 90.0)
+    >>> k
+    (2.0, 2.0, 1.5, 1.0)
+    >>> backproject(np.full((3, 4), 2.0), k)[0, 0].tolist()
+    [-1.5, -1.0, 2.0]
+    >>> mesh = depth_to_mesh(np.full((3, 4), 2.0), k)
+    >>> mesh.vertices.shape, mesh.faces.shape
+    ((12, 3), (12, 3))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from svde.atomic import atomic_path
+
+Intrinsics = tuple[float, float, float, float]
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+# A triangle is kept when max(depth) / min(depth) over its three vertices is at most this.
+DEFAULT_MAX_DEPTH_RATIO = 1.05
+
+
+def as_intrinsics(values: Sequence[float] | np.ndarray | torch.Tensor) -> Intrinsics:
+    """``[fx, fy, cx, cy]`` (list, tuple, array or tensor) -> a checked tuple of floats.
+
+    Example:
+        >>> as_intrinsics(np.array([500, 500, 319.5, 239.5]))
+        (500.0, 500.0, 319.5, 239.5)
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().reshape(-1).tolist()
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if flat.size != 4 or not np.isfinite(flat).all() or not (flat[0] > 0 and flat[1] > 0):
+        raise ValueError(f"intrinsics must be four finite numbers [fx, fy, cx, cy] with fx, fy > 0, "
+                         f"got {flat.tolist()}")
+    fx, fy, cx, cy = (float(v) for v in flat)
+    return fx, fy, cx, cy
+
+
+def intrinsics_from_fov(width: int, height: int, fov_deg: float, axis: str = "horizontal") -> Intrinsics:
+    """Pinhole intrinsics with square pixels, a field of view and the principal point at the centre.
+
+    Args:
+        width, height: image size in pixels.
+        fov_deg: field of view in degrees, in (0, 180), across the image's ``axis``.
+        axis: ``"horizontal"`` (across the width) or ``"vertical"`` (across the height).
+
+    Example:
+        >>> intrinsics_from_fov(640, 480, 90.0)
+        (320.0, 320.0, 319.5, 239.5)
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height} (WxH)")
+    if not 0.0 < fov_deg < 180.0:
+        raise ValueError(f"field of view must be in (0, 180) degrees, got {fov_deg}")
+    if axis not in ("horizontal", "vertical"):
+        raise ValueError(f"axis must be 'horizontal' or 'vertical', got {axis!r}")
+    extent = width if axis == "horizontal" else height
+    # Rounded to 1e-6 px, so that e.g. 90 degrees gives exactly width / 2 (tan(45°) is not 1 in floats).
+    f = round((extent / 2.0) / math.tan(math.radians(fov_deg) / 2.0), 6)
+    return f, f, (width - 1) / 2.0, (height - 1) / 2.0
+
+
+def scale_intrinsics(intrinsics: Sequence[float], from_size: tuple[int, int], to_size: tuple[int, int]) -> Intrinsics:
+    """Intrinsics of the same camera after resizing the image from ``(H, W)`` to ``(H', W')``.
+
+    A resize with pixel-centre alignment (``align_corners=False``, OpenCV's ``resize``) maps
+    ``u + 0.5`` to ``(u + 0.5) * W' / W``, so ``fx' = fx * W' / W`` and
+    ``cx' = (cx + 0.5) * W' / W - 0.5`` (likewise for y).
+
+    Example:
+        >>> scale_intrinsics((320.0, 320.0, 319.5, 239.5), (480, 640), (240, 320))
+        (160.0, 160.0, 159.5, 119.5)
+    """
+    fx, fy, cx, cy = as_intrinsics(intrinsics)
+    (h, w), (h2, w2) = from_size, to_size
+    if min(h, w, h2, w2) <= 0:
+        raise ValueError(f"image sizes must be positive, got {from_size} -> {to_size} (HxW)")
+    sx, sy = w2 / w, h2 / h
+    return fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
+
+
+def backproject(depth: Array, intrinsics: Sequence[float] | np.ndarray | torch.Tensor) -> Array:
+    """Depth (..., H, W) -> camera-frame points (..., H, W, 3), numpy in numpy out, torch in torch out.
+
+    Pixel ``(v, u)`` with depth ``d`` maps to ``((u - cx) * d / fx, (v - cy) * d / fy, d)``.
+    Floating inputs keep their dtype (and device); integer depths give float64 (numpy) or the
+    default float dtype (torch). Invalid depths (0, NaN, inf) are back-projected as they are;
+    mask them before or after.
+
+    Example:
+        >>> backproject(torch.full((1, 2), 2.0), [1.0, 1.0, 0.0, 0.0])[0, 1]
+        tensor([2., 0., 2.])
+    """
+    fx, fy, cx, cy = as_intrinsics(intrinsics)
+    if depth.ndim < 2:
+        raise ValueError(f"expected a depth map of shape (..., H, W), got shape {tuple(depth.shape)}")
+    h, w = depth.shape[-2:]
+    if isinstance(depth, torch.Tensor):
+        d = depth if depth.is_floating_point() else depth.to(torch.get_default_dtype())
+        v, u = torch.meshgrid(torch.arange(h, dtype=d.dtype, device=d.device),
+                              torch.arange(w, dtype=d.dtype, device=d.device), indexing="ij")
+        return torch.stack(((u - cx) * d / fx, (v - cy) * d / fy, d), dim=-1)
+    d = np.asarray(depth)
+    if not np.issubdtype(d.dtype, np.floating):
+        d = d.astype(np.float64)
+    v, u = np.meshgrid(np.arange(h, dtype=d.dtype), np.arange(w, dtype=d.dtype), indexing="ij")
+    # Python-float intrinsics keep the array's dtype (NumPy 2 scalar promotion).
+    return np.stack(((u - cx) * d / fx, (v - cy) * d / fy, d), axis=-1)
+
+
+class Mesh(NamedTuple):
+    """A triangle mesh: ``vertices`` float32 (N, 3), ``faces`` int32 (M, 3), ``colors`` uint8 (N, 3) or None."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray | None
+
+
+def depth_to_mesh(depth: np.ndarray, intrinsics: Sequence[float] | np.ndarray, rgb: np.ndarray | None = None,
+                  mask: np.ndarray | None = None, max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO) -> Mesh:
+    """Triangulate a depth map: two triangles per 2x2 pixel block, none across a discontinuity.
+
+    Vertices are the valid pixels (finite depth > 0, inside ``mask``), in row-major order,
+    back-projected with :func:`backproject` (so they are exactly the point cloud of the same
+    pixels). Pixels ``a = (v, u)``, ``b = (v, u+1)``, ``c = (v+1, u)``, ``d = (v+1, u+1)`` give
+    the triangles ``(a, c, b)`` and ``(b, c, d)``, wound counter-clockwise as seen from the camera
+    (normals towards the camera).
+
+    Discontinuity rule: a triangle is kept only if its three pixels are valid and
+    ``max(depth) / min(depth) <= max_depth_ratio`` over them. The ratio does not depend on the
+    unit or scale of the depth (so it suits depth known up to scale) nor on the intrinsics.
+    Between neighbouring pixels of a smooth surface the ratio is about ``1 + tan(θ) / f``
+    (``θ``: angle between the surface normal and the ray, ``f``: focal length in pixels); the
+    default 1.05 keeps surfaces up to ~87° oblique at f = 500 px and cuts any step of more than
+    5 % of the depth.
+
+    Args:
+        depth: (H, W) depth (z), any unit or up to scale.
+        intrinsics: ``(fx, fy, cx, cy)`` in pixels of this depth map.
+        rgb: optional uint8 (H, W, 3) colours, one per vertex.
+        mask: optional bool (H, W) of pixels to use.
+        max_depth_ratio: the discontinuity threshold, > 1.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.number):
+        raise ValueError(f"expected an (H, W) numeric depth map, got {depth.dtype} array of shape {depth.shape}")
+    if rgb is not None and (rgb.shape != depth.shape + (3,) or rgb.dtype != np.uint8):
+        raise ValueError(f"colours must be uint8 of shape {depth.shape + (3,)} like the depth map, "
+                         f"got {rgb.dtype} {rgb.shape}")
+    if mask is not None and np.shape(mask) != depth.shape:
+        raise ValueError(f"mask must have the depth map's shape {depth.shape}, got {np.shape(mask)}")
+    if not (math.isfinite(max_depth_ratio) and max_depth_ratio > 1.0):
+        raise ValueError(f"max_depth_ratio must be a finite number > 1, got {max_depth_ratio}")
+    d = depth.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(d) & (d > 0)
+    if mask is not None:
+        valid &= np.asarray(mask, dtype=bool)
+    h, w = d.shape
+    index = np.full((h, w), -1, dtype=np.int64)
+    index[valid] = np.arange(int(valid.sum()))
+    points = backproject(np.where(valid, d, 0.0), intrinsics)[valid].astype(np.float32)
+    colors = None if rgb is None else np.ascontiguousarray(rgb[valid])
+
+    z = np.where(valid, d, np.nan)
+    corner = {"a": (slice(None, -1), slice(None, -1)), "b": (slice(None, -1), slice(1, None)),
+              "c": (slice(1, None), slice(None, -1)), "d": (slice(1, None), slice(1, None))}
+    triangles = (("a", "c", "b"), ("b", "c", "d"))
+    # (H-1, W-1, 2 triangles, 3 corners) -> (2 (H-1) (W-1), 3): row-major over the 2x2 blocks.
+    idx = np.stack([np.stack([index[corner[k]] for k in tri], -1) for tri in triangles], -2).reshape(-1, 3)
+    tz = np.stack([np.stack([z[corner[k]] for k in tri], -1) for tri in triangles], -2).reshape(-1, 3)
+    keep = (idx >= 0).all(axis=1)
+    keep[keep] = tz[keep].max(axis=1) <= max_depth_ratio * tz[keep].min(axis=1)
+    return Mesh(points, idx[keep].astype(np.int32), colors)
+
+
+def write_mesh_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
+                   colors: np.ndarray | None = None) -> Path:
+    """Write a triangle mesh as binary little-endian PLY, atomically; returns ``path``.
+
+    Format: "PLY - Polygon File Format" (Greg Turk; paulbourke.net/dataformats/ply/). The
+    ASCII header declares ``format binary_little_endian 1.0``, ``element vertex N`` with
+    ``property float x/y/z`` (and ``property uchar red/green/blue`` with colours) and
+    ``element face M`` with ``property list uchar int vertex_indices``; each header line ends
+    with ``\\n`` and the last is ``end_header``. The body is N vertex records (3 little-endian
+    float32, then 3 uint8) followed by M face records (uint8 count 3, then 3 little-endian
+    int32). ``vertex_indices`` is the name used by the spec's text and its reference library
+    (ply.h / plytest.c); MeshLab, Open3D and trimesh read it.
+    """
+    vertices = np.asarray(vertices)
+    faces = np.asarray(faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or not np.isfinite(vertices).all():
+        raise ValueError(f"vertices must be a finite (N, 3) array, got shape {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
+        raise ValueError(f"faces must be an integer (M, 3) array, got {faces.dtype} {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError(f"face indices must be in [0, {len(vertices)}), got {faces.min()}..{faces.max()}")
+    if colors is not None:
+        colors = np.asarray(colors)
+        if colors.shape != vertices.shape or colors.dtype != np.uint8:
+            raise ValueError(f"colors must be uint8 {vertices.shape} like the vertices, got {colors.dtype} {colors.shape}")
+    vfields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colors is not None:
+        vfields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vrec = np.empty(len(vertices), dtype=vfields)
+    for i, axis in enumerate("xyz"):
+        vrec[axis] = vertices[:, i]
+    if colors is not None:
+        for i, channel in enumerate(("red", "green", "blue")):
+            vrec[channel] = colors[:, i]
+    frec = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
+    frec["n"] = 3
+    frec["idx"] = faces
+    header = ["ply", "format binary_little_endian 1.0", "comment written by svde",
+              f"element vertex {len(vertices)}", "property float x", "property float y", "property float z"]
+    if colors is not None:
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+    header += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(("\n".join(header) + "\n").encode("ascii"))
+            f.write(vrec.tobytes())
+            f.write(frec.tobytes())
+    return Path(path)

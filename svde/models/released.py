@@ -1,0 +1,288 @@
+"""The authors' released weights by name: download once, verify, load.
+
+The paper's authors published their eight final models (trained on ReDWeb + DIML Indoor +
+MegaDepth + stereo movies) as GitHub release ``v1.0`` of ``saic-vul/geometry-preserving-de``
+(source: SamsungLabs/geometry-preserving-de, README.md, section "Checkpoints"). :data:`RELEASED`
+lists them with the metrics that README publishes. :func:`load_released` returns a ready
+:class:`~svde.models.DepthModel`:
+
+* the file is downloaded once into torch.hub's cache, ``torch.hub.get_dir()/checkpoints/``
+  (``$TORCH_HOME/hub/checkpoints``, the folder ``torch.hub.load_state_dict_from_url`` uses),
+  with a progress bar, to a temporary name that is renamed only after verification;
+* ``SVDE_WEIGHTS_URL`` replaces the release's base URL (a mirror, a local web server, or a
+  ``file:///folder`` on an air-gapped machine); the file name is appended to it;
+* before use the file is verified: its sha256 when one is recorded, then it is read with
+  ``torch.load(weights_only=True)`` and must have exactly the released layout of that model
+  (:func:`check_released_layout`, then the exact key and shape check of
+  :func:`~svde.models.load_official_checkpoint`) with finite values; a file that fails is
+  refused with a message and never kept in the cache;
+* offline or unreachable, it fails within seconds (:data:`DOWNLOAD_TIMEOUT_S`) with one line
+  naming the URL, the cache path where the file can be put by hand, and the variable.
+
+Example:
+    >>> sorted(RELEASED)[:3]
+    ['b0_lrn4', 'b1_lrn4', 'b2_lrn4']
+    >>> RELEASED["b5_lrn4"].metrics["nyu_delta1_err"]
+    10.64
+    >>> model = load_released("b5_lrn4")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import torch
+
+from svde.atomic import atomic_path
+from svde.errors import UserError
+from svde.models.checkpoint import CheckpointError, load_official_checkpoint
+from svde.models.model import DepthModel
+from svde.models.pretrained import PretrainedWeightsUnavailable
+from svde.models.registry import MODELS, build_model
+
+log = logging.getLogger(__name__)
+
+RELEASE_URL = "https://github.com/saic-vul/geometry-preserving-de/releases/download/v1.0"
+URL_VARIABLE = "SVDE_WEIGHTS_URL"
+# Connect and read timeout of the download, seconds (a refused connection fails at once).
+DOWNLOAD_TIMEOUT_S = 10.0
+_CHUNK = 1 << 20
+
+METRICS_SOURCE = ("SamsungLabs/geometry-preserving-de, README.md, 'Checkpoints' table (GitHub release v1.0 "
+                  "of saic-vul/geometry-preserving-de)")
+# Metric -> what the README's table reports (its note: "For NYU, TUM datasets delta-1 metrics are
+# given, for Sintel, ETH3D - relative errors, DIW - WHDR"); all lower is better.
+METRIC_DEFINITIONS: Mapping[str, str] = MappingProxyType({
+    "nyu_delta1_err": "NYUv2 test: % of pixels with max(d/d*, d*/d) > 1.25",
+    "tum_delta1_err": "TUM (Li et al. subset): % of pixels with max(d/d*, d*/d) > 1.25",
+    "sintel_abs_rel": "Sintel: mean |d - d*| / d* (fraction)",
+    "diw_whdr": "DIW test: % of point pairs ordered wrongly (WHDR)",
+    "eth3d_abs_rel": "ETH3D (authors' rendering): mean |d - d*| / d* (fraction)",
+})
+
+
+class ReleasedWeightsInvalid(PretrainedWeightsUnavailable):
+    """A released-weights file was obtained but refused: wrong checksum, layout or values."""
+
+
+@dataclass(frozen=True)
+class ReleasedWeights:
+    """One released file: model name, file name, sha256 (``None``: not recorded) and published metrics."""
+
+    name: str
+    filename: str
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    sha256: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the file is downloaded from (``$SVDE_WEIGHTS_URL/<filename>`` when that is set)."""
+        base = os.environ.get(URL_VARIABLE) or RELEASE_URL
+        return f"{base.rstrip('/')}/{self.filename}"
+
+    @property
+    def cache_path(self) -> Path:
+        """Where the file is kept: ``torch.hub.get_dir()/checkpoints/<filename>``."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+
+def _published(nyu: float, tum: float, sintel: float, diw: float, eth3d: float) -> Mapping[str, float]:
+    return MappingProxyType({"nyu_delta1_err": nyu, "tum_delta1_err": tum, "sintel_abs_rel": sintel,
+                             "diw_whdr": diw, "eth3d_abs_rel": eth3d})
+
+
+# No sha256 is published for the release; set one here to have every download checked against it.
+RELEASED: Mapping[str, ReleasedWeights] = MappingProxyType({
+    entry.name: entry for entry in (
+        ReleasedWeights("mn_lrn4", "mn_lrn4.pth", _published(14.64, 15.13, 0.360, 15.02, 0.191)),
+        ReleasedWeights("lite0_lrn4", "lite0_lrn4.pth", _published(14.15, 14.41, 0.354, 14.59, 0.177)),
+        ReleasedWeights("b0_lrn4", "b0_lrn4.pth", _published(13.84, 15.95, 0.330, 13.15, 0.168)),
+        ReleasedWeights("b1_lrn4", "b1_lrn4.pth", _published(12.80, 15.03, 0.315, 12.71, 0.179)),
+        ReleasedWeights("b2_lrn4", "b2_lrn4.pth", _published(13.04, 15.36, 0.304, 13.06, 0.168)),
+        ReleasedWeights("b3_lrn4", "b3_lrn4.pth", _published(12.35, 14.38, 0.343, 12.95, 0.176)),
+        ReleasedWeights("b4_lrn4", "b4_lrn4.pth", _published(11.92, 13.55, 0.346, 12.81, 0.164)),
+        ReleasedWeights("b5_lrn4", "b5_lrn4.pth", _published(10.64, 13.05, 0.328, 12.56, 0.154)),
+    )
+})
+
+
+def released_entry(name: str) -> ReleasedWeights:
+    """The registry entry of ``name``; an unknown name is a :class:`~svde.errors.UserError` listing the valid ones."""
+    if name not in RELEASED:
+        raise UserError(f"no released weights for {name!r}; released models: {', '.join(RELEASED)}")
+    return RELEASED[name]
+
+
+def published_metrics_table() -> str:
+    """The published metrics as a Markdown table (one row per released model), with the source."""
+    keys = list(METRIC_DEFINITIONS)
+    rows = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    rows += [f"| {e.name} | " + " | ".join(f"{e.metrics[k]:g}" for k in keys) + " |" for e in RELEASED.values()]
+    notes = [f"- `{k}`: {v}" for k, v in METRIC_DEFINITIONS.items()]
+    return "\n".join(rows + ["", f"Source: {METRICS_SOURCE}."] + notes) + "\n"
+
+
+def check_released_layout(state: Any, name: str) -> Mapping[str, torch.Tensor]:
+    """Check that ``state`` is laid out as the authors' release of a model; returns it.
+
+    The release stores a flat state dict (no wrapper, no ``module.`` prefix) of float32 tensors
+    and int64 ``num_batches_tracked`` counters: ``branches.0.*`` (the encoder) and
+    ``branches.1.*`` (the decoder), whose ``branches.1.backbone.*`` repeats every ``branches.0.*``
+    entry with the same shape (../shared/fixtures/official-lrn4/README.md). Which keys and shapes
+    belong to ``name`` is checked afterwards by :func:`~svde.models.load_official_checkpoint`.
+    """
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"holds a {type(state).__name__}, the release of {name} is a dict of tensors")
+    not_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{len(not_tensors)} entries are not tensors (e.g. {not_tensors[0]!r}); "
+                              f"the release of {name} is a flat state dict")
+    foreign = [k for k in state if not str(k).startswith(("branches.0.", "branches.1."))]
+    if foreign:
+        raise CheckpointError(f"{len(foreign)} keys outside branches.0/branches.1 (e.g. {foreign[0]!r}); "
+                              f"not the released layout of {name}")
+    dtypes = [f"{k}: {v.dtype}" for k, v in state.items()
+              if v.dtype != (torch.int64 if k.endswith("num_batches_tracked") else torch.float32)]
+    if dtypes:
+        raise CheckpointError(f"{len(dtypes)} entries of an unexpected dtype (e.g. {dtypes[0]}); the release "
+                              "has float32 tensors and int64 num_batches_tracked")
+    encoder = {k[len("branches.0."):]: v.shape for k, v in state.items() if k.startswith("branches.0.")}
+    copy = {k[len("branches.1.backbone."):]: v.shape for k, v in state.items() if k.startswith("branches.1.backbone.")}
+    if encoder != copy:
+        odd = sorted(set(encoder) ^ set(copy)) or [k for k in encoder if encoder[k] != copy[k]]
+        raise CheckpointError(f"branches.1.backbone does not repeat branches.0 (e.g. {odd[0]!r}); "
+                              f"not the released layout of {name}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"non-finite values in {len(bad)} tensors (e.g. {bad[0]!r})")
+    return state
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, entry: ReleasedWeights, source: str, sha256: str | None = None) -> DepthModel:
+    """Check ``path`` (sha256, layout, values) and load it as ``entry``'s model."""
+    if entry.sha256 is not None:
+        actual = sha256 or _sha256(path)
+        if actual.lower() != entry.sha256.lower():
+            raise ReleasedWeightsInvalid(f"{source}: sha256 {actual} differs from the recorded {entry.sha256} "
+                                         f"of {entry.filename}; refusing it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated, corrupt or unsafe files
+        raise ReleasedWeightsInvalid(f"{source}: not a readable PyTorch weights file ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''}); refusing it") from None
+    try:
+        return load_official_checkpoint(check_released_layout(state, entry.name), entry.name)
+    except CheckpointError as exc:
+        raise ReleasedWeightsInvalid(f"{source}: refused as {entry.name}: {exc}") from None
+
+
+def _unavailable(entry: ReleasedWeights, url: str, reason: str) -> PretrainedWeightsUnavailable:
+    return PretrainedWeightsUnavailable(
+        f"cannot download the released weights of {entry.name} from {url} ({reason}); "
+        f"put {entry.filename} at {entry.cache_path} by hand, or set {URL_VARIABLE} to a base URL "
+        f"(mirror, local server or file:///folder) that holds {entry.filename}")
+
+
+def _download(entry: ReleasedWeights, progress: bool) -> DepthModel:
+    """Download, verify and keep ``entry``'s file; nothing lands in the cache unless it is valid."""
+    from tqdm.auto import tqdm
+
+    url, dest = entry.url, entry.cache_path
+    log.info("downloading %s to %s", url, dest)
+    request = urllib.request.Request(url, headers={"User-Agent": "svde"})
+    try:
+        response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        raise _unavailable(entry, url, f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise _unavailable(entry, url, str(exc.reason)) from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise _unavailable(entry, url, f"{type(exc).__name__}: {exc}") from None
+    with response, atomic_path(dest) as tmp:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        digest, received = hashlib.sha256(), 0
+        try:
+            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                            desc=entry.filename, disable=not progress) as bar:
+                while chunk := response.read(_CHUNK):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as exc:
+            raise _unavailable(entry, url, f"download interrupted after {received} bytes: "
+                                           f"{type(exc).__name__}: {exc}") from None
+        if total is not None and received != total:
+            raise _unavailable(entry, url, f"download ended after {received} of {total} bytes")
+        model = _verify(tmp, entry, source=url, sha256=digest.hexdigest())
+    log.info("saved %s (%d bytes)", dest, received)
+    return model
+
+
+def _obtain(name: str, progress: bool) -> tuple[Path, DepthModel]:
+    entry = released_entry(name)
+    path = entry.cache_path
+    if path.is_file():
+        try:
+            return path, _verify(path, entry, source=str(path))
+        except ReleasedWeightsInvalid as exc:
+            path.unlink(missing_ok=True)
+            raise ReleasedWeightsInvalid(f"{exc} (removed it from the cache; the next call downloads it again)") from None
+    return path, _download(entry, progress)
+
+
+def released_path(name: str, progress: bool = True) -> Path:
+    """The verified local file of ``name``'s released weights, downloaded first if needed."""
+    return _obtain(name, progress)[0]
+
+
+def load_released(name: str, progress: bool = True) -> DepthModel:
+    """``name`` with the authors' released weights, in eval mode (downloaded once, verified).
+
+    Raises :class:`~svde.models.PretrainedWeightsUnavailable` (one line: URL, cache path,
+    ``SVDE_WEIGHTS_URL``) when the file is not cached and cannot be downloaded, and
+    :class:`ReleasedWeightsInvalid` when the file is not the release of ``name``.
+
+    Example:
+        >>> model = load_released("mn_lrn4")  # doctest: +SKIP
+        >>> depth = model.infer_image(rgb)  # doctest: +SKIP
+    """
+    return _obtain(name, progress)[1]
+
+
+def hub_model(name: str, pretrained: bool = False, **kwargs: Any) -> DepthModel:
+    """What the ``hubconf.py`` entry point ``name`` returns.
+
+    ``pretrained=True``: the released weights (:func:`load_released`; ``progress`` may be
+    passed). Otherwise the network built by :func:`~svde.models.build_model` (``encoder_weights``
+    may be passed, e.g. ``"imagenet"``).
+    """
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    if pretrained:
+        unknown = sorted(set(kwargs) - {"progress"})
+        if unknown:
+            raise TypeError(f"{name}(pretrained=True) takes only 'progress', got {', '.join(unknown)}")
+        return load_released(name, **kwargs)
+    unknown = sorted(set(kwargs) - {"encoder_weights"})
+    if unknown:
+        raise TypeError(f"{name}(pretrained=False) takes only 'encoder_weights', got {', '.join(unknown)}")
+    return build_model(name, **kwargs)
