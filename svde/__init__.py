@@ -7,3 +7,5 @@ import os
 # variable is set. Every ``import svde.*`` runs this file first, so it is set before svde.data
 # (or anything else here) imports albumentations. A user's own value is kept (``setdefault``).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+__version__ = "0.2.0"

@@ -8,10 +8,11 @@ Conventions (the same everywhere in svde):
 * Camera frame: x right, y down, z forward (along the optical axis); depth is z, not the
   distance along the ray.
 
-:func:`backproject` is the one back-projection of the project; it takes numpy arrays or torch
-tensors and returns the same kind. :func:`depth_to_mesh` joins neighbouring pixels into
-triangles, except across depth discontinuities, and :func:`write_mesh_ply` writes the mesh as a
-binary PLY file.
+:func:`backproject_pixels` is the one back-projection of the project (:func:`backproject` for a
+whole map, :func:`point_cloud` for the valid pixels with colours); they take numpy arrays or
+torch tensors and return the same kind. :func:`depth_to_mesh` joins neighbouring pixels into
+triangles, except across depth discontinuities; :func:`svde.data.io.write_mesh_ply` and
+:func:`svde.data.io.write_ply` write meshes and point clouds.
 
 Example:
     >>> import numpy as np
@@ -28,14 +29,11 @@ Example:
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import NamedTuple, Sequence, TypeVar
 
 import numpy as np
 import torch
 
-from svde.atomic import atomic_path
 
 Intrinsics = tuple[float, float, float, float]
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -104,6 +102,20 @@ def scale_intrinsics(intrinsics: Sequence[float], from_size: tuple[int, int], to
     return fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
 
 
+def backproject_pixels(depth: Array, rows: Array, cols: Array,
+                       intrinsics: Sequence[float] | np.ndarray | torch.Tensor) -> Array:
+    """Points (..., 3) of pixels at ``rows`` (v) and ``cols`` (u) with depths ``depth``: the one
+    pinhole back-projection, ``((u - cx) * d / fx, (v - cy) * d / fy, d)``.
+
+    Example:
+        >>> backproject_pixels(np.array([2.0]), np.array([0.0]), np.array([1.0]), [1.0, 1.0, 0.0, 0.0]).tolist()
+        [[2.0, 0.0, 2.0]]
+    """
+    fx, fy, cx, cy = as_intrinsics(intrinsics)
+    stack = torch.stack if isinstance(depth, torch.Tensor) else np.stack
+    return stack(((cols - cx) * depth / fx, (rows - cy) * depth / fy, depth), -1)
+
+
 def backproject(depth: Array, intrinsics: Sequence[float] | np.ndarray | torch.Tensor) -> Array:
     """Depth (..., H, W) -> camera-frame points (..., H, W, 3), numpy in numpy out, torch in torch out.
 
@@ -124,13 +136,13 @@ def backproject(depth: Array, intrinsics: Sequence[float] | np.ndarray | torch.T
         d = depth if depth.is_floating_point() else depth.to(torch.get_default_dtype())
         v, u = torch.meshgrid(torch.arange(h, dtype=d.dtype, device=d.device),
                               torch.arange(w, dtype=d.dtype, device=d.device), indexing="ij")
-        return torch.stack(((u - cx) * d / fx, (v - cy) * d / fy, d), dim=-1)
+        return backproject_pixels(d, v, u, (fx, fy, cx, cy))
     d = np.asarray(depth)
     if not np.issubdtype(d.dtype, np.floating):
         d = d.astype(np.float64)
     v, u = np.meshgrid(np.arange(h, dtype=d.dtype), np.arange(w, dtype=d.dtype), indexing="ij")
     # Python-float intrinsics keep the array's dtype (NumPy 2 scalar promotion).
-    return np.stack(((u - cx) * d / fx, (v - cy) * d / fy, d), axis=-1)
+    return backproject_pixels(d, v, u, (fx, fy, cx, cy))
 
 
 class Mesh(NamedTuple):
@@ -199,51 +211,30 @@ def depth_to_mesh(depth: np.ndarray, intrinsics: Sequence[float] | np.ndarray, r
     return Mesh(points, idx[keep].astype(np.int32), colors)
 
 
-def write_mesh_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
-                   colors: np.ndarray | None = None) -> Path:
-    """Write a triangle mesh as binary little-endian PLY, atomically; returns ``path``.
+def point_cloud(depth: np.ndarray, intrinsics: Sequence[float], rgb: np.ndarray | None = None,
+                mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels with depth -> camera-frame points (x right, y down, z forward), float32 (N, 3).
 
-    Format: "PLY - Polygon File Format" (Greg Turk; paulbourke.net/dataformats/ply/). The
-    ASCII header declares ``format binary_little_endian 1.0``, ``element vertex N`` with
-    ``property float x/y/z`` (and ``property uchar red/green/blue`` with colours) and
-    ``element face M`` with ``property list uchar int vertex_indices``; each header line ends
-    with ``\\n`` and the last is ``end_header``. The body is N vertex records (3 little-endian
-    float32, then 3 uint8) followed by M face records (uint8 count 3, then 3 little-endian
-    int32). ``vertex_indices`` is the name used by the spec's text and its reference library
-    (ply.h / plytest.c); MeshLab, Open3D and trimesh read it.
+    Args:
+        depth: (H, W) positive depth (any unit, or up to scale).
+        intrinsics: (fx, fy, cx, cy) in pixels of this depth map.
+        rgb: optional uint8 (H, W, 3) colours, returned per point.
+        mask: optional bool (H, W); non-finite or non-positive depths are always dropped.
+
+    Example:
+        >>> pts, _ = point_cloud(np.full((2, 3), 2.0, np.float32), (1.0, 1.0, 1.0, 0.5))
+        >>> pts.shape, pts[0].tolist()
+        ((6, 3), [-2.0, -1.0, 2.0])
     """
-    vertices = np.asarray(vertices)
-    faces = np.asarray(faces)
-    if vertices.ndim != 2 or vertices.shape[1] != 3 or not np.isfinite(vertices).all():
-        raise ValueError(f"vertices must be a finite (N, 3) array, got shape {vertices.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
-        raise ValueError(f"faces must be an integer (M, 3) array, got {faces.dtype} {faces.shape}")
-    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-        raise ValueError(f"face indices must be in [0, {len(vertices)}), got {faces.min()}..{faces.max()}")
-    if colors is not None:
-        colors = np.asarray(colors)
-        if colors.shape != vertices.shape or colors.dtype != np.uint8:
-            raise ValueError(f"colors must be uint8 {vertices.shape} like the vertices, got {colors.dtype} {colors.shape}")
-    vfields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if colors is not None:
-        vfields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    vrec = np.empty(len(vertices), dtype=vfields)
-    for i, axis in enumerate("xyz"):
-        vrec[axis] = vertices[:, i]
-    if colors is not None:
-        for i, channel in enumerate(("red", "green", "blue")):
-            vrec[channel] = colors[:, i]
-    frec = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
-    frec["n"] = 3
-    frec["idx"] = faces
-    header = ["ply", "format binary_little_endian 1.0", "comment written by svde",
-              f"element vertex {len(vertices)}", "property float x", "property float y", "property float z"]
-    if colors is not None:
-        header += ["property uchar red", "property uchar green", "property uchar blue"]
-    header += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            f.write(vrec.tobytes())
-            f.write(frec.tobytes())
-    return Path(path)
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"expected an (H, W) depth map, got shape {depth.shape}")
+    if rgb is not None and rgb.shape[:2] != depth.shape:
+        raise ValueError(f"colour image {rgb.shape[:2]} and depth map {depth.shape} differ in size")
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth) & (depth > 0)
+    if mask is not None:
+        valid &= np.asarray(mask, bool)
+    grid = backproject(np.where(valid, depth, np.float32(0.0)), intrinsics)
+    points = np.ascontiguousarray(grid[valid], dtype=np.float32)
+    return points, (None if rgb is None else np.ascontiguousarray(rgb[valid], dtype=np.uint8))

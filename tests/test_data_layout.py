@@ -24,7 +24,7 @@ OLD_EVAL_SETS = {
     "TUM_INTRINSICS": "tum", "TUM_SIZE": "tum", "TUMH5Dataset": "tum", "TUMRawDataset": "tum",
     "associate_timestamps": "tum", "KITTIDataset": "kitti", "SintelDataset": "sintel", "DIWDataset": "diw",
     "ETH3DDataset": "eth3d", "read_kitti_calib": "io", "read_sintel_cam": "io", "read_h5": "io", "as_rgb": "io",
-    "SINTEL_CAM_TAG": "io", "check_split": "layout", "as_intrinsics": "layout", "scale_intrinsics": "layout",
+    "SINTEL_CAM_TAG": "io", "check_split": "layout", "as_intrinsics": "layout",
     "pair_by_stem": "layout", "parse_list": "layout", "IMAGE_EXTS": "layout", "EVAL_SPLITS": "layout",
 }
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from svde.data.io import write_mesh_ply
 from svde.geometry import (
     as_intrinsics,
     backproject,
     depth_to_mesh,
     intrinsics_from_fov,
     scale_intrinsics,
-    write_mesh_ply,
 )
 
 # PLY scalar types (Turk's PLY description, paulbourke.net/dataformats/ply/), little-endian.

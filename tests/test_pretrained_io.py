@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from svde import preprocess
 from svde.errors import RunFailed, UserError
-from svde.models import CheckpointError, DepthModel, PretrainedWeightsUnavailable, build_model
+from svde.models import (CheckpointError, DepthModel, PretrainedWeightsUnavailable, build_model, from_pretrained,
+                         save_pretrained)
 
 
 def _photo(h=50, w=70, seed=0):
@@ -47,18 +48,19 @@ def test_infer_image_at_input_resolution_in_every_domain(varied):
         varied.infer_image(rgb, domain="metric")
 
 
-def test_infer_image_uses_the_input_contract_and_upsamples_disparity(varied):
+def test_infer_image_uses_the_input_contract_and_upsamples_log_disparity(varied):
     rgb = _photo(45, 77)
     got = varied.infer_image(rgb, domain="disparity", short_side=64)
     x = preprocess.prepare_input(rgb, short_side=64)
     assert tuple(x.shape[-2:]) == varied.input_size(45, 77, short_side=64) == (64, 96)
     with torch.no_grad():
         log_disp = varied(x).double()  # the plain network, not the folded snapshot
-    expected = F.interpolate(log_disp.exp(), size=(45, 77), mode="bilinear", align_corners=False)[0, 0].numpy()
+    # As svde's (and the authors') UTS evaluation: log-disparity is upsampled, then exponentiated.
+    expected = F.interpolate(log_disp, size=(45, 77), mode="bilinear", align_corners=False).exp()[0, 0].numpy()
     assert np.allclose(got, expected, rtol=1e-4, atol=0)
-    # Upsampling in the log domain would be a different answer: the test tells them apart.
-    in_log = F.interpolate(log_disp, size=(45, 77), mode="bilinear", align_corners=False).exp()[0, 0].numpy()
-    assert not np.allclose(in_log, expected, rtol=1e-2, atol=0)
+    # Upsampling the disparity would be a different answer: the test tells them apart.
+    in_disp = F.interpolate(log_disp.exp(), size=(45, 77), mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert not np.allclose(in_disp, expected, rtol=1e-2, atol=0)
 
 
 def test_infer_image_keeps_the_model_and_follows_weight_changes():
@@ -89,15 +91,18 @@ def test_infer_image_refuses_non_finite_and_overflowing_output():
         model.infer_image(_photo(32, 32))
 
 
-def test_infer_image_rejects_what_is_not_an_rgb_uint8_array():
+def test_infer_image_rejects_what_is_not_an_rgb_array():
     model = build_model("mn_lrn4").eval()
-    for bad in (np.zeros((32, 32, 3), np.float32), np.zeros((32, 32), np.uint8), torch.zeros(32, 32, 3)):
-        with pytest.raises(ValueError, match=r"infer_image expects an RGB uint8 numpy array of shape \(H, W, 3\)"):
+    rgb = _photo(32, 32)
+    # float RGB in [0, 1] is the same image as its uint8 form
+    assert np.allclose(model.infer_image(rgb.astype(np.float32) / 255.0), model.infer_image(rgb), rtol=1e-4)
+    for bad in (np.zeros((32, 32), np.uint8), torch.zeros(32, 32, 3)):
+        with pytest.raises(ValueError, match=r"expected an RGB numpy array of shape \(H, W, 3\)"):
             model.infer_image(bad)
 
 
 def test_save_pretrained_round_trip(varied, tmp_path):
-    folder = varied.save_pretrained(tmp_path / "mn", notes="Trained on nothing; a test.")
+    folder = save_pretrained(varied, tmp_path / "mn", notes="Trained on nothing; a test.")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     assert config["model_name"] == "mn_lrn4" and config["output"]["domain"] == "log_disparity"
@@ -105,13 +110,13 @@ def test_save_pretrained_round_trip(varied, tmp_path):
     assert config["svde_version"] and config["architecture"] == {"encoder": "mobilenet_v2", "crp_stages": 4}
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: svde\n") and "a test." in card
-    loaded = DepthModel.from_pretrained(folder)
+    loaded = from_pretrained(folder)
     assert not loaded.training and loaded.is_channels_last() and loaded.name == "mn_lrn4"
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(loaded(x), varied(x))
     assert np.array_equal(loaded.infer_image(_photo()), varied.infer_image(_photo()))
-    assert DepthModel.from_pretrained(str(folder)).state_dict().keys() == varied.state_dict().keys()
+    assert from_pretrained(str(folder)).state_dict().keys() == varied.state_dict().keys()
 
 
 def _edit_config(folder, **changes):
@@ -137,49 +142,49 @@ def _edit_config(folder, **changes):
     ({"output__domain": "depth"}, "output .* does not match mn_lrn4"),
 ])
 def test_mismatching_config_is_refused(tmp_path, change, message):
-    folder = build_model("mn_lrn4").save_pretrained(tmp_path / "m")
+    folder = save_pretrained(build_model("mn_lrn4"), tmp_path / "m")
     _edit_config(folder, **change)
     with pytest.raises(CheckpointError, match=message):
-        DepthModel.from_pretrained(folder)
+        from_pretrained(folder)
 
 
 def test_mismatching_or_missing_weights_are_refused(tmp_path):
-    folder = build_model("mn_lrn4").save_pretrained(tmp_path / "m")
+    folder = save_pretrained(build_model("mn_lrn4"), tmp_path / "m")
     weights = folder / "model.safetensors"
     state = safetensors.torch.load_file(str(weights))
     del state["head.conv.bias"]
     safetensors.torch.save_file(state, str(weights))
     with pytest.raises(CheckpointError, match=r"does not fit mn_lrn4 .*1 missing keys \(e.g. head.conv.bias\)"):
-        DepthModel.from_pretrained(folder)
-    state = safetensors.torch.load_file(str(build_model("mn_lrn4").save_pretrained(tmp_path / "n") / "model.safetensors"))
+        from_pretrained(folder)
+    state = safetensors.torch.load_file(str(save_pretrained(build_model("mn_lrn4"), tmp_path / "n") / "model.safetensors"))
     state["head.conv.bias"] = torch.full_like(state["head.conv.bias"], float("inf"))
     safetensors.torch.save_file(state, str(weights))
     with pytest.raises(CheckpointError, match="non-finite values in 1 tensors"):
-        DepthModel.from_pretrained(folder)
+        from_pretrained(folder)
     weights.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        DepthModel.from_pretrained(folder)
+        from_pretrained(folder)
     weights.unlink()
     with pytest.raises(CheckpointError, match="missing model.safetensors"):
-        DepthModel.from_pretrained(folder)
+        from_pretrained(folder)
 
 
 def test_from_pretrained_sources(tmp_path):
-    with pytest.raises(CheckpointError, match="not a folder written by DepthModel.save_pretrained"):
-        DepthModel.from_pretrained(tmp_path / "nothing" / "here")
+    with pytest.raises(CheckpointError, match="not a folder written by save_pretrained"):
+        from_pretrained(tmp_path / "nothing" / "here")
     # HF_HUB_OFFLINE=1 (tests/conftest.py): a repo id that is not cached fails at once.
     with pytest.raises(PretrainedWeightsUnavailable, match="cannot get someone/svde-mn from the Hugging Face hub"):
-        DepthModel.from_pretrained("someone/svde-mn")
+        from_pretrained("someone/svde-mn")
 
 
 def test_save_pretrained_refuses_what_it_cannot_describe(tmp_path):
     model = build_model("mn_lrn4")
     model.name = "custom"
     with pytest.raises(UserError, match="save_pretrained needs one of the named models"):
-        model.save_pretrained(tmp_path / "a")
+        save_pretrained(model, tmp_path / "a")
     model.name = "mn_lrn4"
     with torch.no_grad():
         model.head.conv.bias.fill_(float("nan"))
     with pytest.raises(RunFailed, match="head.conv.bias holds non-finite values"):
-        model.save_pretrained(tmp_path / "b")
+        save_pretrained(model, tmp_path / "b")
     assert not (tmp_path / "b" / "model.safetensors").exists()

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from svde import geometry
 from svde.data.base import DataError
 
 # Image files of the public datasets' native layouts.
@@ -43,7 +44,9 @@ def check_split(dataset: str, split: str | None, allowed: Sequence[str | None]) 
 
 
 def as_intrinsics(value: Any, where: str) -> np.ndarray | None:
-    """``None`` or four positive finite numbers ``[fx, fy, cx, cy]`` -> float64 (4,) array.
+    """``None``, or ``[fx, fy, cx, cy]`` checked by :func:`svde.geometry.as_intrinsics` -> float64 (4,) array.
+
+    A bad value is a :class:`~svde.data.base.DataError` naming ``where`` (a file or config key).
 
     Example:
         >>> as_intrinsics([500, 500, 320, 240], "cfg").tolist(), as_intrinsics(None, "cfg")
@@ -52,25 +55,9 @@ def as_intrinsics(value: Any, where: str) -> np.ndarray | None:
     if value is None:
         return None
     try:
-        k = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        k = np.zeros(0)
-    if k.shape != (4,) or not np.all(np.isfinite(k)) or not np.all(k > 0):
-        raise DataError(f"{where}: intrinsics must be four positive numbers [fx, fy, cx, cy], got {value!r}")
-    return k
-
-
-def scale_intrinsics(k: np.ndarray | None, from_wh: tuple[int, int], to_wh: tuple[int, int]) -> np.ndarray | None:
-    """Intrinsics of a ``from_wh`` frame for the same frame resized to ``to_wh`` (width, height).
-
-    Example:
-        >>> scale_intrinsics(np.array([500.0, 500.0, 320.0, 240.0]), (640, 480), (320, 240)).tolist()
-        [250.0, 250.0, 160.0, 120.0]
-    """
-    if k is None or tuple(from_wh) == tuple(to_wh):
-        return k
-    sx, sy = to_wh[0] / from_wh[0], to_wh[1] / from_wh[1]
-    return np.array([k[0] * sx, k[1] * sy, k[2] * sx, k[3] * sy])
+        return np.asarray(geometry.as_intrinsics(value), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: {exc}") from None
 
 
 def pair_by_stem(image_dir: Path, depth_dir: Path, depth_names: Callable[[Path], Iterable[str]],

@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from svde.geometry import backproject, backproject_pixels  # backproject: re-exported
+
 METRIC_NAMES = ("delta1_err", "delta2_err", "delta3_err", "abs_rel", "log10", "rmse")
 
 
@@ -179,35 +181,11 @@ def whdr(pred_logdisp: torch.Tensor, pairs: torch.Tensor) -> float:
     return float(errors.double().mean())
 
 
-def _check_intrinsics(intrinsics: torch.Tensor | list[float]) -> tuple[float, float, float, float]:
-    values = [float(v) for v in torch.as_tensor(intrinsics).flatten().tolist()]
-    if len(values) != 4 or not all(math.isfinite(v) for v in values) or not (values[0] > 0 and values[1] > 0):
-        raise ValueError(f"intrinsics must be four finite numbers [fx, fy, cx, cy] with fx, fy > 0, got {values}")
-    return values[0], values[1], values[2], values[3]
-
-
-def backproject(depth: torch.Tensor, intrinsics: torch.Tensor | list[float]) -> torch.Tensor:
-    """Depth (H, W) -> camera-frame points (H, W, 3) with pinhole ``[fx, fy, cx, cy]`` (pixel units).
-
-    Pixel (v, u) maps to ``((u - cx) * d / fx, (v - cy) * d / fy, d)``.
-
-    Example:
-        >>> backproject(torch.full((1, 2), 2.0), [1.0, 1.0, 0.0, 0.0])[0, 1]
-        tensor([2., 0., 2.])
-    """
-    fx, fy, cx, cy = _check_intrinsics(intrinsics)
-    h, w = depth.shape[-2:]
-    v, u = torch.meshgrid(torch.arange(h, dtype=depth.dtype, device=depth.device),
-                          torch.arange(w, dtype=depth.dtype, device=depth.device), indexing="ij")
-    d = depth.reshape(h, w)
-    return torch.stack(((u - cx) * d / fx, (v - cy) * d / fy, d), dim=-1)
-
-
 def geometry_error(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Tensor,
                    intrinsics: torch.Tensor | list[float], n_pairs: int = 10000, seed: int = 0) -> float:
     """Median relative error of 3D distances between random pairs of valid pixels.
 
-    Both depth maps are back-projected with the same intrinsics (see :func:`backproject`);
+    Both depth maps are back-projected with the same intrinsics (:mod:`svde.geometry`);
     ``n_pairs`` pairs of distinct masked pixels are drawn with a fixed ``seed`` (the same pairs for
     every model on the same image), and the result is
     ``median(|dist_pred - dist_gt| / dist_gt)``. A scale-correct prediction of the right shape
@@ -235,9 +213,7 @@ def geometry_error(pred_depth: torch.Tensor, gt_depth: torch.Tensor, mask: torch
 
 
 def _points(depth: torch.Tensor, intrinsics: torch.Tensor | list[float], flat_idx: torch.Tensor) -> torch.Tensor:
-    """Back-projected points (N, 3) of the pixels ``flat_idx`` only (same rule as :func:`backproject`)."""
-    fx, fy, cx, cy = _check_intrinsics(intrinsics)
+    """Back-projected points (N, 3) of the pixels ``flat_idx`` only (:func:`svde.geometry.backproject_pixels`)."""
     w = depth.shape[-1]
     d = depth.reshape(-1)[flat_idx].double()
-    v, u = (flat_idx // w).double(), (flat_idx % w).double()
-    return torch.stack(((u - cx) * d / fx, (v - cy) * d / fy, d), dim=-1)
+    return backproject_pixels(d, (flat_idx // w).double(), (flat_idx % w).double(), intrinsics)

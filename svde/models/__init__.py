@@ -15,11 +15,13 @@ from svde.models.checkpoint import (
     save_checkpoint,
 )
 from svde.models.encoders import ENCODERS, build_encoder
-from svde.models.fast import InferenceModel, fold_batchnorm, optimize_for_inference
-from svde.models.model import DOMAINS, DepthModel
+from svde.models.fast import InferenceModel, fold_batchnorm, for_inference, optimize_for_inference
+from svde.models.model import DepthModel
+from svde.models.predict import DOMAINS, convert_domain, predict
 from svde.models.pretrained import PretrainedWeightsUnavailable
 from svde.models.registry import MODELS, build_model
 from svde.models.released import RELEASED, ReleasedWeightsInvalid, load_released, released_path
+from svde.models.sharing import from_pretrained, save_pretrained
 
 __all__ = [
     "CheckpointError",
@@ -33,13 +35,18 @@ __all__ = [
     "ReleasedWeightsInvalid",
     "build_encoder",
     "build_model",
+    "convert_domain",
     "convert_official",
     "fold_batchnorm",
+    "for_inference",
+    "from_pretrained",
     "load_model",
     "load_official_checkpoint",
     "load_released",
     "optimize_for_inference",
+    "predict",
     "read_checkpoint",
     "released_path",
     "save_checkpoint",
+    "save_pretrained",
 ]

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from svde.models import pretrained
+import svde.models.pretrained as pretrained
 
 
 class MobileNetV2Encoder(nn.Module):

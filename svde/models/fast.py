@@ -263,7 +263,8 @@ _SNAPSHOTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, InferenceModel]]"
 
 
 def for_inference(model: nn.Module) -> nn.Module:
-    """What prediction runs: an :class:`InferenceModel` as is, a DepthModel's folded snapshot
+    """What prediction runs: an :class:`InferenceModel` as is, a DepthModel's (any module with
+    the input contract: ``stride``, ``mean``, ``std``, ``output_domain``) folded snapshot
     (:func:`optimize_for_inference`, cached until the model's weights change), any other
     module itself in eval mode.
 
@@ -277,12 +278,10 @@ def for_inference(model: nn.Module) -> nn.Module:
         >>> for_inference(model) is for_inference(model)
         True
     """
-    from svde.models.model import DepthModel
-
     if isinstance(model, InferenceModel):
         return model
     inner = getattr(model, "module", model)  # unwrap DDP
-    if not isinstance(inner, DepthModel):
+    if not all(hasattr(inner, name) for name in _CONTRACT[:4]):  # not a DepthModel-like network
         return inner.eval()
     key = _state_key(inner)
     cached = _SNAPSHOTS.get(inner)

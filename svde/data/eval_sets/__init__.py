@@ -41,8 +41,7 @@ from svde.data.eval_sets.nyu import NYU_INTRINSICS, NYUv2LabeledDataset, NYUv2Sy
 from svde.data.eval_sets.sintel import SintelDataset
 from svde.data.eval_sets.tum import TUM_INTRINSICS, TUM_SIZE, TUMH5Dataset, TUMRawDataset, associate_timestamps
 from svde.data.io import SINTEL_CAM_TAG, as_rgb, read_h5, read_kitti_calib, read_sintel_cam
-from svde.data.layout import (EVAL_SPLITS, IMAGE_EXTS, as_intrinsics, check_split, pair_by_stem, parse_list,
-                              scale_intrinsics)
+from svde.data.layout import EVAL_SPLITS, IMAGE_EXTS, as_intrinsics, check_split, pair_by_stem, parse_list
 
 __all__ = [
     "DIWDataset",
@@ -68,5 +67,4 @@ __all__ = [
     "read_h5",
     "read_kitti_calib",
     "read_sintel_cam",
-    "scale_intrinsics",
 ]

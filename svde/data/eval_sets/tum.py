@@ -11,7 +11,8 @@ import numpy as np
 
 from svde.data.base import DataError, DepthDataset
 from svde.data.io import as_rgb, read_depth_any, read_h5, read_image
-from svde.data.layout import EVAL_SPLITS, as_intrinsics, check_split, parse_list, scale_intrinsics
+from svde.data.layout import EVAL_SPLITS, as_intrinsics, check_split, parse_list
+from svde.geometry import scale_intrinsics
 from svde.types import DepthType
 
 # TUM RGB-D published calibration of the three Kinects, 640x480 (vision.in.tum.de, "Intrinsic
@@ -66,7 +67,7 @@ class TUMH5Dataset(DepthDataset):
         if k is None:
             K = read_h5(record, "gt/intrinsic", optional=True)
             if K is None:
-                k = scale_intrinsics(np.array(TUM_INTRINSICS["fr2"]), TUM_SIZE, (image.shape[1], image.shape[0]))
+                k = np.array(scale_intrinsics(TUM_INTRINSICS["fr2"], TUM_SIZE[::-1], image.shape[:2]))
             else:
                 K = np.asarray(K, dtype=np.float64)
                 if K.shape != (3, 3):

@@ -1,0 +1,99 @@
+"""From an image to depth: the one prediction path (API, scripts, ``DepthModel.infer_image``).
+
+:func:`predict` takes an RGB image of any size, prepares it with the model's own input
+contract (:mod:`svde.preprocess`: the evaluator's exact resizing and normalisation, so a
+prediction reproduces an evaluated one to the pixel), runs the fast inference snapshot
+(:func:`svde.models.fast.for_inference`, cached until the weights change) and resizes the
+log-disparity back to the input size. :func:`convert_domain` turns it into disparity, depth or
+log-depth; for the scale-invariant (UTS) models depth and disparity are known up to one
+unknown scale (log domains up to a shift).
+
+Example:
+    >>> import numpy as np
+    >>> from svde.models import build_model
+    >>> log_disp = predict(build_model("mn_lrn4"), np.zeros((50, 70, 3), np.uint8))
+    >>> log_disp.shape, convert_domain(log_disp, "depth").dtype
+    ((50, 70), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from svde.errors import RunFailed, UnknownName, UserError
+from svde.models.fast import for_inference
+from svde.preprocess import network_size, prepare_input
+
+# What a prediction can be returned as; the network itself predicts log-disparity.
+DOMAINS = ("log_disparity", "disparity", "depth", "log_depth")
+
+
+class NonFiniteOutput(RunFailed, FloatingPointError):
+    """The network or a domain conversion produced NaN or infinite values."""
+
+
+@torch.no_grad()
+def predict(model: nn.Module, rgb: np.ndarray, short_side: int | None = None,
+            device: str | torch.device | None = None) -> np.ndarray:
+    """Log-disparity, float32 (H, W), for an RGB image of any size (uint8, or float in [0, 1]).
+
+    Args:
+        model: a :class:`~svde.models.DepthModel` (run as its cached BatchNorm-folded snapshot)
+            or any module mapping (1, 3, h, w) -> (1, 1, h, w) log-disparity.
+        rgb: (H, W, 3) RGB.
+        short_side: rescale so the shorter side has this length before rounding to multiples
+            of 32, as the evaluation does (384); ``None``: the native size, rounded.
+        device: defaults to the model's device.
+
+    The output is upsampled in the log-disparity domain, as the authors' UTS evaluation does
+    (SamsungLabs/geometry-preserving-de ``metrics/logdisp_metrics.py``), so the result equals
+    what svde's UTS evaluation scores for the same image.
+
+    Example:
+        >>> from svde.models import build_model
+        >>> predict(build_model("mn_lrn4"), np.zeros((50, 70, 3), np.uint8)).shape
+        (50, 70)
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        what = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise UserError(f"expected an RGB numpy array of shape (H, W, 3), uint8 or float in [0, 1]; got {what}")
+    net = for_inference(model)
+    if device is None:
+        ref = next(net.parameters(), None)
+        device = ref.device if ref is not None else torch.device("cpu")
+    height, width = rgb.shape[:2]
+    x = prepare_input(rgb, size=network_size(height, width, short_side)).to(device)
+    out = net(x)
+    out = F.interpolate(out.float(), size=(height, width), mode="bilinear", align_corners=False)
+    out = out[0, 0].cpu().numpy().astype(np.float32)
+    if not np.isfinite(out).all():
+        raise NonFiniteOutput(f"{getattr(model, 'name', '') or 'the network'} produced {int((~np.isfinite(out)).sum())} "
+                              f"non-finite values "
+                              f"for a {width}x{height} image; the weights are probably broken")
+    return out
+
+
+def convert_domain(log_disparity: np.ndarray, domain: str) -> np.ndarray:
+    """Convert the network's log-disparity to ``domain`` (one of :data:`DOMAINS`).
+
+    disparity = exp(log-disparity); depth = 1 / disparity; log-depth = -log-disparity. For UTS
+    models depth and disparity are known only up to a scale factor.
+
+    Example:
+        >>> convert_domain(np.log(np.array([0.5, 2.0], np.float32)), "depth")
+        array([2. , 0.5], dtype=float32)
+    """
+    domain = str(domain).replace("-", "_")  # log-depth spellings, as the authors' --domain
+    if domain not in DOMAINS:
+        raise UnknownName(f"unknown output domain {domain!r}; valid domains: {', '.join(DOMAINS)}")
+    x = np.asarray(log_disparity, dtype=np.float64)
+    sign = -1.0 if domain in ("depth", "log_depth") else 1.0
+    with np.errstate(over="ignore"):  # overflow is reported below, with the range that caused it
+        out = (np.exp(sign * x) if domain in ("disparity", "depth") else sign * x).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise NonFiniteOutput(f"{domain}: {int((~np.isfinite(out)).sum())} values overflow float32 "
+                              f"(log-disparity range {x.min():.3g}..{x.max():.3g}); use a log domain")
+    return out
