@@ -116,8 +116,8 @@ class TrainConfig:
     image_every: int = 100
     checkpoint_every: int = 100
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
-    # Divergence: the run stops when the loss stays above diverge_factor x its running level
-    # (the lowest exponential moving average so far) for diverge_patience steps in a row.
+    # Divergence: the run stops when the loss is above diverge_factor x its running level (the
+    # lowest exponential moving average so far) in diverge_patience of the last 2 x patience steps.
     diverge_factor: float | None = 100.0  # null = off
     diverge_patience: int = 10
     ddp_timeout_s: float = 300.0  # process-group timeout: a frozen peer stops the others after this
@@ -480,7 +480,7 @@ def build_config(raw: Mapping[str, Any] | None = None, overrides: Sequence[str] 
         >>> build_config({"train": {"steps": 3}}, ["optim.lr=0.01"]).optim.lr
         0.01
     """
-    data = merge({}, raw or {})
+    data = copy.deepcopy(dict(raw or {}))  # overrides edit nested dicts in place: never the caller's
     for override in overrides:
         data = apply_override(data, override)
     return validate(from_dict(Config, data))

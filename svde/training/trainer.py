@@ -239,43 +239,51 @@ def seed_everything(seed: int) -> None:
 
 
 class DivergenceMonitor:
-    """Flags a run whose loss stays far above its running level.
+    """Flags a run whose loss keeps jumping far above its running level.
 
     The level is an exponential moving average of the loss (``beta``); the reference is the
-    lowest level seen so far. A step whose loss exceeds ``factor`` x the reference is a strike;
-    ``patience`` strikes in a row mean the run diverged. ``factor=None`` turns it off.
+    lowest level seen so far. A step whose loss exceeds ``factor`` x the reference is a strike.
+    The run has diverged when ``patience`` of the last ``2 * patience`` steps are strikes: a
+    lone outlier batch is tolerated, a diverged model is caught even when some batches (e.g.
+    UTSS ones, whose scale-and-shift-invariant loss stays bounded) still look fine.
+    ``factor=None`` turns it off.
 
     Example:
         >>> m = DivergenceMonitor(factor=10.0, patience=2)
-        >>> [m.update(x) for x in (1.0, 0.9, 50.0, 60.0)]
-        [False, False, False, True]
+        >>> [m.update(x) for x in (1.0, 0.9, 50.0, 1.0, 60.0)]
+        [False, False, False, False, True]
     """
 
     def __init__(self, factor: float | None, patience: int, beta: float = 0.9) -> None:
         self.factor, self.patience, self.beta = factor, patience, beta
         self.level: float | None = None
         self.floor = math.inf
-        self.strikes = 0
+        self.recent: list[bool] = []  # strike or not, for the last 2 * patience steps
 
     def update(self, loss: float) -> bool:
         """Record one step's (finite) loss; True when the run has diverged."""
         if self.factor is None:
             return False
-        self.strikes = self.strikes + 1 if loss > self.factor * self.floor else 0
+        self.recent = [*self.recent, loss > self.factor * self.floor][-2 * self.patience:]
         self.level = loss if self.level is None else self.beta * self.level + (1 - self.beta) * loss
         self.floor = min(self.floor, self.level)
         return self.strikes >= self.patience
 
     @property
+    def strikes(self) -> int:
+        """Steps among the last ``2 * patience`` whose loss was far above the running level."""
+        return sum(self.recent)
+
+    @property
     def suspicious(self) -> bool:
-        """True while the latest losses are far above the running level."""
+        """True while a recent loss was far above the running level (the weights may be diverging)."""
         return self.strikes > 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "floor": self.floor, "strikes": self.strikes}
+        return {"level": self.level, "floor": self.floor, "recent": list(self.recent)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.level, self.floor, self.strikes = state["level"], state["floor"], state["strikes"]
+        self.level, self.floor, self.recent = state["level"], state["floor"], list(state["recent"])
 
 
 def batchnorm_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -478,8 +486,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
             return "Last good checkpoint: none (the run has not written one yet)"
         return f"Last good checkpoint: {last_path} (step {saved_step})"
 
-    advice = ("Try a lower optim.lr, optim.grad_clip, train.amp=none, or check the data for broken depth maps; "
-              "resume from the last good checkpoint with --resume (e.g. with a lower lr in a new run).")
+    advice = ("Try a lower optim.lr, optim.grad_clip or train.amp=none in a new run (--out), or check the data "
+              "for broken depth maps.")
 
     logger = None
     if ctx.is_main:
@@ -621,8 +629,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
                                                                         pred.detach().float().cpu(), batch["depth_type"]))
             if diverged:
                 raise TrainingError(
-                    f"step {step}: the loss ({loss_v:.3g}) stayed above {tcfg.diverge_factor:g} x its running level "
-                    f"({monitor.floor:.3g}) for {tcfg.diverge_patience} steps: the run diverged. {last_good()}. "
+                    f"step {step}: the loss ({loss_v:.3g}) was above {tcfg.diverge_factor:g} x its running level "
+                    f"({monitor.floor:.3g}) in {monitor.strikes} of the last {len(monitor.recent)} steps: the run "
+                    f"diverged. {last_good()}. "
                     f"{advice} (train.diverge_factor / train.diverge_patience set this check)")
 
             save_last = step % tcfg.checkpoint_every == 0 or step == tcfg.steps
