@@ -373,7 +373,7 @@ def validate(cfg: Config) -> Config:
     problems += [f"{where} must be a finite number, got {value}" for where, value in _floats(cfg.to_dict())
                  if not math.isfinite(value)]
     if not (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0):
-        problems.append(f"optim.lr must be finite and > 0, got {cfg.optim.lr}")
+        problems.append(f"optim.lr must be > 0 and finite, got {cfg.optim.lr}")
     if not cfg.optim.weight_decay >= 0:
         problems.append(f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
     if cfg.optim.grad_clip is not None and not cfg.optim.grad_clip > 0:

@@ -62,7 +62,7 @@ def test_yaml_exponent_without_dot_reads_as_float(tmp_path):
     ({"data": {"train": [{"convert": "metric"}]}}, "data.train.0.convert"),
     # issue 13: every value checked before the first step, not at the end of the run
     ({"optim": {"lr": float("inf")}}, "optim.lr must be a finite number, got inf"),
-    ({"optim": {"lr": 0}}, "optim.lr must be finite and > 0"),
+    ({"optim": {"lr": 0}}, "optim.lr must be > 0 and finite"),
     ({"optim": {"weight_decay": -0.1}}, "optim.weight_decay must be >= 0"),
     ({"loss": {"si_weight": float("nan")}}, "loss.si_weight must be a finite number"),
     ({"val": {"max_images": 0}}, "val.max_images must be null (all) or >= 1, got 0"),

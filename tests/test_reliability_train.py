@@ -256,6 +256,13 @@ def test_tensorboard_and_metrics_keep_the_resumed_step(tmp_path):
     assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 1.0), (2, 2.0), (3, 30.0)]
 
 
+def test_a_broken_metrics_line_before_the_last_is_named(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(svde.errors.UserError, match=r"metrics\.jsonl:2: not a JSON line"):
+        RunLogger(tmp_path, resume_step=2)
+    assert (tmp_path / "metrics.jsonl").read_text().count("step") == 2  # left as it was
+
+
 # ---- 3. everything validated before the first step ---------------------------------------------
 def test_a_bad_val_metric_fails_before_the_first_step(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"

@@ -19,6 +19,7 @@ import torch
 
 from svde.atomic import read_jsonl, write_text
 from svde.data import denormalize_image
+from svde.errors import UserError
 from svde.inference import colorize
 
 
@@ -56,7 +57,11 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.tb_dir = self.run_dir / "tb"
-        kept = [] if resume_step is None else [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= resume_step]
+        try:
+            old = [] if resume_step is None else read_jsonl(self.metrics_path)
+        except ValueError as exc:  # a broken line before the last: not a kill mid-append
+            raise UserError(f"{exc}; fix or delete that line to resume") from None
+        kept = [r for r in old if r.get("step", 0) <= resume_step]
         if kept or self.metrics_path.exists():
             write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.metrics_path.open("a", buffering=1)  # line-buffered: readable while training

@@ -411,6 +411,10 @@ def _open_run(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dic
         if last_path.is_file():
             ckpt = read_checkpoint(last_path)
             check_resume_config(cfg, ckpt.get("config"), last_path)
+            bad = nonfinite_tensors({k: ckpt.get(k) for k in ("model", "optimizer")})
+            if bad:  # written before svde refused such files
+                raise TrainingError(f"{last_path} holds {len(bad)} tensor(s) with NaN/inf (e.g. {', '.join(bad[:3])}): "
+                                    "it cannot be resumed; start a new run")
         elif (run_dir / "config.yaml").is_file() or (run_dir / "metrics.jsonl").is_file():
             log.warning("%s has no %s yet (the run stopped before its first checkpoint): starting it over "
                         "from step 0", run_dir, last_path.name)
