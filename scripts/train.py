@@ -1,5 +1,13 @@
 """Train a depth model: ``python scripts/train.py --config FILE [--out RUN_DIR] [--resume RUN_DIR] [key.sub=value ...]``.
 
+A resumed run continues with the config stored in its last.pt (config.yaml is a copy for
+reading); overrides may change only what does not alter the trained state (train.steps,
+logging and checkpoint cadence, device, ...: svde.training.trainer.RESUME_SAFE).
+
+Bad input (a config key or value, a missing file, an unusable device or run folder) prints one
+``error:`` line and exits 2; a run that cannot learn (diverged, non-finite) exits 1 and names
+its last good checkpoint. ``--debug`` shows tracebacks.
+
 Examples:
     python scripts/train.py --config configs/quickstart.yaml
     python scripts/train.py --config configs/paper/b0_lrn4.yaml data.num_workers=8 train.amp=bf16
@@ -21,8 +29,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at im
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="YAML config (may name base: files); "
-                        "with --resume, defaults to the run folder's config.yaml")
+    parser.add_argument("--config", type=Path, help="YAML config (may name base: files); with --resume, "
+                        "defaults to the config stored in the run's last.pt, and must agree with it")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<config name>-<timestamp>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied last")
@@ -36,28 +44,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone, uninstalled
-    from svde.config import ConfigError, load_config
-    from svde.data import DataError
-    from svde.training import TrainingError, train
+    from svde.config import load_config
+    from svde.training import resume_config, train
 
-    try:
-        config = args.config if args.config is not None else args.resume / "config.yaml"
-        cfg = load_config(config, args.overrides)
-        if args.resume is not None:
-            run_dir = args.resume
-        elif args.out is not None:
-            run_dir = args.out
-        else:
-            run_dir = Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        summary = train(cfg, run_dir, resume=args.resume is not None)
-    except (ConfigError, DataError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+    if args.resume is not None:
+        cfg = resume_config(args.resume, args.overrides, config=args.config)
+        run_dir = args.resume
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = args.out if args.out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = train(cfg, run_dir, resume=args.resume is not None)
     if int(os.environ.get("RANK", "0")) == 0:
         val = summary["val"]
-        if "first" in val and "last" in val:
-            metric = cfg.val.metric
+        metric = cfg.val.metric
+        if all(isinstance(val.get(k, {}).get(metric), (int, float)) for k in ("first", "last")):
             print(f"validation {metric}: {val['first'][metric]:.4f} at step {val['first']['step']} -> "
                   f"{val['last'][metric]:.4f} at step {val['last']['step']}")
         print(f"run folder:  {summary['run_dir']}")
@@ -67,4 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone, uninstalled
+    from svde.cli.common import run_main
+
+    sys.exit(run_main(main))

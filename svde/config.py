@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -114,6 +116,11 @@ class TrainConfig:
     image_every: int = 100
     checkpoint_every: int = 100
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
+    # Divergence: the run stops when the loss is above diverge_factor x its running level (the
+    # lowest exponential moving average so far) in diverge_patience of the last 2 x patience steps.
+    diverge_factor: float | None = 100.0  # null = off
+    diverge_patience: int = 10
+    ddp_timeout_s: float = 300.0  # process-group timeout: a frozen peer stops the others after this
 
 
 @dataclass
@@ -126,7 +133,7 @@ class ValConfig:
     short_side: int | None = None  # input resolution override (the protocol's 384 is slow on CPU)
     batch_size: int = 8
     max_images: int | None = None
-    metric: str = "delta1_err"  # key of the "uts" results; lower is better
+    metric: str = "delta1_err"  # key of the "uts" results (svde.evaluation.METRIC_NAMES ...); lower is better
 
 
 @dataclass
@@ -363,15 +370,107 @@ def validate(cfg: Config) -> Config:
     if cfg.optim.warmup_steps < 0 or not 0 <= cfg.optim.min_lr_ratio <= 1:
         problems.append(f"optim.warmup_steps must be >= 0 and optim.min_lr_ratio in [0, 1], got "
                         f"{cfg.optim.warmup_steps} and {cfg.optim.min_lr_ratio}")
-    if not cfg.optim.lr > 0:
-        problems.append(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    problems += [f"{where} must be a finite number, got {value}" for where, value in _floats(cfg.to_dict())
+                 if not math.isfinite(value)]
+    if not (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0):
+        problems.append(f"optim.lr must be > 0 and finite, got {cfg.optim.lr}")
+    if not cfg.optim.weight_decay >= 0:
+        problems.append(f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
     if cfg.optim.grad_clip is not None and not cfg.optim.grad_clip > 0:
         problems.append(f"optim.grad_clip must be null or > 0, got {cfg.optim.grad_clip}")
     if cfg.val.every < 0:
         problems.append(f"val.every must be >= 0 (0 = off), got {cfg.val.every}")
+    problems += _check_ranges(cfg) + _check_val(cfg)
+    for where, entry in entries:
+        problems += _check_dataset_options(where, entry)
+    reported: set[str] = set()  # one problem per key (a NaN fails both "finite" and its range)
+    problems = [p for p in problems if not (p.split(" ", 1)[0] in reported or reported.add(p.split(" ", 1)[0]))]
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def _floats(data: Any, where: str = "") -> list[tuple[str, float]]:
+    """Every float in a nested config dict, with its dotted key."""
+    if isinstance(data, float):
+        return [(where, data)]
+    if isinstance(data, Mapping):
+        return [f for key, value in data.items() for f in _floats(value, f"{where}.{key}" if where else str(key))]
+    if isinstance(data, list):
+        return [f for i, value in enumerate(data) for f in _floats(value, f"{where}.{i}")]
+    return []
+
+
+def _check_ranges(cfg: Config) -> list[str]:
+    from svde.training.distributed import DEVICE_NAMES, valid_device_name
+
+    t, problems = cfg.train, []
+    if not valid_device_name(t.device):
+        problems.append(f"train.device must be one of {DEVICE_NAMES}, got {t.device!r}")
+    for where, value in (("train.seed", t.seed), ("train.image_every", t.image_every)):
+        if value < 0:
+            problems.append(f"{where} must be >= 0, got {value}")
+    if not t.ddp_timeout_s > 0:
+        problems.append(f"train.ddp_timeout_s must be > 0 (seconds), got {t.ddp_timeout_s}")
+    if t.diverge_factor is not None and not t.diverge_factor > 1:
+        problems.append(f"train.diverge_factor must be null (off) or > 1, got {t.diverge_factor}")
+    if t.diverge_patience < 1:
+        problems.append(f"train.diverge_patience must be >= 1, got {t.diverge_patience}")
+    return problems
+
+
+def _check_val(cfg: Config) -> list[str]:
+    """Validation settings: image count, resolution, protocol and metric names."""
+    from svde.evaluation import DATASET_PROTOCOLS, METRIC_NAMES, PROTOCOLS
+
+    v, problems = cfg.val, []
+    if v.max_images is not None and v.max_images < 1:
+        problems.append(f"val.max_images must be null (all) or >= 1, got {v.max_images}")
+    if v.short_side is not None and v.short_side < 32:
+        problems.append(f"val.short_side must be null or >= 32 (the encoder stride), got {v.short_side}")
+    known = {**{name: name for name in PROTOCOLS}, **DATASET_PROTOCOLS}
+    protocol = None
+    if v.protocol is not None:
+        if v.protocol not in known:
+            close = difflib.get_close_matches(v.protocol, list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"val.protocol {v.protocol!r} is not a protocol{hint}; valid: {', '.join(PROTOCOLS)} "
+                            f"or a dataset name ({', '.join(DATASET_PROTOCOLS)})")
+        else:
+            protocol = PROTOCOLS[known[v.protocol]]
+    elif v.dataset is not None and v.every:
+        if v.dataset.name in known:
+            protocol = PROTOCOLS[known[v.dataset.name]]
+        else:
+            problems.append(f"val.dataset.name {v.dataset.name!r} has no evaluation protocol of its own: set "
+                            f"val.protocol to one of {', '.join(PROTOCOLS)}")
+    metrics = ("whdr",) if protocol is not None and protocol.ordinal else (*METRIC_NAMES, "geometry_err")
+    valid = metrics if protocol is not None else (*METRIC_NAMES, "geometry_err", "whdr")
+    if v.metric not in valid:
+        close = difflib.get_close_matches(v.metric, list(valid), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(f"val.metric {v.metric!r} is not a validation metric{hint}; valid: {', '.join(valid)}")
+    return problems
+
+
+def _check_dataset_options(where: str, entry: DatasetEntry) -> list[str]:
+    """``options`` keys that the dataset class does not take (a misspelling gets a did-you-mean)."""
+    from svde.data.registry import DATASETS, dataset_class
+
+    if entry.name not in DATASETS:
+        return []  # reported with the names
+    params = inspect.signature(dataset_class(entry.name).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    valid = [n for n in params if n not in ("self", "root", "split", "transform")]
+    problems = []
+    for key in entry.options:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{where}.options.{key}: dataset {entry.name!r} has no option {key!r}{hint}; "
+                            f"valid options: {', '.join(valid) or 'none'}")
+    return problems
 
 
 def build_config(raw: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -381,7 +480,7 @@ def build_config(raw: Mapping[str, Any] | None = None, overrides: Sequence[str] 
         >>> build_config({"train": {"steps": 3}}, ["optim.lr=0.01"]).optim.lr
         0.01
     """
-    data = merge({}, raw or {})
+    data = copy.deepcopy(dict(raw or {}))  # overrides edit nested dicts in place: never the caller's
     for override in overrides:
         data = apply_override(data, override)
     return validate(from_dict(Config, data))

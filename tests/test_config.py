@@ -60,11 +60,46 @@ def test_yaml_exponent_without_dot_reads_as_float(tmp_path):
     ({"loss": {"si_weight": 0, "ssi_weight": 0}}, "not both 0"),
     ({"train": {"amp": "fp8"}}, "train.amp must be one of"),
     ({"data": {"train": [{"convert": "metric"}]}}, "data.train.0.convert"),
+    # issue 13: every value checked before the first step, not at the end of the run
+    ({"optim": {"lr": float("inf")}}, "optim.lr must be a finite number, got inf"),
+    ({"optim": {"lr": 0}}, "optim.lr must be > 0 and finite"),
+    ({"optim": {"weight_decay": -0.1}}, "optim.weight_decay must be >= 0"),
+    ({"loss": {"si_weight": float("nan")}}, "loss.si_weight must be a finite number"),
+    ({"val": {"max_images": 0}}, "val.max_images must be null (all) or >= 1, got 0"),
+    ({"val": {"metric": "foo"}}, "val.metric 'foo' is not a validation metric; valid: delta1_err"),
+    ({"val": {"metric": "delta1"}}, "(did you mean 'delta1_err'?)"),
+    ({"val": {"protocol": "nyuu"}}, "val.protocol 'nyuu' is not a protocol (did you mean 'nyu'?)"),
+    ({"val": {"dataset": {"name": "diw"}}}, "val.metric 'delta1_err' is not a validation metric; valid: whdr"),
+    ({"val": {"dataset": {"name": "redweb"}}}, "val.dataset.name 'redweb' has no evaluation protocol"),
+    ({"val": {"short_side": 8}}, "val.short_side must be null or >= 32"),
+    ({"train": {"device": "tpu"}}, "train.device must be one of auto, cpu, cuda, cuda:N, got 'tpu'"),
+    ({"data": {"train": [{"options": {"lenght": 3}}]}},
+     "data.train.0.options.lenght: dataset 'synthetic' has no option 'lenght' (did you mean 'length'?)"),
+    ({"val": {"dataset": {"name": "synthetic", "options": {"depth_typ": "uts"}}}}, "val.dataset.options.depth_typ"),
+    ({"train": {"ddp_timeout_s": 0}}, "train.ddp_timeout_s must be > 0"),
+    ({"train": {"diverge_factor": 1.0}}, "train.diverge_factor must be null (off) or > 1"),
+    ({"train": {"diverge_patience": 0}}, "train.diverge_patience must be >= 1"),
+    ({"train": {"seed": -1}}, "train.seed must be >= 0"),
 ])
 def test_bad_keys_and_values_are_named(raw, needle):
     with pytest.raises(ConfigError) as err:
         build_config(raw)
     assert needle in str(err.value)
+
+
+def test_one_message_per_key_and_valid_values_pass():
+    with pytest.raises(ConfigError) as err:
+        build_config({"optim": {"lr": float("nan")}})
+    assert str(err.value).count("optim.lr") == 1
+    cfg = build_config({"val": {"metric": "abs_rel", "protocol": "nyu", "max_images": 1},
+                        "train": {"device": "cuda:1", "diverge_factor": None}})
+    assert cfg.val.metric == "abs_rel" and cfg.train.diverge_factor is None  # names only: no CUDA needed here
+
+
+def test_build_config_leaves_its_input_untouched():
+    raw = {"model": {"name": "mn_lrn4"}}
+    build_config(raw, ["model.name=b0_lrn4"])
+    assert raw == {"model": {"name": "mn_lrn4"}}
 
 
 def test_unknown_key_error_lists_valid_keys():

@@ -8,17 +8,18 @@ script can rebuild the network from the file alone (:func:`load_model`).
 from __future__ import annotations
 
 import os
+import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from svde.atomic import atomic_path
+from svde.errors import RunFailed, UserError
 from svde.models.model import DepthModel
 from svde.models.registry import MODELS, build_model
-from svde.errors import UserError
 
 FORMAT = "svde"
 VERSION = 1
@@ -33,18 +34,64 @@ class CheckpointError(UserError):
     """A checkpoint file cannot be read or does not fit the requested model."""
 
 
+class NonFiniteStateError(RunFailed):
+    """Refused to save a checkpoint: some of its tensors hold NaN or inf (the run diverged)."""
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path, self.names = path, names
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        super().__init__(f"refused to write {path}: {len(names)} tensor(s) hold NaN/inf ({shown})")
+
+
+def nonfinite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in ``obj`` (nested dicts/lists) holding NaN or inf.
+
+    Example:
+        >>> nonfinite_tensors({"model": {"w": torch.ones(2), "b": torch.tensor([float("nan")])}, "step": 3})
+        ['model.b']
+    """
+    if isinstance(obj, torch.Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and not bool(torch.isfinite(obj).all()):
+            return [prefix or "<tensor>"]
+        return []
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return []
+    return [name for key, value in items for name in nonfinite_tensors(value, f"{prefix}.{key}" if prefix else str(key))]
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """What torch's weights-only unpickler refused, without its advice to turn the safety off."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = [line for line in lines if line.startswith(("Trying to load", "Unsupported"))]
+    return detail[0].rstrip(".") if detail else "unsupported pickle content"
+
+
 def _read(path_or_state: str | os.PathLike | Mapping[str, Any], what: str) -> tuple[Mapping[str, Any], str]:
     if isinstance(path_or_state, Mapping):
         return path_or_state, "<state dict>"
     path = Path(path_or_state)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} is not a file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated/corrupt files
+    except pickle.UnpicklingError as exc:
+        # A pickle of arbitrary Python objects (possibly malicious, possibly a foreign format):
+        # never loaded, and never the advice to load it unsafely that torch's message carries.
         raise CheckpointError(
-            f"cannot read {what} {path} ({path.stat().st_size} bytes): truncated or not a PyTorch file ({exc})"
-        ) from exc
+            f"{what} {path} is not a safe checkpoint (it holds Python objects that weights_only loading "
+            f"refuses: {_unpickling_reason(exc)}); only files of tensors and plain values are read") from None
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        text = str(exc).strip()
+        first = text.split(". ")[0].splitlines()[0][:160] if text else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read {what} {path} ({path.stat().st_size} bytes): truncated or not a PyTorch file ({first})"
+        ) from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{what} {path} holds a {type(obj).__name__}, expected a dict of tensors")
     return obj, str(path)
@@ -143,22 +190,20 @@ def load_official_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str
 def save_checkpoint(path: str | os.PathLike, model: DepthModel, config: Mapping[str, Any] | None = None, **extra: Any) -> Path:
     """Write ``model`` (and the resolved config, training state in ``extra``) atomically.
 
-    The file is written to a temporary name in the same folder and renamed, so a crash never
-    leaves a half-written checkpoint behind.
+    Every floating-point tensor written (weights, BatchNorm statistics, optimiser state, ...) is
+    checked first: if any holds NaN or inf, nothing is written and :class:`NonFiniteStateError`
+    names them. The file goes through :func:`svde.atomic.atomic_path` (temporary in the same
+    folder, fsync, rename), so a crash never leaves a half-written checkpoint behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
     payload = {"format": FORMAT, "version": VERSION, "model_name": model.name, "model": model.state_dict(),
                "config": dict(config) if config is not None else None, **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    bad = nonfinite_tensors(payload)
+    if bad:
+        raise NonFiniteStateError(path, bad)
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -7,6 +7,7 @@ Example:
 """
 
 from svde.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
-from svde.training.trainer import TrainingError, train
+from svde.training.trainer import RESUME_SAFE, TrainingError, resume_config, train
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainingError", "build_optimizer", "build_scheduler", "train"]
+__all__ = ["OPTIMIZERS", "RESUME_SAFE", "SCHEDULES", "TrainingError", "build_optimizer", "build_scheduler",
+           "resume_config", "train"]

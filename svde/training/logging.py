@@ -17,7 +17,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from svde.atomic import read_jsonl, write_text
 from svde.data import denormalize_image
+from svde.errors import UserError
 from svde.inference import colorize
 
 
@@ -42,8 +44,11 @@ def depth_grid(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
 class RunLogger:
     """Appends JSON lines to ``run_dir/metrics.jsonl`` and writes TensorBoard events to ``run_dir/tb``.
 
-    ``resume_step`` drops records (JSON lines and TensorBoard events) written after that step
-    by an interrupted run, so a resumed run's logs read as one run.
+    ``resume_step`` keeps the records (JSON lines and TensorBoard events) up to and including
+    that step and drops those an interrupted run wrote after it, so a resumed run's logs read as
+    one run. Without it the run starts over: earlier records in the folder (a run killed before
+    its first checkpoint) are dropped. The kept lines are rewritten atomically (a kill leaves the
+    old file or the new one), and a torn last line (a kill mid-append) is dropped.
     """
 
     def __init__(self, run_dir: str | Path, resume_step: int | None = None) -> None:
@@ -52,12 +57,16 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.tb_dir = self.run_dir / "tb"
-        if resume_step is not None and self.metrics_path.exists():
-            kept = [line for line in self.metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        try:
+            old = [] if resume_step is None else read_jsonl(self.metrics_path)
+        except ValueError as exc:  # a broken line before the last: not a kill mid-append
+            raise UserError(f"{exc}; fix or delete that line to resume") from None
+        kept = [r for r in old if r.get("step", 0) <= resume_step]
+        if kept or self.metrics_path.exists():
+            write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.metrics_path.open("a", buffering=1)  # line-buffered: readable while training
-        self.writer = SummaryWriter(str(self.tb_dir), purge_step=resume_step)
+        # TensorBoard hides earlier events at steps >= purge_step: the resumed step itself stays.
+        self.writer = SummaryWriter(str(self.tb_dir), purge_step=0 if resume_step is None else resume_step + 1)
 
     def record(self, step: int, values: Mapping[str, Any], prefix: str = "") -> None:
         """One JSON line ``{"step": step, **values}`` plus a TensorBoard scalar per number."""
