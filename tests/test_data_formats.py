@@ -146,7 +146,9 @@ def test_tum_h5_subset(tmp_path, as_float):
     np.testing.assert_array_equal(s["target"][0].numpy()[m], depth[m])
     assert m.sum() == 46
     fx, fy, cx, cy = TUM_INTRINSICS["fr2"]
-    assert s["meta"]["intrinsics"].tolist() == pytest.approx([fx * 8 / 640, fy * 6 / 480, cx * 8 / 640, cy * 6 / 480])
+    # scaled with pixel centres kept (svde.geometry.scale_intrinsics): cx' = (cx + 0.5) * s - 0.5
+    assert s["meta"]["intrinsics"].tolist() == pytest.approx([fx * 8 / 640, fy * 6 / 480, (cx + 0.5) * 8 / 640 - 0.5,
+                                                              (cy + 0.5) * 6 / 480 - 0.5])
 
 
 def test_tum_h5_missing_key_names_file_and_key(tmp_path):

@@ -91,7 +91,7 @@ def test_tum_h5_float_image_and_own_intrinsics(tmp_path):
         del f["gt/intrinsic"]
     fx, fy, cx, cy = TUM_INTRINSICS["fr2"]
     assert build_dataset("tum", tmp_path)[0]["meta"]["intrinsics"].tolist() == pytest.approx(
-        [fx * w / 640, fy * h / 480, cx * w / 640, cy * h / 480])
+        [fx * w / 640, fy * h / 480, (cx + 0.5) * w / 640 - 0.5, (cy + 0.5) * h / 480 - 0.5])  # pixel centres kept
 
 
 def test_tum_h5_bad_intrinsic_names_file_and_key(tmp_path):

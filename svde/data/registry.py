@@ -6,7 +6,9 @@ dependencies (h5py, scipy, ...).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import os
 from typing import Any
 
@@ -51,3 +53,37 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str |
         ['depth_type', 'image', 'mask', 'meta', 'target']
     """
     return dataset_class(name)(root=root, split=split, **options)
+
+
+# constructor arguments that are not dataset options (set from an entry's own keys)
+NOT_OPTIONS = ("self", "root", "split", "transform")
+
+
+def option_problems(name: str, options: Any, where: str) -> list[str]:
+    """What is wrong with a dataset entry's ``name`` and ``options`` (empty: nothing).
+
+    Every option must be an argument of the dataset's class; a misspelt one is named with a
+    did-you-mean. One check for the training config, the eval config and the PoC.
+
+    Example:
+        >>> option_problems("synthetic", {"lenght": 4}, "val.dataset")
+        ["val.dataset.options.lenght: dataset 'synthetic' has no option 'lenght' (did you mean 'length'?); valid options: length, height, width, seed, depth_type"]
+    """
+    if name not in DATASETS:
+        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return [f"{where}.name: unknown dataset {name!r}{hint}; valid datasets: {', '.join(DATASETS)}"]
+    if not isinstance(options, dict):
+        return [f"{where}.options: expected a mapping of option -> value, got {options!r}"]
+    params = inspect.signature(dataset_class(name).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    valid = [n for n in params if n not in NOT_OPTIONS]
+    problems = []
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{where}.options.{key}: dataset {name!r} has no option {key!r}{hint}; "
+                            f"valid options: {', '.join(valid) or 'none'}")
+    return problems

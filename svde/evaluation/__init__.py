@@ -6,6 +6,7 @@ Example:
     72.0
 """
 
+from svde.evaluation.entry import EvalEntry, evaluate_entry
 from svde.evaluation.evaluator import MODES, aggregate, evaluate_model, evaluate_prediction
 from svde.evaluation.metrics import (
     METRIC_NAMES,
@@ -29,6 +30,7 @@ from svde.evaluation.report import format_table, write_results
 
 __all__ = [
     "DATASET_PROTOCOLS",
+    "EvalEntry",
     "METRIC_NAMES",
     "MIN_VALID_PIXELS",
     "MODES",
@@ -41,6 +43,7 @@ __all__ = [
     "align_median_log",
     "backproject",
     "depth_metrics",
+    "evaluate_entry",
     "evaluate_model",
     "evaluate_prediction",
     "format_table",
