@@ -36,9 +36,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from svde.types import DENSE, SCALE_INVARIANT, DepthType
+
 # Per-sample depth types each term applies to (see the sample contract, svde.data.base).
-SI_TYPES = ("absolute", "uts")
-SSI_TYPES = ("absolute", "uts", "utss")
+SI_TYPES = tuple(t.value for t in SCALE_INVARIANT)  # eq. 5: L_SI applies to these
+SSI_TYPES = tuple(t.value for t in DENSE)  # L_SSI applies to every dense type
 
 # Placed in masked-out slots before sorting: residuals are scaled into [-1, 1] first, so any
 # value above 1 sorts after every valid residual (finite, so no inf * 0 anywhere).
@@ -231,7 +233,7 @@ def _check_depth_types(depth_types: Sequence[str], batch: int) -> list[str]:
     if len(types) != batch:
         raise ValueError(f"mixture_loss: got {len(types)} depth_types for a batch of {batch}")
     for i, kind in enumerate(types):
-        if kind == "ordinal":
+        if kind == DepthType.ORDINAL:
             raise ValueError(f"mixture_loss: sample {i} has depth_type 'ordinal', which has no dense "
                              f"target for the SI/SSI losses; use {SSI_TYPES} samples only")
         if kind not in SSI_TYPES:

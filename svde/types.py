@@ -48,7 +48,8 @@ class DepthType(str, Enum):
             raise ValueError(f"unknown depth type {value!r}; valid: {', '.join(t.value for t in cls)}") from None
 
 
-# Named subsets: targets that fix depth up to scale (eq. 5's I_UTS gates L_SI with these), and
-# the types a dense-depth loader may return.
-SCALE_INVARIANT = frozenset({DepthType.ABSOLUTE, DepthType.UTS})
-DENSE = frozenset({DepthType.ABSOLUTE, DepthType.UTS, DepthType.UTSS})
+# Named subsets, as ordered tuples (messages list them in this order): targets that fix depth up
+# to scale (eq. 5's I_UTS gates L_SI with these), and the dense types the SI/SSI losses and the
+# dense-depth loaders take.
+SCALE_INVARIANT = (DepthType.ABSOLUTE, DepthType.UTS)
+DENSE = (DepthType.ABSOLUTE, DepthType.UTS, DepthType.UTSS)

@@ -141,7 +141,7 @@ def _require_depth(raw: Raw, who: str) -> None:
     """A scale-invariant (absolute or UTS) depth target, the input of both depth-type conversions."""
     kind = raw.get("depth_type", DepthType.ABSOLUTE)
     if kind not in SCALE_INVARIANT:
-        allowed = tuple(t.value for t in DepthType if t in SCALE_INVARIANT)
+        allowed = tuple(t.value for t in SCALE_INVARIANT)
         raise DataError(f"{raw.get('file', '?')}: {who} needs depth of type {allowed}, got {kind!r}")
 
 

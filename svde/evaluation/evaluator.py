@@ -47,10 +47,11 @@ from svde.models.fast import for_inference
 # (BaseDataset.validation_resize): half-pixel centres, no antialiasing, which is what
 # svde.preprocess.resize_image computes; prediction uses the same function.
 from svde.preprocess import resize_image
+from svde.types import SCALE_INVARIANT
 
 MODES = ("uts", "utss")
 PREDICTIONS = ("log_disparity", "disparity")
-DEPTH_TARGETS = ("absolute", "uts")
+DEPTH_TARGETS = tuple(t.value for t in SCALE_INVARIANT)  # targets that are depth (else disparity)
 SKIP_RULE = (f"images with <= {MIN_VALID_PIXELS} valid ground-truth pixels are skipped, counted in n_skipped "
              "and not averaged (SamsungLabs/geometry-preserving-de metrics/logdisp_metrics.py)")
 SKIP_RULE_ORDINAL = "images without an ordinal pair are skipped, counted in n_skipped and not averaged"
