@@ -14,6 +14,7 @@ import yaml
 
 from svde.config import ConfigError
 from svde.data import build_dataset
+from svde.models import read_checkpoint
 from svde.training.trainer import build_train_transform_for, take_subset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def _load_poc():
 poc = _load_poc()
 
 
-def tiny_config(tmp: Path, n_source: int = 12, percents=(50, 100), **extra) -> Path:
+def tiny_config(tmp: Path, n_source: int = 12, percents=(50, 100), augment: bool = False, **extra) -> Path:
     raw = {
         "percents": list(percents),
         "seeds": [0],
@@ -40,7 +41,7 @@ def tiny_config(tmp: Path, n_source: int = 12, percents=(50, 100), **extra) -> P
                     "protocol": "synthetic", "short_side": 64, "batch_size": 3},
         "train": {
             "model": {"name": "mn_lrn4"},
-            "data": {"height": 64, "width": 64, "augment": False, "batch_size": 2, "epoch_length": n_source},
+            "data": {"height": 64, "width": 64, "augment": augment, "batch_size": 2, "epoch_length": n_source},
             "train": {"steps": 2, "device": "cpu", "log_every": 1, "image_every": 0, "checkpoint_every": 100},
             "val": {"every": 0, "dataset": None},
         },
@@ -60,10 +61,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+ALL_KINDS = ["mixture", "uts_only", "uts_only_si"]
+RUNS = [f"p{p}_{k}_s0" for p in (50, 100) for k in ALL_KINDS]
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
+    # Every kind, with augmentation on: the samples consume random numbers, as in a real sweep.
     tmp = tmp_path_factory.mktemp("poc")
-    config, out = tiny_config(tmp), tmp / "out"
+    config, out = tiny_config(tmp, augment=True, kinds=ALL_KINDS), tmp / "out"
     assert poc.main(["--config", str(config), "--out", str(out), "--threads", "1"]) == 0
     return config, out
 
@@ -71,9 +77,8 @@ def sweep(tmp_path_factory):
 def test_sweep_writes_results_and_figure(sweep):
     _, out = sweep
     summary = json.loads((out / "results.json").read_text())
-    assert summary["n_source"] == 12 and summary["percents"] == [50, 100]
-    assert sorted(r["run"] for r in summary["runs"]) == sorted(
-        ["p50_mixture_s0", "p50_uts_only_s0", "p100_mixture_s0", "p100_uts_only_s0"])
+    assert summary["n_source"] == 12 and summary["percents"] == [50, 100] and summary["kinds"] == ALL_KINDS
+    assert sorted(r["run"] for r in summary["runs"]) == sorted(RUNS)
     for r in summary["runs"]:
         for key in ("rel", "delta1_err", "geometry_err"):
             assert math.isfinite(r[key]) and r[key] >= 0, (r["run"], key, r[key])
@@ -81,11 +86,13 @@ def test_sweep_writes_results_and_figure(sweep):
         assert r["n_uts"] == round(r["percent"] / 100 * 12)
         assert r["n_utss"] == (12 - r["n_uts"] if r["kind"] == "mixture" else 0)
         assert (out / r["run"] / "last.pt").is_file() and (out / r["run"] / "result.json").is_file()
-    for kind in ("mixture", "uts_only"):
+    for kind in ALL_KINDS:
         curve = summary["curves"][kind]
         assert curve["percent"] == [50, 100]
         mine = {r["percent"]: r["rel"] for r in summary["runs"] if r["kind"] == kind}
         assert curve["rel"] == [mine[50], mine[100]]  # one seed: the curve is the runs themselves
+    assert sorted((d["kind"], d["percent"]) for d in summary["paired_rel_diff"]) == [
+        ("uts_only", 50), ("uts_only", 100), ("uts_only_si", 50), ("uts_only_si", 100)]
     for pair in summary["paired_rel_diff"]:
         assert pair["n_images"] == 3 and math.isfinite(pair["mean"])
     base = summary["baseline"]
@@ -104,7 +111,7 @@ def test_rerun_skips_finished_runs(sweep, monkeypatch, capsys):
     monkeypatch.setattr(poc, "train", no_training)
     capsys.readouterr()
     assert poc.main(["--config", str(config), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.count("(done earlier)") == 4
+    assert capsys.readouterr().out.count("(done earlier)") == len(RUNS)
     assert json.loads((out / "results.json").read_text())["curves"] == json.loads(before)["curves"]
 
 
@@ -113,6 +120,39 @@ def test_changed_config_is_refused_not_mixed_in(sweep, capsys):
     assert poc.main(["--config", str(config), "--out", str(out), "train.train.steps=3"]) == 1
     err = capsys.readouterr().err
     assert "another config" in err and "train.steps: 2 there, 3 now" in err
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["model"]
+
+
+def test_at_100_percent_uts_only_is_the_mixture_run(sweep):
+    """With no UTSS part the two kinds are one experiment: same config, weights and scores, bit for bit."""
+    config, out = sweep
+    cfg = poc.load_poc_config(config)
+    runs = {r.name: r for r in poc.build_runs(cfg, 12)}
+    mixture, uts_only = runs["p100_mixture_s0"].config.to_dict(), runs["p100_uts_only_s0"].config.to_dict()
+    assert mixture.pop("name") != uts_only.pop("name")
+    assert mixture == uts_only  # one data entry (no empty UTSS part), the same weights, loss and seed
+    assert len(runs["p100_mixture_s0"].config.data.train) == 1
+
+    results = {name: json.loads((out / name / "result.json").read_text()) for name in RUNS}
+    a, b = results["p100_mixture_s0"], results["p100_uts_only_s0"]
+    assert (a["rel"], a["delta1_err"], a["geometry_err"]) == (b["rel"], b["delta1_err"], b["geometry_err"])
+    assert a["per_image_rel"] == b["per_image_rel"]
+    wa, wb = _weights(out / a["run"] / "last.pt"), _weights(out / b["run"] / "last.pt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    summary = json.loads((out / "results.json").read_text())
+    same = {(d["kind"], d["percent"]): d["identical"] for d in summary["paired_rel_diff"]}
+    assert same[("uts_only", 100)] and not same[("uts_only", 50)]
+    assert "0, identical on every image" in poc.format_table(summary)
+
+    # The check can fail: the same data with another loss (SI alone), or other data (p = 50 %),
+    # trains other weights.
+    si_alone = _weights(out / "p100_uts_only_si_s0" / "last.pt")
+    assert any(not torch.equal(wa[k], si_alone[k]) for k in wa)
+    half = _weights(out / "p50_uts_only_s0" / "last.pt")
+    assert any(not torch.equal(half[k], _weights(out / "p50_mixture_s0" / "last.pt")[k]) for k in half)
 
 
 def _sweep_run(config: Path, name: str):
@@ -154,8 +194,9 @@ def test_partition_is_exact_and_disjoint(tmp_path, percent):
 
     mixture, uts_only = poc.build_runs(cfg, n)
     assert (mixture.kind, uts_only.kind) == ("mixture", "uts_only")
+    assert mixture.config.loss == uts_only.config.loss  # eq. 5 for both
     assert (mixture.config.loss.si_weight, mixture.config.loss.ssi_weight) == (1.0, 1.0)
-    assert (uts_only.config.loss.si_weight, uts_only.config.loss.ssi_weight) == (1.0, 0.0)
+    assert list(mixture.config.loss.si_types) == ["absolute", "uts"]
     assert mixture.config.data.train[0] == uts_only.config.data.train[0]  # the very same UTS part
     assert len(uts_only.config.data.train) == 1
     assert len(mixture.config.data.train) == (1 if percent == 100 else 2)
@@ -190,6 +231,10 @@ def cfg_source_depth(cfg, index: int) -> np.ndarray:
     ("heldout.batchsize=2", "unknown config key 'heldout.batchsize'"),
     ("train.optim.lr=-1", "optim.lr must be > 0"),
     ("heldout.protocol=nope", "unknown protocol 'nope'"),
+    ("kinds=[uts_only, uts_only_si]", "kinds must hold 'mixture'"),
+    ("kinds=[mixture]", "kinds must hold 'mixture' and at least one baseline"),
+    ("kinds=[mixture, uts_only, uts_only]", "without repeats"),
+    ("kinds=[mixture, si_only]", "kinds must hold"),
     ("heldout.dataset={name: synthetic, split: train, options: {length: 12, height: 64, width: 64}}",
      "heldout.dataset is the source dataset itself"),
 ])
@@ -218,6 +263,18 @@ def test_shipped_configs_are_valid():
         assert len(runs) == 2 * len(cfg.percents) * len(cfg.seeds)
         assert {r.config.model.name for r in runs} == {"mn_lrn4"}
         assert len({(r.config.train.steps, r.config.data.batch_size) for r in runs}) == 1  # same budget for all
+        assert {(r.config.loss.si_weight, r.config.loss.ssi_weight) for r in runs} == {(1.0, 1.0)}  # eq. 5 for all
+
+
+def test_si_alone_baseline_is_optional_and_only_changes_the_loss(tmp_path):
+    cfg = poc.load_poc_config(tiny_config(tmp_path, percents=[25]), ["kinds=[uts_only_si, mixture, uts_only]"])
+    runs = poc.build_runs(cfg, 12)
+    assert [r.kind for r in runs] == ["mixture", "uts_only", "uts_only_si"]  # the mixture first, whatever the order
+    eq5, si = runs[1].config.to_dict(), runs[2].config.to_dict()
+    assert (eq5.pop("loss")["ssi_weight"], si.pop("loss")["ssi_weight"]) == (1.0, 0.0)
+    assert {**eq5, "name": None} == {**si, "name": None}
+    assert [r.kind for r in poc.build_runs(poc.load_poc_config(tiny_config(tmp_path)), 12)] == [
+        "mixture", "uts_only"] * 2  # not in the default sweep
 
 
 @pytest.mark.parametrize("subset", [[0.5, 0.2], [0.0, 1.5], [0.3]])

@@ -3,10 +3,15 @@
 From an absolute-depth source dataset, for each ``p`` in ``percents``: ``p`` % of the source
 samples (a fixed partition, see :func:`svde.training.trainer.take_subset`) become UTS (depth
 times a random factor) and the rest UTSS (disparity times a random scale plus a random shift).
-Two runs per ``p`` (and per seed), with the same model, steps, batch size and seed:
+One run per ``p``, seed and kind, all with the same model, steps, batch size, seed and
+(except for ``uts_only_si``) loss, eq. 5 (``L = I_UTS * L_SI + L_SSI``):
 
-* ``mixture``: the whole mixture, eq. 5 (``L = I_UTS * L_SI + L_SSI``);
-* ``uts_only``: the UTS part alone, SI loss alone.
+* ``mixture``: the whole mixture, eq. 5;
+* ``uts_only``: the UTS part alone, the same eq. 5 loss (on UTS samples: ``L_SI + L_SSI``). At
+  ``p = 100 %`` the UTSS part is empty and this is the mixture run itself: same data, same
+  order, same seed, same loss, so the same weights and the same held-out score;
+* ``uts_only_si`` (optional, not in the default ``kinds``): the UTS part alone with SI alone,
+  which changes the loss as well as the data.
 
 Each model is then evaluated on the same held-out absolute set in UTS mode (``rel`` = abs_rel,
 ``delta1_err`` and the geometry error). Writes ``<out>/<run>/`` (a training run plus its
@@ -49,8 +54,10 @@ from svde.training import TrainingError, train
 from svde.training.distributed import resolve_device
 from svde.training.trainer import take_subset
 
-KINDS = ("mixture", "uts_only")
-LABELS = {"mixture": "UTS+UTSS mixture", "uts_only": "UTS only"}
+KINDS = ("mixture", "uts_only", "uts_only_si")  # every kind of run, in table order
+DEFAULT_KINDS = ("mixture", "uts_only")
+LABELS = {"mixture": "UTS+UTSS mixture", "uts_only": "UTS only", "uts_only_si": "UTS only, SI alone"}
+SSI_WEIGHT = {"mixture": 1.0, "uts_only": 1.0, "uts_only_si": 0.0}  # si_weight is 1 for every kind
 METRICS = {"rel": "abs_rel", "delta1_err": "delta1_err", "geometry_err": "geometry_err"}  # ours -> evaluator's
 
 
@@ -77,6 +84,7 @@ class PocConfig:
     name: str = "poc"
     percents: list[float] = field(default_factory=lambda: [5.0, 10.0, 25.0, 50.0, 100.0])
     seeds: list[int] = field(default_factory=lambda: [0])
+    kinds: list[str] = field(default_factory=lambda: list(DEFAULT_KINDS))  # "mixture" and baselines of KINDS
     source: DatasetEntry = field(default_factory=lambda: DatasetEntry(split="train", options={"length": 320}))
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
     train: dict[str, Any] = field(default_factory=dict)
@@ -87,7 +95,7 @@ class Run:
     """One training run of the sweep."""
 
     name: str
-    kind: str  # "mixture" | "uts_only"
+    kind: str  # one of KINDS
     percent: float
     seed: int
     config: Config
@@ -118,8 +126,13 @@ def load_poc_config(path: str | Path, overrides: Sequence[str] = ()) -> PocConfi
 
 
 def check_poc_config(cfg: PocConfig) -> PocConfig:
-    """Check what types alone cannot: percents in (0, 100], distinct; a plain source entry."""
+    """Check what types alone cannot: percents in (0, 100], distinct; known kinds with the mixture
+    among them; a plain source entry."""
     problems = []
+    if ("mixture" not in cfg.kinds or len(cfg.kinds) < 2 or len(set(cfg.kinds)) != len(cfg.kinds)
+            or any(k not in KINDS for k in cfg.kinds)):
+        problems.append(f"kinds must hold 'mixture' and at least one baseline of {list(KINDS[1:])}, without "
+                        f"repeats, got {cfg.kinds}")
     if not cfg.percents or any(not 0 < p <= 100 for p in cfg.percents):
         problems.append(f"percents must be a non-empty list of values in (0, 100], got {cfg.percents}")
     if len(set(cfg.percents)) != len(cfg.percents) or len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
@@ -161,12 +174,14 @@ def build_runs(cfg: PocConfig, n_source: int) -> list[Run]:
 
     The UTS part is ``subset [0, p]`` of the ``n_source`` source samples with ``convert: uts``,
     the UTSS part ``subset [p, 1]`` with ``convert: utss``; in the mixture each part is weighted
-    by its number of samples, so every source sample is drawn equally often.
+    by its number of samples, so every source sample is drawn equally often. When ``p`` covers
+    the whole source the UTSS part is left out, not added empty, so the mixture's config (data
+    entries, weights, loss, seed) is exactly the ``uts_only`` run's: only the names differ.
 
     Example:
         >>> runs = build_runs(PocConfig(percents=[50.0]), n_source=320)
         >>> [(r.name, len(r.config.data.train), r.config.loss.ssi_weight) for r in runs]
-        [('p50_mixture_s0', 2, 1.0), ('p50_uts_only_s0', 1, 0.0)]
+        [('p50_mixture_s0', 2, 1.0), ('p50_uts_only_s0', 1, 1.0)]
     """
     source = dataclasses.asdict(cfg.source)
     runs = []
@@ -179,12 +194,11 @@ def build_runs(cfg: PocConfig, n_source: int) -> list[Run]:
                                   f"use a larger source or a larger p")
             uts = {**source, "convert": "uts", "subset": [0.0, f], "weight": n_uts / n_source}
             utss = {**source, "convert": "utss", "subset": [f, 1.0], "weight": 1.0 - n_uts / n_source}
-            for kind in KINDS:
+            for kind in _kinds(cfg):
                 raw = copy.deepcopy(cfg.train)
                 name = run_name(kind, percent, seed)
                 entries = [uts, utss] if kind == "mixture" and n_uts < n_source else [uts]
-                loss = {"si_weight": 1.0, "ssi_weight": 1.0 if kind == "mixture" else 0.0,
-                        "si_types": ["absolute", "uts"]}
+                loss = {"si_weight": 1.0, "ssi_weight": SSI_WEIGHT[kind], "si_types": ["absolute", "uts"]}
                 raw = merge(raw, {"name": name, "data": {"train": copy.deepcopy(entries)}, "loss": loss,
                                   "train": {"seed": seed}})
                 try:
@@ -193,6 +207,11 @@ def build_runs(cfg: PocConfig, n_source: int) -> list[Run]:
                     raise ConfigError(f"the train: block does not give a valid training config for run {name}: "
                                       f"{exc}") from None
     return runs
+
+
+def _kinds(cfg: PocConfig) -> list[str]:
+    """``cfg.kinds`` in the order of KINDS (the mixture first)."""
+    return [k for k in KINDS if k in cfg.kinds]
 
 
 def build_source(cfg: PocConfig) -> Dataset:
@@ -313,18 +332,21 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def summarize(cfg: PocConfig, results: list[dict[str, Any]], n_source: int,
               parts: dict[float, dict[str, int]], baseline: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``results.json``: the runs, the two curves (mean and std over seeds) and paired differences.
+    """``results.json``: the runs, one curve per kind (mean and std over seeds) and paired differences.
 
-    ``paired_rel_diff``: per ``p`` and seed, rel(UTS only) - rel(mixture) on each held-out image,
-    averaged, with its standard error over images (> 0: the mixture is better);
-    ``paired_rel_diff_by_p``: those means averaged over seeds, their std over seeds and the
-    number of seeds where the mixture won. ``baseline``: a constant prediction, for scale.
+    ``paired_rel_diff``: per baseline ``kind`` (every kind but the mixture), ``p`` and seed,
+    rel(kind) - rel(mixture) on each held-out image, averaged, with its standard error over
+    images (> 0: the mixture is better); ``paired_rel_diff_by_p``: those means averaged over
+    seeds, their std over seeds and the number of seeds where the mixture won and where both
+    scored the same on every image (``identical``: at ``p = 100 %``, ``uts_only`` and the
+    mixture are the same run). ``baseline``: a constant prediction, for scale.
     """
     runs = [{k: v for k, v in r.items() if k not in ("config", "heldout", "per_image_rel", "reused")} for r in results]
     for r in runs:
         r.update(n_uts=parts[r["percent"]]["uts"], n_utss=parts[r["percent"]]["utss"] if r["kind"] == "mixture" else 0)
+    kinds = _kinds(cfg)
     curves: dict[str, dict[str, list]] = {}
-    for kind in KINDS:
+    for kind in kinds:
         curve: dict[str, list] = {"percent": [], "rel": [], "rel_std": [], "delta1_err": [], "geometry_err": []}
         for p in sorted(cfg.percents):
             mine = [r for r in results if r["kind"] == kind and r["percent"] == p]
@@ -336,21 +358,23 @@ def summarize(cfg: PocConfig, results: list[dict[str, Any]], n_source: int,
             geo = [r["geometry_err"] for r in mine if r["geometry_err"] is not None]
             curve["geometry_err"].append(_mean_std(geo)[0] if geo else None)
         curves[kind] = curve
-    paired = []
-    for p in sorted(cfg.percents):
-        for seed in cfg.seeds:
-            pair = {r["kind"]: r["per_image_rel"] for r in results if r["percent"] == p and r["seed"] == seed}
-            diffs = [u - m for u, m in zip(pair["uts_only"], pair["mixture"])]
-            mean, std = _mean_std(diffs)
-            sem = None if std is None else std / math.sqrt(len(diffs))
-            paired.append({"percent": p, "seed": seed, "mean": mean, "sem": sem, "n_images": len(diffs)})
-    by_p = []
-    for p in sorted(cfg.percents):
-        means = [d["mean"] for d in paired if d["percent"] == p]
-        mean, std = _mean_std(means)
-        by_p.append({"percent": p, "mean": mean, "std_over_seeds": std, "n_seeds": len(means),
-                     "mixture_wins": sum(m > 0 for m in means)})
+    paired, by_p = [], []
+    for kind in kinds[1:]:
+        for p in sorted(cfg.percents):
+            for seed in cfg.seeds:
+                pair = {r["kind"]: r["per_image_rel"] for r in results if r["percent"] == p and r["seed"] == seed}
+                diffs = [u - m for u, m in zip(pair[kind], pair["mixture"], strict=True)]
+                mean, std = _mean_std(diffs)
+                sem = None if std is None else std / math.sqrt(len(diffs))
+                paired.append({"kind": kind, "percent": p, "seed": seed, "mean": mean, "sem": sem,
+                               "n_images": len(diffs), "identical": all(d == 0 for d in diffs)})
+            mine = [d for d in paired if d["kind"] == kind and d["percent"] == p]
+            mean, std = _mean_std([d["mean"] for d in mine])
+            by_p.append({"kind": kind, "percent": p, "mean": mean, "std_over_seeds": std, "n_seeds": len(mine),
+                         "mixture_wins": sum(d["mean"] > 0 for d in mine),
+                         "identical": sum(d["identical"] for d in mine)})
     return {"name": cfg.name, "n_source": n_source, "percents": sorted(cfg.percents), "seeds": cfg.seeds,
+            "kinds": kinds,
             "metrics": "UTS mode (median-log scale alignment); rel = abs_rel, as fractions",
             "baseline": baseline, "curves": curves, "paired_rel_diff": paired, "paired_rel_diff_by_p": by_p,
             "runs": runs, "poc_config": _jsonable(dataclasses.asdict(cfg))}
@@ -369,7 +393,7 @@ def constant_baseline(cfg: PocConfig, heldout: Dataset, device: str) -> dict[str
 
 
 def plot_fig2(summary: dict[str, Any], path: str | Path) -> Path:
-    """Fig. 2: rel (%) against p (%) for both curves; left linear, right log-x."""
+    """Fig. 2: rel (%) against p (%), one curve per kind; left linear, right log-x."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -377,7 +401,7 @@ def plot_fig2(summary: dict[str, Any], path: str | Path) -> Path:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, log in zip(axes, (False, True)):
-        for kind, style in zip(KINDS, ("o-", "s--")):
+        for kind, style in zip(summary["kinds"], ("o-", "s--", "^:")):
             curve = summary["curves"][kind]
             rel = [100 * v for v in curve["rel"]]
             err = None if any(s is None for s in curve["rel_std"]) else [100 * s for s in curve["rel_std"]]
@@ -407,34 +431,41 @@ def plot_fig2(summary: dict[str, Any], path: str | Path) -> Path:
 def format_table(summary: dict[str, Any]) -> str:
     """Markdown table of the curves (in %, mean ± std over seeds) and the paired differences.
 
-    The last column is rel(UTS only) - rel(mixture), image by image: with one seed, ± its
-    standard error over held-out images; with several, ± its std over seeds, and how many
-    seeds the mixture won.
+    The last columns are rel(baseline) - rel(mixture) for each baseline kind, image by image:
+    with one seed, ± its standard error over held-out images; with several, ± its std over
+    seeds, and how many seeds the mixture won.
     """
-    seeds = len(summary["seeds"])
-    lines = ["| p, % | UTS / UTSS samples | rel mixture | rel UTS only | δ1 err mixture | δ1 err UTS only | "
-             "geom err mixture | geom err UTS only | paired rel diff (UTS only − mixture) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    mix, uts = summary["curves"]["mixture"], summary["curves"]["uts_only"]
+    seeds, kinds = len(summary["seeds"]), summary["kinds"]
+    names = {k: "mixture" if k == "mixture" else LABELS[k] for k in kinds}
+    head = ["p, %", "UTS / UTSS samples"] + [f"{metric} {names[k]}" for metric in ("rel", "δ1 err", "geom err")
+                                             for k in kinds]
+    head += [f"paired rel diff ({names[k]} − mixture)" for k in kinds[1:]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    curves = summary["curves"]
 
     def pct(v: float | None, std: float | None = None) -> str:
         return "n/a" if v is None else f"{100 * v:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
-    for i, p in enumerate(mix["percent"]):
+    def diff(kind: str, p: float) -> str:
+        if seeds == 1:
+            d = next(d for d in summary["paired_rel_diff"] if d["kind"] == kind and d["percent"] == p)
+            if d["identical"]:
+                return "0, identical on every image"
+            return (f"{100 * d['mean']:+.2f} ± {100 * d['sem']:.2f} (SE over images)" if d["sem"] is not None
+                    else f"{100 * d['mean']:+.2f}")
+        d = next(d for d in summary["paired_rel_diff_by_p"] if d["kind"] == kind and d["percent"] == p)
+        if d["identical"] == seeds:
+            return f"0, identical on every image in {seeds}/{seeds} seeds"
+        return (f"{100 * d['mean']:+.2f} ± {100 * d['std_over_seeds']:.2f}, "
+                f"mixture better in {d['mixture_wins']}/{seeds}")
+
+    for i, p in enumerate(curves["mixture"]["percent"]):
         counts = next((f"{r['n_uts']} / {r['n_utss']}" for r in summary["runs"]
                        if r["percent"] == p and r["kind"] == "mixture"), "?")
-        if seeds == 1:
-            d = next(d for d in summary["paired_rel_diff"] if d["percent"] == p)
-            diff = (f"{100 * d['mean']:+.2f} ± {100 * d['sem']:.2f} (SE over images)" if d["sem"] is not None
-                    else f"{100 * d['mean']:+.2f}")
-        else:
-            d = next(d for d in summary["paired_rel_diff_by_p"] if d["percent"] == p)
-            diff = (f"{100 * d['mean']:+.2f} ± {100 * d['std_over_seeds']:.2f}, "
-                    f"mixture better in {d['mixture_wins']}/{seeds}")
-        lines.append(f"| {p:g} | {counts} | {pct(mix['rel'][i], mix['rel_std'][i])} | "
-                     f"{pct(uts['rel'][i], uts['rel_std'][i])} | "
-                     f"{pct(mix['delta1_err'][i])} | {pct(uts['delta1_err'][i])} | {pct(mix['geometry_err'][i])} | "
-                     f"{pct(uts['geometry_err'][i])} | {diff} |")
+        cells = [f"{p:g}", counts] + [pct(curves[k]["rel"][i], curves[k]["rel_std"][i]) for k in kinds]
+        cells += [pct(curves[k][metric][i]) for metric in ("delta1_err", "geometry_err") for k in kinds]
+        cells += [diff(k, p) for k in kinds[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
     if summary.get("baseline"):
         b = summary["baseline"]
         lines.append(f"\nConstant prediction (nothing learnt): rel {pct(b['rel'])}, δ1 err {pct(b['delta1_err'])}, "
