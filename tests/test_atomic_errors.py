@@ -1,7 +1,6 @@
 """svde.atomic (durable writes, tolerant JSON lines) and the CLI error convention."""
 
 import json
-import os
 
 import pytest
 

@@ -1,10 +1,8 @@
-"""scripts/experiments/poc.py: the §4.4.1 proof-of-concept sweep, end to end on a tiny config."""
+"""svde.experiments.poc / poc_sweep and ``svde poc``: the §4.4.1 proof-of-concept sweep, end to end on a tiny config."""
 
-import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,12 @@ import pytest
 import torch
 import yaml
 
+from svde.cli import poc as cli_poc
+from svde.cli.common import run_main
 from svde.config import ConfigError
+from svde.experiments import poc
+from svde.experiments import poc_sweep
+from svde.experiments.poc_sweep import format_table
 from svde.data import build_dataset
 from svde.models import read_checkpoint
 from svde.training.trainer import build_train_transform_for, take_subset
@@ -20,15 +23,9 @@ from svde.training.trainer import build_train_transform_for, take_subset
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_poc():
-    spec = importlib.util.spec_from_file_location("svde_poc_script", REPO / "scripts" / "experiments" / "poc.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and typing.get_type_hints look the module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-poc = _load_poc()
+def poc_main(argv):
+    """``svde poc argv`` in-process, under the commands' error convention: the exit status."""
+    return run_main(cli_poc.main, argv)
 
 
 def tiny_config(tmp: Path, n_source: int = 12, percents=(50, 100), augment: bool = False, **extra) -> Path:
@@ -70,7 +67,7 @@ def sweep(tmp_path_factory):
     # Every kind, with augmentation on: the samples consume random numbers, as in a real sweep.
     tmp = tmp_path_factory.mktemp("poc")
     config, out = tiny_config(tmp, augment=True, kinds=ALL_KINDS), tmp / "out"
-    assert poc.main(["--config", str(config), "--out", str(out), "--threads", "1"]) == 0
+    assert poc_main(["--config", str(config), "--out", str(out), "--threads", "1"]) == 0
     return config, out
 
 
@@ -101,23 +98,23 @@ def test_sweep_writes_results_and_figure(sweep):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
-def test_rerun_skips_finished_runs(sweep, monkeypatch, capsys):
+def test_rerun_skips_finished_runs(sweep, monkeypatch, caplog):
     config, out = sweep
+    caplog.set_level("INFO", logger="svde.experiments.poc_sweep")
     before = (out / "results.json").read_text()
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(poc, "train", no_training)
-    capsys.readouterr()
-    assert poc.main(["--config", str(config), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.count("(done earlier)") == len(RUNS)
+    assert poc_main(["--config", str(config), "--out", str(out)]) == 0
+    assert caplog.text.count("(done earlier)") == len(RUNS)  # the sweep's progress is logged
     assert json.loads((out / "results.json").read_text())["curves"] == json.loads(before)["curves"]
 
 
 def test_changed_config_is_refused_not_mixed_in(sweep, capsys):
     config, out = sweep
-    assert poc.main(["--config", str(config), "--out", str(out), "train.train.steps=3"]) == 1
+    assert poc_main(["--config", str(config), "--out", str(out), "train.train.steps=3"]) == 1
     err = capsys.readouterr().err
     assert "another config" in err and "train.steps: 2 there, 3 now" in err
 
@@ -145,7 +142,7 @@ def test_at_100_percent_uts_only_is_the_mixture_run(sweep):
     summary = json.loads((out / "results.json").read_text())
     same = {(d["kind"], d["percent"]): d["identical"] for d in summary["paired_rel_diff"]}
     assert same[("uts_only", 100)] and not same[("uts_only", 50)]
-    assert "0, identical on every image" in poc.format_table(summary)
+    assert "0, identical on every image" in format_table(summary)
 
     # The check can fail: the same data with another loss (SI alone), or other data (p = 50 %),
     # trains other weights.
@@ -290,7 +287,7 @@ def test_summary_over_seeds(tmp_path):
                  ("mixture", 1): [0.30, 0.30], ("uts_only", 1): [0.30, 0.28]}
     results = [{"run": poc.run_name(k, 10.0, s), "kind": k, "percent": 10.0, "seed": s, "rel": sum(v) / 2,
                 "delta1_err": 0.5, "geometry_err": None, "per_image_rel": v} for (k, s), v in per_image.items()]
-    summary = poc.summarize(cfg, results, 20, {10.0: {"uts": 2, "utss": 18}})
+    summary = poc_sweep.summarize(cfg, results, 20, {10.0: {"uts": 2, "utss": 18}})
     mix = summary["curves"]["mixture"]
     assert mix["rel"] == [pytest.approx(0.275)] and mix["rel_std"] == [pytest.approx(0.035355, abs=1e-5)]
     assert summary["curves"]["uts_only"]["geometry_err"] == [None]
@@ -299,8 +296,8 @@ def test_summary_over_seeds(tmp_path):
     assert seed1["mean"] == pytest.approx(-0.01) and seed1["sem"] == pytest.approx(0.01)
     by_p = summary["paired_rel_diff_by_p"][0]
     assert by_p["mean"] == pytest.approx(0.045) and by_p["mixture_wins"] == 1 and by_p["n_seeds"] == 2
-    assert "+4.50 ± 7.78, mixture better in 1/2" in poc.format_table(summary)
-    assert poc.plot_fig2(summary, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert "+4.50 ± 7.78, mixture better in 1/2" in format_table(summary)
+    assert poc_sweep.plot_fig2(summary, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_train_block_base_files_resolve_relative_to_the_config(tmp_path):

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from svde.geometry import backproject, backproject_pixels  # backproject: re-exported
+from svde.geometry import backproject, backproject_pixels  # noqa: F401 (backproject: re-exported)
 
 METRIC_NAMES = ("delta1_err", "delta2_err", "delta3_err", "abs_rel", "log10", "rmse")
 
