@@ -1,7 +1,4 @@
-"""ONNX / TorchScript export (svde.inference, scripts/export.py) with parity against PyTorch."""
-
-import runpy
-from pathlib import Path
+"""ONNX / TorchScript export (svde.models.export and the export command, svde.cli.export) with parity against PyTorch."""
 
 import numpy as np
 import onnx
@@ -10,11 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from svde.cli.export import main as export_main
 from svde.inference import ExportError, export_onnx, export_torchscript
 from svde.models import MODELS, build_model
-
-REPO = Path(__file__).resolve().parents[1]
-export_main = runpy.run_path(str(REPO / "scripts" / "export.py"))["main"]
 
 
 def reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -33,6 +28,8 @@ def test_onnx_static_export_cli(tmp_path, mn_checkpoint, mn_model, capsys):
     assert meta["svde_model"] == "mn_lrn4" and meta["output"] == "log_disparity"
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    assert [i.name for i in session.get_inputs()] == ["image"]  # the names the README documents
+    assert [o.name for o in session.get_outputs()] == ["log_disparity"]
     got = session.run(None, {"image": x})[0]
     assert got.shape == (1, 1, 64, 96)
     assert np.abs(got - reference(mn_model, x)).max() <= 1e-4
