@@ -64,3 +64,42 @@ def test_python_dash_m_runs_the_command_without_importing_torch_for_help():
         proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "paper-table" in proc.stdout and proc.stderr == ""
+
+
+def readme_commands() -> list[tuple[str, list[str]]]:
+    """(command module, argv) of every svde / scripts/<name>.py command line in README.md's bash blocks."""
+    import re
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    modules = {name: cmd.module.rsplit(".", 1)[1] for name, cmd in COMMANDS.items()}
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            tokens = shlex.split(line, comments=True)
+            while tokens:  # each part of "a && b"
+                part, tokens = (tokens[:tokens.index("&&")], tokens[tokens.index("&&") + 1:]) if "&&" in tokens \
+                    else (tokens, [])
+                if part[:1] == ["svde"]:
+                    assert part[1] in modules, part
+                    found.append((modules[part[1]], part[2:]))
+                script = next((i for i, t in enumerate(part) if re.fullmatch(r"scripts/\w+\.py", t)), None)
+                if script is not None:
+                    found.append((Path(part[script]).stem, part[script + 1:]))
+    return found
+
+
+def test_every_readme_command_line_parses(monkeypatch):
+    import importlib
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the README's --device cuda examples
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    commands = readme_commands()
+    assert {m for m, _ in commands} == {"train", "eval", "predict", "export", "benchmark", "paper_table"}
+    for module, argv in commands:
+        importlib.import_module(f"svde.cli.{module}").parse_args(argv)  # argparse exits on any unknown option
+    text = (REPO / "README.md").read_text()
+    for name, command in COMMANDS.items():  # both forms shown for every command
+        assert f"svde {name} " in text and f"python scripts/{command.module.rsplit('.', 1)[1]}.py " in text

@@ -1,5 +1,7 @@
 """ONNX / TorchScript export (svde.models.export and the export command, svde.cli.export) with parity against PyTorch."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -100,3 +102,46 @@ def test_export_argument_errors(tmp_path, mn_checkpoint):
 def test_every_model_exports(tmp_path, name, fmt):
     assert export_main(["--random-weights", "--model", name, "--format", fmt, "--out", str(tmp_path / f"{name}.{fmt}"),
                         "--height", "64", "--width", "96", "--dynamic"]) == 0
+
+
+def test_export_by_name_uses_the_released_weights(tmp_path, monkeypatch, official_state):
+    from test_released import ReleaseServer  # tests/ is on sys.path (pytest rootdir-relative imports)
+
+    from svde.models import load_official_checkpoint
+
+    server = ReleaseServer(tmp_path / "www")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SVDE_WEIGHTS_URL", server.url)
+    state = official_state("mn_lrn4")
+    server.put("mn_lrn4.pth", state)
+    try:
+        assert export_main(["--model", "mn_lrn4", "--out", str(tmp_path / "m.onnx"), "--height", "64", "--width", "64"]) == 0
+    finally:
+        server.close()
+    x = np.random.default_rng(2).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        ["log_disparity"], {"image": x})[0]
+    assert np.abs(got - reference(load_official_checkpoint(state, "mn_lrn4"), x)).max() <= 1e-4
+
+
+def test_readme_onnxruntime_example_runs(tmp_path, mn_model, monkeypatch):
+    """README.md's 'Running the ONNX file' snippet, on an exported file: the documented names, input rule and output."""
+    import re
+
+    import cv2
+
+    from svde.preprocess import normalize_image
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "onnxruntime" in b]
+    assert len(snippet.strip().splitlines()) <= 5
+    export_onnx(mn_model, tmp_path / "mn.onnx", height=64, width=64, dynamic=True)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(snippet, namespace)
+    x, log_disp = namespace["x"], namespace["log_disp"]
+    assert x.shape == (1, 3, 384, 512) and x.dtype == np.float32 and log_disp.shape == (384, 512)
+    resized = cv2.resize(namespace["rgb"], (512, 384), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(x[0], normalize_image(resized).numpy(), atol=1e-5)  # the project's normalisation
+    assert np.abs(log_disp - reference(mn_model, x)[0, 0]).max() <= 1e-4

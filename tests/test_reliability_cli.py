@@ -120,7 +120,7 @@ def test_debug_shows_the_traceback(scripts, tmp_path, image_dir):
 ])
 def test_predict_camera_checked_before_inference(scripts, monkeypatch, camera, fragment, tmp_path, image_dir,
                                                  mn_checkpoint, capsys):
-    forbid(monkeypatch, scripts["predict"], "load_depth_model", "predict")
+    forbid(monkeypatch, scripts["predict"], "load_network", "predict")
     rc, _, err = run(scripts, "predict", [*model_args("predict", mn_checkpoint), *script_args("predict", tmp_path, image_dir),
                                           "--ply", *camera], capsys)
     assert rc == 2
@@ -150,7 +150,7 @@ def test_unknown_device_name(scripts, tmp_path, image_dir, mn_checkpoint, capsys
                                           ("eval", "--max-images"), ("benchmark", "--repeats")])
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_counts_must_be_positive(scripts, monkeypatch, name, option, value, tmp_path, image_dir, mn_checkpoint, capsys):
-    forbid(monkeypatch, scripts[name], *{"eval": ["evaluate_entry", "load_depth_model"], "export": ["load_depth_model"],
+    forbid(monkeypatch, scripts[name], *{"eval": ["evaluate_entry", "load_network"], "export": ["load_network"],
                                          "benchmark": ["benchmark_model"]}[name])
     rc, _, err = run(scripts, name, [*model_args(name, mn_checkpoint), *script_args(name, tmp_path, image_dir),
                                      option, value], capsys)
@@ -161,7 +161,7 @@ def test_counts_must_be_positive(scripts, monkeypatch, name, option, value, tmp_
 @pytest.mark.parametrize("name", ["export", "benchmark"])
 @pytest.mark.parametrize("size", [("--height", "50"), ("--width", "100"), ("--height", "0")])
 def test_sizes_must_be_multiples_of_32(scripts, monkeypatch, name, size, tmp_path, image_dir, mn_checkpoint, capsys):
-    forbid(monkeypatch, scripts[name], "load_depth_model" if name == "export" else "benchmark_model")
+    forbid(monkeypatch, scripts[name], "load_network" if name == "export" else "benchmark_model")
     rc, _, err = run(scripts, name, [*model_args(name, mn_checkpoint), *script_args(name, tmp_path, image_dir), *size],
                      capsys)
     assert rc == 2
@@ -176,7 +176,7 @@ def test_unwritable_out(scripts, monkeypatch, name, tmp_path, image_dir, mn_chec
     out = blocker / ("m.onnx" if name == "export" else "out")
     argv = script_args(name, tmp_path, image_dir)
     argv[argv.index("--out") + 1] = out
-    forbid(monkeypatch, scripts[name], "load_depth_model", *(["evaluate_entry"] if name == "eval" else []))
+    forbid(monkeypatch, scripts[name], "load_network", *(["evaluate_entry"] if name == "eval" else []))
     rc, _, err = run(scripts, name, ["--checkpoint", mn_checkpoint, *argv], capsys)
     assert rc == 2
     assert_one_error(err, str(blocker), "cannot write")

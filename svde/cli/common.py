@@ -29,8 +29,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
+from svde.api import load_depth_model
 from svde.errors import EXIT_USER, UserError, exit_code
+from svde.models.model import DepthModel
 from svde.models.registry import MODELS
+from svde.models.released import load_released
 from svde.preprocess import STRIDE
 
 DEBUG_FLAG = "--debug"
@@ -143,6 +148,21 @@ def uses_released_weights(args: argparse.Namespace) -> bool:
     """Whether the parsed arguments name the released weights (``--model`` alone)."""
     return (args.checkpoint is None and args.official is None and not getattr(args, "random_weights", False)
             and args.model is not None)
+
+
+def load_network(args: argparse.Namespace, device: str | torch.device = "cpu") -> DepthModel:
+    """The network the model arguments name (:func:`add_model_arguments`), in eval mode on ``device``:
+    the released weights by name, a project checkpoint, a released file, or random weights."""
+    if uses_released_weights(args):
+        return load_released(args.model).to(device).eval()
+    return load_depth_model(args.checkpoint, args.official, args.model, device)
+
+
+def weights_source(args: argparse.Namespace) -> str:
+    """Where the weights come from, for run records: a file, ``released:<name>`` or ``random``."""
+    if uses_released_weights(args):
+        return f"released:{args.model}"
+    return str(args.checkpoint or args.official or "random")
 
 
 def parse_pairs(items: Sequence[str], option: str) -> dict[str, str]:

@@ -24,7 +24,10 @@ validation set): ``name`` or ``type`` (registry name; default: the entry's name)
 ``options`` (passed to the dataset) and ``subset``. ``synthetic`` needs no root and no download
 (default: its ``test`` split, 100 scenes at 384x512).
 
+``--model NAME`` alone evaluates the authors' released weights of NAME (downloaded once).
+
 Examples:
+    svde eval --model b5_lrn4 --datasets nyu --root nyu=/data/nyu          # released weights
     svde eval --checkpoint runs/quickstart/best.pt --datasets synthetic --short-side 96 --max-images 20
     python scripts/eval.py --checkpoint runs/quickstart/best.pt --datasets synthetic --short-side 96
     svde eval --official weights/mn_lrn4.pth --model mn_lrn4 --datasets nyu diw \\
@@ -39,7 +42,6 @@ from typing import Any
 
 import yaml
 
-from svde.api import load_depth_model
 from svde.atomic import write_text
 from svde.cli.common import (
     add_debug_argument,
@@ -48,7 +50,9 @@ from svde.cli.common import (
     check_output_folder,
     check_positive,
     command_parser,
+    load_network,
     parse_pairs,
+    weights_source,
 )
 from svde.data.registry import DATASETS
 from svde.device import resolve_device
@@ -71,7 +75,7 @@ METRIC_NOTES = {
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """Parse and check the arguments (every value is checked here, before any work)."""
     p = command_parser(__doc__, prog)
-    add_model_arguments(p)
+    add_model_arguments(p, released=True)
     p.add_argument("--datasets", nargs="+", required=True,
                    help=f"registry names ({', '.join(DATASETS)}) or entry names of --config")
     p.add_argument("--root", action="append", default=[], metavar="NAME=PATH", help="a dataset's root (repeatable)")
@@ -88,7 +92,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_argument(p)
     args = p.parse_args(argv)
-    check_model_arguments(p, args)
+    check_model_arguments(p, args, released=True)
     check_positive("--batch-size", args.batch_size)
     check_positive("--max-images", args.max_images)
     check_positive("--num-workers", args.num_workers, minimum=0)
@@ -156,7 +160,7 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     device = resolve_device(args.device)
     entries = dataset_entries(args.datasets, args.root, args.config)
     datasets = prepare(entries, args.short_side)
-    model = load_depth_model(args.checkpoint, args.official, args.model)
+    model = load_network(args)
     results = []
     for name, entry in entries.items():
         res = evaluate_entry(model, entry, dataset=datasets[name], modes=args.modes, short_side=args.short_side,
@@ -166,7 +170,7 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
         results.append(res)
     table = format_table(results) + "\n\n" + metric_notes(results, {k: len(v) for k, v in datasets.items()})
     print(table)
-    run = {"model": model.name, "weights": str(args.checkpoint or args.official), "official": args.official is not None,
+    run = {"model": model.name, "weights": weights_source(args), "official": args.official is not None,
            "device": str(device), "batch_size": args.batch_size, "modes": args.modes, "max_images": args.max_images,
            "short_side": args.short_side}
     paths = write_results(results, args.out, run_info=run)

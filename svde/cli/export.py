@@ -8,7 +8,10 @@ depth ~ exp(-log_disparity)). The file is written only if its output matches
 PyTorch's to ``--atol`` (onnxruntime for ONNX, a reloaded module for TorchScript); with
 ``--dynamic`` batch, height and width are free and parity is also checked at a second size.
 
+``--model NAME`` alone exports the authors' released weights of NAME (as ``svde predict``).
+
 Examples:
+    svde export --model mn_lrn4 --format onnx --out mn.onnx --dynamic       # released weights
     svde export --checkpoint runs/quickstart/best.pt --format onnx --out mn.onnx --dynamic
     python scripts/export.py --checkpoint runs/quickstart/best.pt --format onnx --out mn.onnx --dynamic
     svde export --official weights/b0_lrn4.pth --model b0_lrn4 --format torchscript \\
@@ -21,7 +24,6 @@ import argparse
 import math
 from pathlib import Path
 
-from svde.api import load_depth_model
 from svde.cli.common import (
     add_debug_argument,
     add_model_arguments,
@@ -30,6 +32,7 @@ from svde.cli.common import (
     check_output_folder,
     check_positive,
     command_parser,
+    load_network,
 )
 from svde.errors import UserError
 from svde.models.export import EXPORTERS, export_model
@@ -38,7 +41,7 @@ from svde.models.export import EXPORTERS, export_model
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """Parse and check the arguments (every value is checked here, before any work)."""
     p = command_parser(__doc__, prog)
-    add_model_arguments(p, random_weights="random weights for --model (only to try the export path)")
+    add_model_arguments(p, random_weights="random weights for --model (only to try the export path)", released=True)
     p.add_argument("--format", choices=list(EXPORTERS), default="onnx", help="default: %(default)s")
     p.add_argument("--out", type=Path, required=True, help="the file to write")
     p.add_argument("--height", type=int, default=384, help="export/check height, a multiple of 32 (default: %(default)s)")
@@ -49,7 +52,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed (default: %(default)s)")
     add_debug_argument(p)
     args = p.parse_args(argv)
-    check_model_arguments(p, args)
+    check_model_arguments(p, args, released=True)
     check_network_size(args.height, args.width)
     check_positive("--batch", args.batch)
     check_positive("--opset", args.opset, minimum=17)
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Export and check; the file is written only when its output matches PyTorch's."""
     args = parse_args(argv, prog)
     check_output_folder(args.out.parent, option="the folder of --out")
-    model = load_depth_model(args.checkpoint, args.official, args.model, "cpu")
+    model = load_network(args, "cpu")
     options = {"height": args.height, "width": args.width, "dynamic": args.dynamic, "batch": args.batch, "atol": args.atol}
     if args.format == "onnx":
         options["opset"] = args.opset

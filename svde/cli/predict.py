@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svde.api import DOMAINS, convert_domain, load_depth_model, predict
+from svde.api import DOMAINS, convert_domain, predict
 from svde.cli.common import (
     add_debug_argument,
     add_model_arguments,
@@ -40,8 +40,8 @@ from svde.cli.common import (
     check_model_arguments,
     check_output_folder,
     command_parser,
+    load_network,
     output_stems,
-    uses_released_weights,
 )
 from svde.data.base import DataError
 from svde.data.io import read_image, save_png16, write_mesh_ply, write_npy, write_ply, write_rgb
@@ -49,7 +49,6 @@ from svde.data.layout import list_images
 from svde.device import resolve_device
 from svde.errors import RunFailed
 from svde.geometry import depth_to_mesh, intrinsics_from_fov, point_cloud
-from svde.models.released import load_released
 from svde.viz import colorize
 
 
@@ -92,13 +91,6 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     if args.short_side < 0:
         p.error(f"--short-side must be >= 0, got {args.short_side}")
     return args
-
-
-def load_network(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
-    """The network the arguments name: released weights by name, a checkpoint, a released file or random weights."""
-    if uses_released_weights(args):
-        return load_released(args.model).to(device).eval()
-    return load_depth_model(args.checkpoint, args.official, args.model, device)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
