@@ -1,83 +1,10 @@
 #!/usr/bin/env python
-"""Parameters, multiply-adds, latency and FPS of the depth networks; prints a markdown table.
+"""``python scripts/benchmark.py ...``: the same program as ``svde benchmark ...`` (svde.cli.benchmark; ``--help`` for its options)."""
 
-Weights are random (speed does not depend on them). MAdds are per image, counted by PyTorch's
-``FlopCounterMode`` (FLOPs / 2; convolutions and matrix products only). Latency is the median
-of ``--repeats`` timed forward passes after ``--warmup`` untimed ones (CUDA synchronised);
-FPS = batch / latency.
-
-Examples:
-    python scripts/benchmark.py --threads 2                      # all eight models, CPU, 384x384
-    python scripts/benchmark.py --device cuda --batch 32 --amp fp16 --channels-last --models mn_lrn4 b5_lrn4
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 
-import torch
-
 from svde.cli.common import run_main
-from svde.inference import (
-    AMP_DTYPES,
-    add_debug_argument,
-    benchmark_model,
-    check_device,
-    check_network_size,
-    check_positive,
-    markdown_table,
-)
-from svde.models import MODELS
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check the arguments (every value is checked here, before any work)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="default: all eight")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    p.add_argument("--height", type=int, default=384, help="a multiple of 32 (default: %(default)s)")
-    p.add_argument("--width", type=int, default=384, help="a multiple of 32 (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=1, help="default: %(default)s")
-    p.add_argument("--amp", choices=list(AMP_DTYPES), help="autocast to this dtype (default: fp32)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="NHWC weights and input, the models' default (--no-channels-last: NCHW)")
-    p.add_argument("--compile", action="store_true",
-                   help="svde.models.optimize_for_inference(compile=True): BatchNorm folded, channels-last, "
-                        "torch.compile (compilation happens in the warm-up)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes first (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=10, help="timed passes; the median is reported (default: %(default)s)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (default: torch's choice)")
-    add_debug_argument(p)
-    args = p.parse_args(argv)
-    check_network_size(args.height, args.width)
-    check_positive("--batch", args.batch)
-    check_positive("--repeats", args.repeats)
-    check_positive("--warmup", args.warmup, minimum=0)
-    check_positive("--threads", args.threads)
-    args.device = str(check_device(args.device))
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Benchmark each model and print the table."""
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = []
-    for name in args.models:
-        rows.append(benchmark_model(name, device=args.device, height=args.height, width=args.width, batch=args.batch,
-                                    amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-                                    warmup=args.warmup, repeats=args.repeats))
-        print(f"{name}: {rows[-1]['latency_ms']:.1f} ms", file=sys.stderr, flush=True)
-    # Other processes skew CPU timings: the 1-minute load average tells how busy the machine was.
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads{load}, warm-up {args.warmup}, "
-          f"median of {args.repeats} repeats\n")
-    print(markdown_table(rows))
-    return 0
-
+from svde.cli.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

@@ -1,73 +1,10 @@
-"""Train a depth model: ``python scripts/train.py --config FILE [--out RUN_DIR] [--resume RUN_DIR] [key.sub=value ...]``.
+#!/usr/bin/env python
+"""``python scripts/train.py ...``: the same program as ``svde train ...`` (svde.cli.train; ``--help`` for its options)."""
 
-A resumed run continues with the config stored in its last.pt (config.yaml is a copy for
-reading); overrides may change only what does not alter the trained state (train.steps,
-logging and checkpoint cadence, device, ...: svde.training.trainer.RESUME_SAFE).
-
-Bad input (a config key or value, a missing file, an unusable device or run folder) prints one
-``error:`` line and exits 2; a run that cannot learn (diverged, non-finite) exits 1 and names
-its last good checkpoint. ``--debug`` shows tracebacks.
-
-Examples:
-    python scripts/train.py --config configs/quickstart.yaml
-    python scripts/train.py --config configs/paper/b0_lrn4.yaml data.num_workers=8 train.amp=bf16
-    torchrun --nproc_per_node=4 scripts/train.py --config configs/paper/b5_lrn4.yaml
-    python scripts/train.py --resume runs/quickstart-20260101-120000
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
 import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="YAML config (may name base: files); with --resume, "
-                        "defaults to the config stored in the run's last.pt, and must agree with it")
-    parser.add_argument("--out", type=Path, help="run folder (default: runs/<config name>-<timestamp>)")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied last")
-    args = parser.parse_args(argv)
-    if args.config is None and args.resume is None:
-        parser.error("give --config FILE (or --resume RUN_DIR)")
-    if args.resume is not None and args.out is not None and args.out != args.resume:
-        parser.error("--out and --resume name different folders; a resumed run stays in its folder")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from svde.config import load_config
-    from svde.training import resume_config, train
-
-    if args.resume is not None:
-        cfg = resume_config(args.resume, args.overrides, config=args.config)
-        run_dir = args.resume
-    else:
-        cfg = load_config(args.config, args.overrides)
-        run_dir = args.out if args.out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = train(cfg, run_dir, resume=args.resume is not None)
-    if int(os.environ.get("RANK", "0")) == 0:
-        val = summary["val"]
-        metric = cfg.val.metric
-        if all(isinstance(val.get(k, {}).get(metric), (int, float)) for k in ("first", "last")):
-            print(f"validation {metric}: {val['first'][metric]:.4f} at step {val['first']['step']} -> "
-                  f"{val['last'][metric]:.4f} at step {val['last']['step']}")
-        print(f"run folder:  {summary['run_dir']}")
-        print(f"checkpoint:  {summary['last']}" + (f" (best: {summary['best']})" if summary["best"] else ""))
-        print(f"tensorboard: tensorboard --logdir {summary['tb_dir']}")
-    return 0
-
+from svde.cli.common import run_main
+from svde.cli.train import main
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone, uninstalled
-    from svde.cli.common import run_main
-
     sys.exit(run_main(main))

@@ -1,18 +1,14 @@
-"""Parameter / multiply-add counting, latency measurement and scripts/benchmark.py on tiny inputs."""
+"""Parameter / multiply-add counting, latency measurement and the benchmark command (svde.cli.benchmark) on tiny inputs."""
 
-import runpy
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from svde.cli.benchmark import main as benchmark_main
 from svde.inference import benchmark_model, count_macs, count_parameters, markdown_table, measure_latency
 from svde.models import build_model
-
-REPO = Path(__file__).resolve().parents[1]
-benchmark_main = runpy.run_path(str(REPO / "scripts" / "benchmark.py"))["main"]
 
 
 def test_macs_of_a_convolution_match_the_formula():

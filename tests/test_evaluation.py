@@ -1,4 +1,4 @@
-"""The evaluator over small in-test datasets and fake models, its outputs, and scripts/eval.py."""
+"""The evaluator over small in-test datasets and fake models, its outputs, and the eval command (svde.cli.eval)."""
 
 from __future__ import annotations
 
@@ -266,27 +266,32 @@ def test_outputs_json_csv_and_table(tmp_path):
                    ("dataset", "protocol", "mode", "headline_metric"))
 
 
-# ---- scripts/eval.py ------------------------------------------------------------------------
+# ---- the eval command (svde eval, scripts/eval.py) ----------------------------------------------
 def _script():
-    import importlib.util
-    from pathlib import Path
+    import svde.cli.eval
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "eval.py"
-    spec = importlib.util.spec_from_file_location("svde_eval_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return svde.cli.eval
+
+
+def _evaluate(argv):
+    """The results of ``svde eval argv`` (one dict per dataset), as it writes them."""
+    script = _script()
+    return script.evaluate(script.parse_args(argv))
 
 
 def test_script_dataset_entries_and_errors(tmp_path):
+    from svde.evaluation import EvalEntry
+
     script = _script()
     cfg = tmp_path / "roots.yaml"
     cfg.write_text("datasets:\n  nyu: /data/nyu\n  office: {type: rgbd_folder, root: /data/office, depth_cap: 10}\n")
     entries = script.dataset_entries(["nyu", "office", "synthetic"], ["nyu=/elsewhere/nyu"], cfg)
-    assert entries["nyu"]["root"] == "/elsewhere/nyu" and entries["nyu"]["protocol"] == "nyu"
-    assert entries["office"]["type"] == "rgbd_folder" and entries["office"]["depth_cap"] == 10
-    assert entries["synthetic"]["root"] is None and entries["synthetic"]["split"] == "test"
-    assert entries["synthetic"]["options"] == {"length": 100}
+    assert all(isinstance(e, EvalEntry) for e in entries.values())
+    assert entries["nyu"].root == "/elsewhere/nyu" and entries["nyu"].protocol_for().name == "nyu"
+    assert entries["office"].name == "rgbd_folder" and entries["office"].depth_cap == 10
+    assert entries["office"].protocol_for().depth_cap == 10
+    assert entries["synthetic"].root is None and entries["synthetic"].split == "test"
+    assert entries["synthetic"].options == {"length": 100}
     with pytest.raises(ValueError, match="--root kitti=PATH"):
         script.dataset_entries(["kitti"], [], None)
     with pytest.raises(ValueError, match="unknown dataset 'nyu3'.*synthetic"):
@@ -458,7 +463,7 @@ def test_script_end_to_end_every_format(native_roots, net, tmp_path, capsys):
             "--device", "cpu", "--out", str(tmp_path / "out"), "--no-progress", "--config", str(cfg)]
     for name in names[:-1]:
         argv += ["--root", f"{name}={native_roots[name]}"]
-    results = _script().main(argv)
+    results = _evaluate(argv)
     table = capsys.readouterr().out
     assert [r["dataset"] for r in results] == names
     assert results[-1]["n_images"] == 2 and results[-1]["uts"]["n_geometry"] == 2  # synthetic has intrinsics
@@ -475,15 +480,36 @@ def test_script_end_to_end_every_format(native_roots, net, tmp_path, capsys):
     assert "Garg crop" in table and "< 72 m" in table and "WHDR" in table
 
 
+def test_script_table_defines_its_metrics_and_counts_only_what_it_ran(net, tmp_path, capsys):
+    from svde.models import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "x.pt", net)
+    cfg = tmp_path / "datasets.yaml"
+    cfg.write_text("datasets:\n  synthetic: {options: {length: 3, height: 32, width: 64}}\n")
+    (res,) = _evaluate(["--checkpoint", str(ckpt), "--datasets", "synthetic", "--config", str(cfg), "--max-images", "2",
+                        "--short-side", "32", "--modes", "uts", "--device", "cpu", "--out", str(tmp_path / "out"),
+                        "--no-progress"])
+    table = capsys.readouterr().out
+    assert res["n_images"] + res["n_skipped"] == 2
+    for metric in ("delta1_err", "abs_rel", "log10", "rmse", "geometry_err", "whdr"):
+        assert f"\n- {metric}: " in table  # every printed column is defined under the table
+    assert f"- synthetic: ran the first 2 of 3 (--max-images; not the full set) images: {res['n_images']} evaluated" in table
+    # the table shows delta1_err in %, the CSV as a fraction, and the footer says so
+    (row,) = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    shown = next(line for line in table.splitlines() if line.startswith("| synthetic | uts |")).split(" | ")[5]
+    assert float(shown) == pytest.approx(100 * float(row["headline"]), abs=0.006)
+    assert "summary.csv and per_image.csv hold every metric as a fraction" in table
+    assert (tmp_path / "out" / "results.md").read_text().strip() in table
+
+
 def test_script_missing_root_layout_errors(net, tmp_path):
     from svde.data.base import DataError
     from svde.models import save_checkpoint
 
-    script = _script()
     ckpt = save_checkpoint(tmp_path / "x.pt", net)
     (tmp_path / "nyu").mkdir()
     with pytest.raises(DataError, match="nyu_depth_v2_labeled.mat"):
-        script.main(["--checkpoint", str(ckpt), "--datasets", "nyu", "--root", f"nyu={tmp_path / 'nyu'}",
+        _script().main(["--checkpoint", str(ckpt), "--datasets", "nyu", "--root", f"nyu={tmp_path / 'nyu'}",
                      "--out", str(tmp_path / "out"), "--no-progress"])
 
 

@@ -1,6 +1,5 @@
-"""ONNX / TorchScript export (svde.inference, scripts/export.py) with parity against PyTorch."""
+"""ONNX / TorchScript export (svde.models.export and the export command, svde.cli.export) with parity against PyTorch."""
 
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from svde.cli.export import main as export_main
 from svde.inference import ExportError, export_onnx, export_torchscript
 from svde.models import MODELS, build_model
-
-REPO = Path(__file__).resolve().parents[1]
-export_main = runpy.run_path(str(REPO / "scripts" / "export.py"))["main"]
 
 
 def reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -33,6 +30,8 @@ def test_onnx_static_export_cli(tmp_path, mn_checkpoint, mn_model, capsys):
     assert meta["svde_model"] == "mn_lrn4" and meta["output"] == "log_disparity"
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    assert [i.name for i in session.get_inputs()] == ["image"]  # the names the README documents
+    assert [o.name for o in session.get_outputs()] == ["log_disparity"]
     got = session.run(None, {"image": x})[0]
     assert got.shape == (1, 1, 64, 96)
     assert np.abs(got - reference(mn_model, x)).max() <= 1e-4
@@ -103,3 +102,46 @@ def test_export_argument_errors(tmp_path, mn_checkpoint):
 def test_every_model_exports(tmp_path, name, fmt):
     assert export_main(["--random-weights", "--model", name, "--format", fmt, "--out", str(tmp_path / f"{name}.{fmt}"),
                         "--height", "64", "--width", "96", "--dynamic"]) == 0
+
+
+def test_export_by_name_uses_the_released_weights(tmp_path, monkeypatch, official_state):
+    from test_released import ReleaseServer  # tests/ is on sys.path (pytest rootdir-relative imports)
+
+    from svde.models import load_official_checkpoint
+
+    server = ReleaseServer(tmp_path / "www")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SVDE_WEIGHTS_URL", server.url)
+    state = official_state("mn_lrn4")
+    server.put("mn_lrn4.pth", state)
+    try:
+        assert export_main(["--model", "mn_lrn4", "--out", str(tmp_path / "m.onnx"), "--height", "64", "--width", "64"]) == 0
+    finally:
+        server.close()
+    x = np.random.default_rng(2).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        ["log_disparity"], {"image": x})[0]
+    assert np.abs(got - reference(load_official_checkpoint(state, "mn_lrn4"), x)).max() <= 1e-4
+
+
+def test_readme_onnxruntime_example_runs(tmp_path, mn_model, monkeypatch):
+    """README.md's 'Running the ONNX file' snippet, on an exported file: the documented names, input rule and output."""
+    import re
+
+    import cv2
+
+    from svde.preprocess import normalize_image
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "onnxruntime" in b]
+    assert len(snippet.strip().splitlines()) <= 5
+    export_onnx(mn_model, tmp_path / "mn.onnx", height=64, width=64, dynamic=True)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(snippet, namespace)
+    x, log_disp = namespace["x"], namespace["log_disp"]
+    assert x.shape == (1, 3, 384, 512) and x.dtype == np.float32 and log_disp.shape == (384, 512)
+    resized = cv2.resize(namespace["rgb"], (512, 384), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(x[0], normalize_image(resized).numpy(), atol=1e-5)  # the project's normalisation
+    assert np.abs(log_disp - reference(mn_model, x)[0, 0]).max() <= 1e-4

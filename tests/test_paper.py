@@ -1,4 +1,4 @@
-"""Paper-table mode (svde.evaluation.paper, scripts/paper_table.py), offline on tiny data."""
+"""Paper-table mode (svde.evaluation.paper and the paper-table command, svde.cli.paper_table), offline on tiny data."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from svde.cli import paper_table as paper_table_cli
+from svde.cli.common import run_main
+from svde.errors import UserError
 from svde.evaluation import PAPER_DATASETS, PAPER_MODELS, load_published, paper_table
 from svde.evaluation.paper import (
     authors_roots,
@@ -17,7 +20,6 @@ from svde.evaluation.paper import (
     compare,
     format_markdown,
     load_weights,
-    main,
     published_value,
     resolve_weights,
     write_json,
@@ -81,10 +83,10 @@ def test_unknown_names_list_the_valid_ones():
         check_names(["mn_lrn4"], ["kitti"])
     with pytest.raises(KeyError, match="valid datasets"):
         check_names(["mn_lrn4"], [])
-    with pytest.raises(KeyError, match="valid models"):
-        main(["--models", "mn_lrn5", "--random-weights", "--root", "nyu=/x"])
-    with pytest.raises(KeyError, match="valid datasets"):
-        main(["--datasets", "nyuv2", "--random-weights", "--root", "nyu=/x"])
+    with pytest.raises(UserError, match="valid models"):
+        paper_table_cli.resolve(paper_table_cli.parse_args(["--models", "mn_lrn5", "--random-weights", "--root", "nyu=/x"]))
+    with pytest.raises(UserError, match="valid datasets"):
+        paper_table_cli.resolve(paper_table_cli.parse_args(["--datasets", "nyuv2", "--random-weights", "--root", "nyu=/x"]))
 
 
 def test_weights_resolution_and_loading(tmp_path, mn_model, mn_checkpoint):
@@ -189,17 +191,28 @@ def test_paper_table_end_to_end(tiny_roots, tmp_path):
         paper_table(models, datasets, modes=("utss",))
 
 
-def test_command_line_with_the_authors_data_folder(tiny_roots, tmp_path, mn_checkpoint):
+def test_command_line_with_the_authors_data_folder(tiny_roots, tmp_path, mn_checkpoint, capsys):
+    def run(argv):
+        return paper_table_cli.run(paper_table_cli.parse_args(argv))
+
     out = tmp_path / "out"
-    table, md = main(["--models", "mn_lrn4", "--weights", f"mn_lrn4={mn_checkpoint}", "--datasets", "diw",
-                      "--data-dir", str(tiny_roots), "--out", str(out), "--no-progress", "--device", "cpu"])
+    table, md = run(["--models", "mn_lrn4", "--weights", f"mn_lrn4={mn_checkpoint}", "--datasets", "diw",
+                     "--data-dir", str(tiny_roots), "--out", str(out), "--no-progress", "--device", "cpu"])
     (row,) = table["rows"]
     assert (row["model"], row["dataset"], row["published"]["readme"]) == ("mn_lrn4", "diw", 15.02)
     assert row["measured"]["uts"] in (0.0, 50.0, 100.0) and math.isfinite(row["difference"]["paper_table3"])
     assert (out / "paper_table.md").read_text().strip() == md
     data = json.loads((out / "paper_table.json").read_text())
     assert data["run"]["weights"] == {"mn_lrn4": str(mn_checkpoint)} and data["rows"][0] == row
-    with pytest.raises(ValueError, match="no root for nyu"):
-        main(["--models", "mn_lrn4", "--random-weights", "--datasets", "nyu", "diw", "--root", f"diw={tiny_roots}"])
-    with pytest.raises(FileNotFoundError, match="mn_lrn4.pth does not exist"):
-        main(["--models", "mn_lrn4", "--weights-dir", str(tmp_path), "--datasets", "diw", "--data-dir", str(tiny_roots)])
+    with pytest.raises(UserError, match="no root for nyu"):
+        run(["--models", "mn_lrn4", "--random-weights", "--datasets", "nyu", "diw", "--root", f"diw={tiny_roots}"])
+    with pytest.raises(UserError, match="mn_lrn4.pth does not exist"):
+        run(["--models", "mn_lrn4", "--weights-dir", str(tmp_path), "--datasets", "diw", "--data-dir", str(tiny_roots)])
+    # the command line: the table on stdout; bad names are one error line, before any work
+    capsys.readouterr()
+    assert run_main(paper_table_cli.main, ["--models", "mn_lrn4", "--random-weights", "--datasets", "diw",
+                                           "--data-dir", str(tiny_roots), "--out", str(out), "--no-progress"]) == 0
+    assert "| mn_lrn4 | diw |" in capsys.readouterr().out
+    assert run_main(paper_table_cli.main, ["--models", "b9_lrn4", "--random-weights", "--data-dir", str(tiny_roots)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model(s) ['b9_lrn4']; valid models: mn_lrn4") and "Traceback" not in err

@@ -1,8 +1,8 @@
-"""svde.inference (resize, domains, PNG16, point clouds, PLY) and scripts/predict.py end to end."""
+"""svde.inference (resize, domains, PNG16, point clouds, PLY) and the predict command (svde.cli.predict) end to end."""
 
 import json
 import math
-import runpy
+import socket
 from pathlib import Path
 
 import cv2
@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from svde.cli.common import run_main
+from svde.cli.main import main as svde_main
+from svde.cli.predict import main as predict_main
 from svde.data.base import DataError
 from svde.data.io import read_image
 from svde.inference import (
@@ -29,7 +31,6 @@ from svde.inference import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-predict_main = runpy.run_path(str(REPO / "scripts" / "predict.py"))["main"]
 
 
 def parse_ply(path: Path) -> tuple[list[str], np.ndarray]:
@@ -248,6 +249,12 @@ def test_predict_cli_errors(tmp_path, mn_checkpoint, capsys):
         predict_main(["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path), "--out", str(tmp_path), "--ply"])
     with pytest.raises(SystemExit):
         predict_main(["--official", str(mn_checkpoint), "--input", str(tmp_path), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):  # no weights named at all
+        predict_main([str(tmp_path / "in")])
+    with pytest.raises(SystemExit):  # two different inputs
+        predict_main(["--checkpoint", str(mn_checkpoint), str(tmp_path), "--input", str(tmp_path / "in")])
+    with pytest.raises(SystemExit):  # a mesh needs a camera
+        predict_main(["--checkpoint", str(mn_checkpoint), str(tmp_path / "in"), "--mesh"])
     with pytest.raises(DataError, match="broken.jpg"):
         read_image(tmp_path / "in" / "broken.jpg")
 
@@ -267,3 +274,94 @@ def test_predict_cli_official_fixture(tmp_path, shared_dir, official_state):
                          str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
     assert np.load(tmp_path / "o" / "p.log_disparity.npy").shape == (30, 30)
 
+
+
+def parse_mesh_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (x, y, z, r, g, b records) and faces (M, 3) of a binary PLY mesh, read independently of write_ply."""
+    raw = path.read_bytes()
+    end = raw.index(b"end_header\n") + len(b"end_header\n")
+    header = raw[:end].decode("ascii").splitlines()
+    assert "format binary_little_endian 1.0" in header and "property list uchar int vertex_indices" in header
+    n_vert = int(next(line for line in header if line.startswith("element vertex")).split()[-1])
+    n_face = int(next(line for line in header if line.startswith("element face")).split()[-1])
+    vdtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    fdtype = np.dtype([("n", "u1"), ("idx", "<i4", (3,))])
+    body = raw[end:]
+    assert len(body) == n_vert * vdtype.itemsize + n_face * fdtype.itemsize
+    faces = np.frombuffer(body[n_vert * vdtype.itemsize:], dtype=fdtype)
+    assert (faces["n"] == 3).all()
+    return np.frombuffer(body[:n_vert * vdtype.itemsize], dtype=vdtype), faces["idx"]
+
+
+def test_predict_cli_mesh_next_to_the_point_cloud(tmp_path, mn_checkpoint, mn_model):
+    from svde.geometry import depth_to_mesh
+
+    rgb = random_rgb(32, 48, 8)
+    cv2.imwrite(str(tmp_path / "img.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    k = [40.0, 40.0, 24.0, 16.0]
+    assert predict_main(["--checkpoint", str(mn_checkpoint), str(tmp_path / "img.png"), "--out", str(tmp_path / "o"),
+                         "--short-side", "0", "--ply", "--mesh", "--intrinsics", *map(str, k), "--device", "cpu"]) == 0
+    verts, faces = parse_mesh_ply(tmp_path / "o" / "img.mesh.ply")
+    _, cloud = parse_ply(tmp_path / "o" / "img.ply")
+    depth = convert_domain(predict(mn_model, rgb, short_side=None), "depth")
+    expected = depth_to_mesh(depth, k, rgb)
+    np.testing.assert_array_equal(faces, expected.faces)  # the library's triangulation, jumps left open
+    assert len(faces) > 0 and faces.max() < len(verts)
+    for axis in "xyz":  # the mesh's vertices are the point cloud's points
+        np.testing.assert_allclose(verts[axis], cloud[axis], rtol=1e-6)
+    np.testing.assert_array_equal(np.stack([verts["red"], verts["green"], verts["blue"]], 1), rgb.reshape(-1, 3))
+
+
+# ---- predict by name: the released weights, from a local server standing in for the release ---------
+@pytest.fixture
+def release_server(tmp_path, monkeypatch):
+    from test_released import ReleaseServer  # tests/ is on sys.path (pytest rootdir-relative imports)
+
+    srv = ReleaseServer(tmp_path / "www")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SVDE_WEIGHTS_URL", srv.url)
+    yield srv
+    srv.close()
+
+
+def test_predict_by_name_uses_the_released_weights(tmp_path, release_server, official_state, capsys):
+    from svde.models import load_official_checkpoint
+
+    state = official_state("mn_lrn4")
+    release_server.put("mn_lrn4.pth", state)
+    rgb = random_rgb(36, 50, 9)
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    # the svde command, positional input and the default output folder (relative to the working directory)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        assert svde_main(["predict", "--model", "mn_lrn4", "photo.png", "--device", "cpu", "--mesh", "--fov", "60"]) == 0
+    expected = predict(load_official_checkpoint(state, "mn_lrn4"), rgb, short_side=384)  # the command's default
+    np.testing.assert_allclose(np.load(tmp_path / "predictions" / "photo.log_disparity.npy"), expected, atol=1e-5)
+    assert (tmp_path / "predictions" / "photo.vis.png").is_file() and (tmp_path / "predictions" / "photo.mesh.ply").is_file()
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "mn_lrn4.pth"
+    assert cached.is_file()
+    # the scripts' form, with the server gone: the cached file is used
+    release_server.close()
+    assert predict_main(["--model", "mn_lrn4", "--input", str(tmp_path / "photo.png"), "--out", str(tmp_path / "preds"),
+                         "--device", "cpu"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "preds" / "photo.log_disparity.npy"), expected, atol=1e-5)
+
+
+def test_predict_by_name_offline_is_one_error_line(tmp_path, monkeypatch, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    url = f"http://127.0.0.1:{port}/v1.0"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SVDE_WEIGHTS_URL", url)
+    cv2.imwrite(str(tmp_path / "photo.png"), random_rgb(20, 20))
+    capsys.readouterr()
+    rc = svde_main(["predict", "--model", "b5_lrn4", str(tmp_path / "photo.png"), "--out", str(tmp_path / "o"),
+                    "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    for fragment in (f"{url}/b5_lrn4.pth", str(tmp_path / "torch" / "hub" / "checkpoints" / "b5_lrn4.pth"),
+                     "SVDE_WEIGHTS_URL"):
+        assert fragment in line
+    assert not list((tmp_path / "o").iterdir())  # nothing predicted

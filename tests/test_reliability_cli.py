@@ -1,11 +1,12 @@
-"""Bad input to the scripts (issue 13): one ``error:`` line, exit 2, no traceback, nothing done.
+"""Bad input to the commands (issue 13): one ``error:`` line, exit 2, no traceback, nothing done.
 
-Each case runs a script's ``main`` through :func:`svde.cli.common.run_main`, exactly as its
-``__main__`` block does; a few run the real command line in a subprocess. "Nothing done" is
-checked by replacing the script's work function with one that fails the test.
+Each case runs a command's ``main`` (``svde.cli.<name>``) through :func:`svde.cli.common.run_main`,
+exactly as ``scripts/<name>.py`` and the ``svde`` command do; a few run the real command lines in
+a subprocess. "Nothing done" is checked by replacing the command's work function with one that
+fails the test.
 """
 
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
@@ -21,27 +22,16 @@ from svde.cli.common import run_main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_script(name: str):
-    """scripts/<name>.py as a module (its globals can be patched)."""
-    spec = importlib.util.spec_from_file_location(f"svde_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def scripts():
-    return {name: load_script(name) for name in ("eval", "predict", "export", "benchmark")}
-
-
-def entry(scripts, name):
-    return scripts[name].cli if name == "eval" else scripts[name].main
+    """The command modules (their globals can be patched)."""
+    return {name: importlib.import_module(f"svde.cli.{name}") for name in ("eval", "predict", "export", "benchmark")}
 
 
 def run(scripts, name, argv, capsys):
-    """(exit status, stdout, stderr) of ``scripts/<name>.py argv``."""
+    """(exit status, stdout, stderr) of ``svde <name> argv``."""
     capsys.readouterr()
-    rc = run_main(entry(scripts, name), [str(a) for a in argv])
+    rc = run_main(scripts[name].main, [str(a) for a in argv])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -130,7 +120,7 @@ def test_debug_shows_the_traceback(scripts, tmp_path, image_dir):
 ])
 def test_predict_camera_checked_before_inference(scripts, monkeypatch, camera, fragment, tmp_path, image_dir,
                                                  mn_checkpoint, capsys):
-    forbid(monkeypatch, scripts["predict"], "load_depth_model", "predict")
+    forbid(monkeypatch, scripts["predict"], "load_network", "predict")
     rc, _, err = run(scripts, "predict", [*model_args("predict", mn_checkpoint), *script_args("predict", tmp_path, image_dir),
                                           "--ply", *camera], capsys)
     assert rc == 2
@@ -141,7 +131,7 @@ def test_predict_camera_checked_before_inference(scripts, monkeypatch, camera, f
 @pytest.mark.parametrize("name", ["eval", "predict", "benchmark"])
 def test_cuda_without_cuda(scripts, name, monkeypatch, tmp_path, image_dir, mn_checkpoint, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    forbid(monkeypatch, scripts[name], *{"eval": ["evaluate_model"], "predict": ["predict"],
+    forbid(monkeypatch, scripts[name], *{"eval": ["evaluate_entry"], "predict": ["predict"],
                                          "benchmark": ["benchmark_model"]}[name])
     rc, _, err = run(scripts, name, [*model_args(name, mn_checkpoint), *script_args(name, tmp_path, image_dir),
                                      "--device", "cuda"], capsys)
@@ -160,7 +150,7 @@ def test_unknown_device_name(scripts, tmp_path, image_dir, mn_checkpoint, capsys
                                           ("eval", "--max-images"), ("benchmark", "--repeats")])
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_counts_must_be_positive(scripts, monkeypatch, name, option, value, tmp_path, image_dir, mn_checkpoint, capsys):
-    forbid(monkeypatch, scripts[name], *{"eval": ["evaluate_model", "load_depth_model"], "export": ["load_depth_model"],
+    forbid(monkeypatch, scripts[name], *{"eval": ["evaluate_entry", "load_network"], "export": ["load_network"],
                                          "benchmark": ["benchmark_model"]}[name])
     rc, _, err = run(scripts, name, [*model_args(name, mn_checkpoint), *script_args(name, tmp_path, image_dir),
                                      option, value], capsys)
@@ -171,7 +161,7 @@ def test_counts_must_be_positive(scripts, monkeypatch, name, option, value, tmp_
 @pytest.mark.parametrize("name", ["export", "benchmark"])
 @pytest.mark.parametrize("size", [("--height", "50"), ("--width", "100"), ("--height", "0")])
 def test_sizes_must_be_multiples_of_32(scripts, monkeypatch, name, size, tmp_path, image_dir, mn_checkpoint, capsys):
-    forbid(monkeypatch, scripts[name], "load_depth_model" if name == "export" else "benchmark_model")
+    forbid(monkeypatch, scripts[name], "load_network" if name == "export" else "benchmark_model")
     rc, _, err = run(scripts, name, [*model_args(name, mn_checkpoint), *script_args(name, tmp_path, image_dir), *size],
                      capsys)
     assert rc == 2
@@ -186,7 +176,7 @@ def test_unwritable_out(scripts, monkeypatch, name, tmp_path, image_dir, mn_chec
     out = blocker / ("m.onnx" if name == "export" else "out")
     argv = script_args(name, tmp_path, image_dir)
     argv[argv.index("--out") + 1] = out
-    forbid(monkeypatch, scripts[name], "load_depth_model", *(["evaluate_model"] if name == "eval" else []))
+    forbid(monkeypatch, scripts[name], "load_network", *(["evaluate_entry"] if name == "eval" else []))
     rc, _, err = run(scripts, name, ["--checkpoint", mn_checkpoint, *argv], capsys)
     assert rc == 2
     assert_one_error(err, str(blocker), "cannot write")
@@ -194,7 +184,7 @@ def test_unwritable_out(scripts, monkeypatch, name, tmp_path, image_dir, mn_chec
 
 # ---- eval's datasets: all checked (and built) before the first image ---------------------------
 def eval_with_config(scripts, monkeypatch, tmp_path, mn_checkpoint, capsys, config: str, datasets=("synthetic",)):
-    forbid(monkeypatch, scripts["eval"], "evaluate_model")
+    forbid(monkeypatch, scripts["eval"], "evaluate_entry")
     cfg = tmp_path / "datasets.yaml"
     cfg.write_text(config)
     return run(scripts, "eval", ["--checkpoint", mn_checkpoint, "--datasets", *datasets, "--config", cfg,
@@ -212,7 +202,7 @@ def test_eval_unknown_protocol(scripts, monkeypatch, tmp_path, mn_checkpoint, ca
     rc, _, err = eval_with_config(scripts, monkeypatch, tmp_path, mn_checkpoint, capsys,
                                   "datasets:\n  synthetic: {protocol: nyuu, options: {length: 2}}\n")
     assert rc == 2
-    assert_one_error(err, "'nyuu'", "valid protocols")
+    assert_one_error(err, "datasets.yaml", "unknown protocol 'nyuu'", "valid: synthetic, nyu")
 
 
 def test_eval_unknown_dataset(scripts, monkeypatch, tmp_path, mn_checkpoint, capsys):
@@ -276,7 +266,7 @@ def test_predict_input_without_images(scripts, tmp_path, mn_checkpoint, capsys):
     assert_one_error(err, str(tmp_path / "empty"), "no images")
 
 
-# ---- the real command lines ----------------------------------------------------------------------
+# ---- the real command lines: each scripts/<name>.py wrapper ----------------------------------------
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -291,6 +281,8 @@ SLOW = pytest.mark.slow  # each starts a Python that imports torch; one script's
     pytest.param("export", ["--random-weights", "--model", "mn_lrn4", "--out", "{tmp}/m.onnx", "--height", "50"],
                  "multiples of 32", marks=SLOW),
     pytest.param("benchmark", ["--batch", "0"], "--batch", marks=SLOW),
+    pytest.param("paper_table", ["--models", "b9_lrn4", "--random-weights"], "b9_lrn4", marks=SLOW),
+    pytest.param("train", ["--config", "{tmp}/missing.yaml"], "missing.yaml", marks=SLOW),
 ])
 def test_command_line_prints_one_error_line(name, argv, fragment, tmp_path):
     argv = [a.format(tmp=tmp_path) for a in argv]

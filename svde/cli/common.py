@@ -29,8 +29,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
+from svde.api import load_depth_model
 from svde.errors import EXIT_USER, UserError, exit_code
+from svde.models.model import DepthModel
 from svde.models.registry import MODELS
+from svde.models.released import load_released
 from svde.preprocess import STRIDE
 
 DEBUG_FLAG = "--debug"
@@ -96,19 +101,24 @@ def check_positive(option: str, value: float | None, minimum: float = 1) -> None
         raise UserError(f"{option} must be >= {minimum:g}, got {value:g}")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, random_weights: str | None = None) -> None:
-    """Add the scripts' shared ``--checkpoint | --official [--random-weights]`` and ``--model``.
+def add_model_arguments(parser: argparse.ArgumentParser, random_weights: str | None = None,
+                        released: bool = False) -> None:
+    """Add the commands' shared ``--checkpoint | --official [--random-weights]`` and ``--model``.
 
     ``random_weights`` is the help text of ``--random-weights``; ``None`` leaves that option out.
+    With ``released``, ``--model NAME`` alone means the authors' released weights of ``NAME``
+    (:func:`svde.models.released.load_released`), so no weight source is required.
     Check the parsed arguments with :func:`check_model_arguments`.
     """
-    src = parser.add_mutually_exclusive_group(required=True)
+    src = parser.add_mutually_exclusive_group(required=not released)
     src.add_argument("--checkpoint", type=Path, help="a checkpoint of this project (knows its model)")
     src.add_argument("--official", type=Path, help="an authors' released state dict (needs --model)")
     if random_weights is not None:
         src.add_argument("--random-weights", action="store_true", help=random_weights)
-    parser.add_argument("--model", choices=list(MODELS),
-                        help="model name (with --official" + (" or --random-weights)" if random_weights else ")"))
+    alone = " alone: the authors' released weights, downloaded once into torch.hub's cache" if released else ""
+    parser.add_argument("--model", choices=list(MODELS), metavar="NAME",
+                        help=f"model name, one of {', '.join(MODELS)}" + alone + " (with --official"
+                             + (" or --random-weights)" if random_weights else ")"))
 
 
 def add_debug_argument(parser: argparse.ArgumentParser) -> None:
@@ -116,13 +126,59 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the full traceback instead of one error line")
 
 
-def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``parser.error`` unless ``--model`` is given exactly where it is needed."""
+def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                          released: bool = False) -> None:
+    """``parser.error`` unless ``--model`` is given exactly where it is needed.
+
+    With ``released`` (see :func:`add_model_arguments`) a bare ``--model`` is a source of its own.
+    """
+    if released and args.checkpoint is None and args.official is None and not getattr(args, "random_weights", False):
+        if args.model is None:
+            parser.error("give --model NAME (the authors' released weights) or --checkpoint FILE "
+                         "(or --official FILE --model NAME)")
+        return
     if (args.official is not None or getattr(args, "random_weights", False)) and args.model is None:
         parser.error("--official" + (" and --random-weights need" if hasattr(args, "random_weights") else " needs")
                      + " --model NAME (a released file does not record its architecture)")
     if args.checkpoint is not None and args.model is not None:
         parser.error("--model goes with --official; a project checkpoint knows its model")
+
+
+def uses_released_weights(args: argparse.Namespace) -> bool:
+    """Whether the parsed arguments name the released weights (``--model`` alone)."""
+    return (args.checkpoint is None and args.official is None and not getattr(args, "random_weights", False)
+            and args.model is not None)
+
+
+def load_network(args: argparse.Namespace, device: str | torch.device = "cpu") -> DepthModel:
+    """The network the model arguments name (:func:`add_model_arguments`), in eval mode on ``device``:
+    the released weights by name, a project checkpoint, a released file, or random weights."""
+    if uses_released_weights(args):
+        return load_released(args.model).to(device).eval()
+    return load_depth_model(args.checkpoint, args.official, args.model, device)
+
+
+def weights_source(args: argparse.Namespace) -> str:
+    """Where the weights come from, for run records: a file, ``released:<name>`` or ``random``."""
+    if uses_released_weights(args):
+        return f"released:{args.model}"
+    return str(args.checkpoint or args.official or "random")
+
+
+def parse_pairs(items: Sequence[str], option: str) -> dict[str, str]:
+    """``NAME=VALUE`` items of a repeatable option (``--root nyu=/data/nyu``) as a dict.
+
+    Example:
+        >>> parse_pairs(["nyu=/data/nyu", "diw=/data/DIW"], "--root")
+        {'nyu': '/data/nyu', 'diw': '/data/DIW'}
+    """
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UserError(f"{option} expects NAME=PATH, got {item!r}")
+        out[name] = value
+    return out
 
 
 def output_stems(images: Sequence[Path], root: Path) -> list[Path]:
@@ -153,3 +209,9 @@ def check_camera(fov: float | None = None, intrinsics: Sequence[float] | None = 
         if intrinsics[0] <= 0 or intrinsics[1] <= 0:
             raise UserError(f"--intrinsics: focal lengths FX and FY must be > 0 pixels, got {intrinsics[0]:g} "
                             f"and {intrinsics[1]:g}")
+
+
+def command_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of one command: ``doc`` (the module docstring) as its help text, ``prog`` as its name
+    (``svde predict`` under the ``svde`` command; ``None``: the script's file name)."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,0 +1,85 @@
+"""The ``svde`` command: ``svde <command> [options]`` runs one of the subcommands below.
+
+Each subcommand is the same program as ``python scripts/<command>.py`` (the subcommand's
+module, :mod:`svde.cli.<command>`, is imported only when it runs, so ``svde --help`` is quick).
+``svde <command> --help`` shows its options; errors follow :func:`svde.cli.common.run_main`
+(one ``error:`` line, exit 2 for bad input, 1 when the work failed; ``--debug``: traceback).
+
+Example:
+    >>> main(["--help"])  # doctest: +ELLIPSIS
+    usage: svde [--help] [--version] <command> [options]
+    ...
+    0
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import sys
+from typing import NamedTuple, Sequence
+
+EXIT_USAGE = 2
+
+
+class Command(NamedTuple):
+    """A subcommand: the module with its ``main(argv, prog)``, and one line for ``svde --help``."""
+
+    module: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "predict": Command("svde.cli.predict", "depth for photos: released weights by name, or a checkpoint"),
+    "train": Command("svde.cli.train", "train a model from a YAML config (or resume a run)"),
+    "eval": Command("svde.cli.eval", "zero-shot evaluation with the paper's protocol"),
+    "export": Command("svde.cli.export", "export a model to ONNX or TorchScript, checked against PyTorch"),
+    "benchmark": Command("svde.cli.benchmark", "parameters, multiply-adds, latency and FPS of the models"),
+    "paper-table": Command("svde.cli.paper_table", "measured vs published results of the released models"),
+}
+
+
+def usage() -> str:
+    """The text of ``svde --help``."""
+    from svde import __version__
+
+    width = max(map(len, COMMANDS))
+    lines = ["usage: svde [--help] [--version] <command> [options]", "",
+             f"svde {__version__}: light-weight, geometry-preserving single-view depth (Romanov et al., 2020).",
+             "", "commands:"]
+    lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
+    lines += ["", "svde <command> --help shows a command's options; python scripts/<command>.py runs the same "
+                  "program (paper-table: scripts/paper_table.py)."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``svde argv`` and return the exit status (the console script ``svde`` calls this)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else EXIT_USAGE
+    if argv[0] == "--version":
+        from svde import __version__
+
+        print(f"svde {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"usage: svde <command> [options]\nerror: unknown command {name!r}{hint}; "
+              f"valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return EXIT_USAGE
+    from svde.cli.common import run_main  # imports torch: only once a command runs
+
+    module = importlib.import_module(COMMANDS[name].module)
+    try:
+        return run_main(functools.partial(module.main, prog=f"svde {name}"), argv[1:])
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Predict depth for an image or a folder of images (searched recursively).
+
+With ``--model NAME`` alone it uses the authors' released weights of NAME (downloaded once
+into torch.hub's cache, verified; ``SVDE_WEIGHTS_URL`` points at a mirror); ``--checkpoint``
+uses a model trained here, ``--official FILE --model NAME`` a released file on disk.
+
+For every input ``DIR/sub/name.jpg`` it writes, under ``--out`` (default ``predictions/``):
+
+* ``sub/name.<domain>.npy`` (float32) or ``sub/name.<domain>.png`` (16-bit, normalised to the
+  map's min..max, with ``sub/name.<domain>.json`` holding min/max: value = min + png / 65535 *
+  (max - min));
+* ``sub/name.vis.png``: a colourised visualisation (near = bright, 2nd..98th percentile);
+* with ``--ply``: ``sub/name.ply``, a coloured point cloud, and with ``--mesh``:
+  ``sub/name.mesh.ply``, a coloured triangle mesh that does not join across depth jumps
+  (svde.geometry.depth_to_mesh); both from the predicted depth and ``--fov`` or
+  ``--intrinsics`` (depth is up to scale for UTS models).
+
+Examples:
+    svde predict --model b5_lrn4 photo.jpg                       # released weights -> predictions/
+    python scripts/predict.py --model b5_lrn4 --input photo.jpg --out preds/
+    svde predict --model b5_lrn4 photos/ --domain depth --format png --mesh --fov 60
+    svde predict --checkpoint runs/quickstart/best.pt --input photos/ --out preds/
+    svde predict --official weights/b5_lrn4.pth --model b5_lrn4 img.jpg --ply --fov 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from svde.api import DOMAINS, convert_domain, predict
+from svde.cli.common import (
+    add_debug_argument,
+    add_model_arguments,
+    check_camera,
+    check_model_arguments,
+    check_output_folder,
+    command_parser,
+    load_network,
+    output_stems,
+)
+from svde.data.base import DataError
+from svde.data.io import read_image, save_png16, write_mesh_ply, write_npy, write_ply, write_rgb
+from svde.data.layout import list_images
+from svde.device import resolve_device
+from svde.errors import RunFailed
+from svde.geometry import depth_to_mesh, intrinsics_from_fov, point_cloud
+from svde.viz import colorize
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """Parse and check the arguments (every value is checked here, before any work)."""
+    p = command_parser(__doc__, prog)
+    add_model_arguments(p, random_weights="random weights for --model (only to try the pipeline; predictions "
+                                          "are meaningless)", released=True)
+    p.add_argument("image", nargs="?", type=Path, metavar="INPUT", help="an image file or a folder (as --input)")
+    p.add_argument("--input", type=Path, help="an image file or a folder (searched recursively)")
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)")
+    p.add_argument("--domain", choices=DOMAINS, default="log_disparity",
+                   help="output domain; depth/disparity are up to scale for UTS models (default: %(default)s)")
+    p.add_argument("--format", choices=("npy", "png"), default="npy",
+                   help="npy: float32; png: 16-bit, min..max normalised, with a .json sidecar (default: %(default)s)")
+    p.add_argument("--short-side", type=int, default=384,
+                   help="rescale so the shorter side has this length (then to multiples of 32); "
+                        "0 keeps the native size (default: %(default)s, as in the paper)")
+    p.add_argument("--no-vis", action="store_true", help="do not write the colourised .vis.png")
+    p.add_argument("--ply", action="store_true", help="also write a coloured point cloud (needs --fov or --intrinsics)")
+    p.add_argument("--mesh", action="store_true",
+                   help="also write a coloured triangle mesh, <name>.mesh.ply (needs --fov or --intrinsics)")
+    cam = p.add_mutually_exclusive_group()
+    cam.add_argument("--fov", type=float, help="horizontal field of view in degrees, for --ply/--mesh")
+    cam.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                     help="pinhole intrinsics in pixels of the input image, for --ply/--mesh")
+    p.add_argument("--ply-ascii", action="store_true", help="write the point cloud as ASCII PLY instead of binary")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto, cuda if available)")
+    add_debug_argument(p)
+    args = p.parse_args(argv)
+    check_model_arguments(p, args, released=True)
+    if args.image is not None and args.input is not None and args.image != args.input:
+        p.error(f"two inputs given ({args.image} and --input {args.input}); give one image or folder")
+    args.input = args.input if args.input is not None else args.image
+    if args.input is None:
+        p.error("give an image or a folder: svde predict [options] INPUT (or --input INPUT)")
+    if (args.ply or args.mesh) and args.fov is None and args.intrinsics is None:
+        p.error(f"{'--ply' if args.ply else '--mesh'} needs --fov DEG or --intrinsics FX FY CX CY")
+    check_camera(fov=args.fov, intrinsics=args.intrinsics)
+    if args.short_side < 0:
+        p.error(f"--short-side must be >= 0, got {args.short_side}")
+    return args
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Predict every image; returns 0 (:class:`RunFailed` when some images could not be read; the rest are written)."""
+    args = parse_args(argv, prog)
+    device = resolve_device(args.device)
+    images, skipped = list_images(args.input)
+    if not images:
+        raise DataError(f"--input {args.input}: no images there (extensions: png, jpg, ...)")
+    for path in skipped:
+        print(f"note: skipping {path} (not an image)", file=sys.stderr)
+    check_output_folder(args.out)
+    model = load_network(args, device)
+    root = args.input if args.input.is_dir() else args.input.parent
+    failed: list[Path] = []
+    for path, stem in zip(images, output_stems(images, root)):
+        try:
+            rgb = read_image(path)
+        except DataError as exc:  # names the file and what is wrong with it; go on with the others
+            print(f"warning: {exc}", file=sys.stderr)
+            failed.append(path)
+            continue
+        write_prediction(args, model, rgb, path, args.out / stem)
+        print(f"{path} -> {args.out / stem}.*")
+    if failed:
+        raise RunFailed(f"{len(failed)} of {len(images)} images could not be read (the others were written): "
+                        + ", ".join(str(p) for p in failed))
+    return 0
+
+
+def write_prediction(args: argparse.Namespace, model: torch.nn.Module, rgb: np.ndarray, source: Path, base: Path) -> None:
+    """Predict one image and write the requested files (each atomically) under ``base``."""
+    log_disp = predict(model, rgb, short_side=args.short_side or None)
+    values = convert_domain(log_disp, args.domain)
+    if args.format == "npy":
+        write_npy(f"{base}.{args.domain}.npy", values)
+    else:
+        save_png16(f"{base}.{args.domain}.png", values, domain=args.domain, source=str(source))
+    if not args.no_vis:
+        # Log-disparity shows near and far structure evenly, with near = bright.
+        write_rgb(f"{base}.vis.png", colorize(log_disp))
+    if args.ply or args.mesh:
+        height, width = log_disp.shape
+        intrinsics = args.intrinsics or intrinsics_from_fov(width, height, args.fov)
+        depth = convert_domain(log_disp, "depth")
+        if args.ply:
+            points, colors = point_cloud(depth, intrinsics, rgb)
+            write_ply(f"{base}.ply", points, colors, binary=not args.ply_ascii)
+        if args.mesh:
+            mesh = depth_to_mesh(depth, intrinsics, rgb)
+            write_mesh_ply(f"{base}.mesh.ply", mesh.vertices, mesh.faces, mesh.colors)
