@@ -23,7 +23,7 @@ def test_help_lists_every_subcommand_with_one_line(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: svde ")
     listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
-    assert listed == ["predict", "train", "eval", "export", "benchmark", "paper-table"] == list(COMMANDS)
+    assert listed == ["predict", "train", "eval", "export", "benchmark", "paper-table", "poc"] == list(COMMANDS)
     for name, command in COMMANDS.items():
         assert f"  {name}" in out and command.summary in out
 
@@ -83,7 +83,7 @@ def readme_commands() -> list[tuple[str, list[str]]]:
                 if part[:1] == ["svde"]:
                     assert part[1] in modules, part
                     found.append((modules[part[1]], part[2:]))
-                script = next((i for i, t in enumerate(part) if re.fullmatch(r"scripts/\w+\.py", t)), None)
+                script = next((i for i, t in enumerate(part) if re.fullmatch(r"scripts/(?:experiments/)?\w+\.py", t)), None)
                 if script is not None:
                     found.append((Path(part[script]).stem, part[script + 1:]))
     return found
@@ -97,9 +97,10 @@ def test_every_readme_command_line_parses(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the README's --device cuda examples
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     commands = readme_commands()
-    assert {m for m, _ in commands} == {"train", "eval", "predict", "export", "benchmark", "paper_table"}
+    assert {m for m, _ in commands} == {"train", "eval", "predict", "export", "benchmark", "paper_table", "poc"}
     for module, argv in commands:
         importlib.import_module(f"svde.cli.{module}").parse_args(argv)  # argparse exits on any unknown option
     text = (REPO / "README.md").read_text()
     for name, command in COMMANDS.items():  # both forms shown for every command
-        assert f"svde {name} " in text and f"python scripts/{command.module.rsplit('.', 1)[1]}.py " in text
+        assert f"svde {name} " in text and f"python {command.script} " in text
+        assert (REPO / command.script).is_file()

@@ -255,7 +255,8 @@ def test_outputs_json_csv_and_table(tmp_path):
     assert data["results"][0]["protocol"]["border_crop"] == 8 and data["results"][0]["n_skipped"] == 1
     summary = list(csv.DictReader(paths["summary"].open()))
     assert [(r["dataset"], r["mode"]) for r in summary] == [("tiny", "uts"), ("tiny", "utss"), ("tiny_ordinal", "uts")]
-    assert float(summary[0]["delta1_err"]) == pytest.approx(res[0]["uts"]["delta1_err"])
+    assert float(summary[0]["delta1_err (%)"]) == pytest.approx(100 * res[0]["uts"]["delta1_err"])  # the table's units
+    assert float(summary[0]["abs_rel"]) == pytest.approx(res[0]["uts"]["abs_rel"])
     per_image = list(csv.DictReader(paths["per_image"].open()))
     assert len(per_image) == 2 * 2 + 1 and per_image[1]["skipped"] == "False" and per_image[2]["skipped"] == "True"
     table = format_table(res)
@@ -494,11 +495,11 @@ def test_script_table_defines_its_metrics_and_counts_only_what_it_ran(net, tmp_p
     for metric in ("delta1_err", "abs_rel", "log10", "rmse", "geometry_err", "whdr"):
         assert f"\n- {metric}: " in table  # every printed column is defined under the table
     assert f"- synthetic: ran the first 2 of 3 (--max-images; not the full set) images: {res['n_images']} evaluated" in table
-    # the table shows delta1_err in %, the CSV as a fraction, and the footer says so
+    # the table and the CSV show delta1_err in the same units (%), and the footer says so
     (row,) = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
     shown = next(line for line in table.splitlines() if line.startswith("| synthetic | uts |")).split(" | ")[5]
-    assert float(shown) == pytest.approx(100 * float(row["headline"]), abs=0.006)
-    assert "summary.csv and per_image.csv hold every metric as a fraction" in table
+    assert row["headline_metric"] == "delta1_err (%)" and float(shown) == pytest.approx(float(row["headline"]), abs=0.006)
+    assert "in the table and in summary.csv and per_image.csv alike" in table
     assert (tmp_path / "out" / "results.md").read_text().strip() in table
 
 

@@ -184,8 +184,8 @@ def metric_notes(results: list[dict[str, Any]], sizes: dict[str, int]) -> str:
     and how many images of each dataset (of ``sizes[name]``) were evaluated."""
     lines = ["Metrics (lower is better; d: the aligned prediction, d*: the ground truth):"]
     lines += [f"- {m}: {METRIC_NOTES[m]}" for m in (*METRIC_NAMES, "geometry_err", "whdr") if m in METRIC_NOTES]
-    lines.append("- units: the table shows delta*_err and whdr in %; summary.csv and per_image.csv hold every "
-                 "metric as a fraction (0.3391 there is 33.91 here)")
+    lines.append("- units: columns marked (%) are in %, the others as they are, in the table and in summary.csv "
+                 "and per_image.csv alike (results.json keeps fractions)")
     for res in results:
         run, size = res["n_images"] + res["n_skipped"], sizes[res["dataset"]]
         part = f"all {size}" if run == size else f"the first {run} of {size} (--max-images; not the full set)"

@@ -24,19 +24,29 @@ EXIT_USAGE = 2
 
 
 class Command(NamedTuple):
-    """A subcommand: the module with its ``main(argv, prog)``, and one line for ``svde --help``."""
+    """A subcommand: the module with its ``main(argv, prog)``, one line for ``svde --help``, and
+    the script that runs the same program."""
 
     module: str
     summary: str
+    script: str
 
 
 COMMANDS: dict[str, Command] = {
-    "predict": Command("svde.cli.predict", "depth for photos: released weights by name, or a checkpoint"),
-    "train": Command("svde.cli.train", "train a model from a YAML config (or resume a run)"),
-    "eval": Command("svde.cli.eval", "zero-shot evaluation with the paper's protocol"),
-    "export": Command("svde.cli.export", "export a model to ONNX or TorchScript, checked against PyTorch"),
-    "benchmark": Command("svde.cli.benchmark", "parameters, multiply-adds, latency and FPS of the models"),
-    "paper-table": Command("svde.cli.paper_table", "measured vs published results of the released models"),
+    "predict": Command("svde.cli.predict", "depth for photos: released weights by name, or a checkpoint",
+            "scripts/predict.py"),
+    "train": Command("svde.cli.train", "train a model from a YAML config (or resume a run)",
+            "scripts/train.py"),
+    "eval": Command("svde.cli.eval", "zero-shot evaluation with the paper's protocol",
+            "scripts/eval.py"),
+    "export": Command("svde.cli.export", "export a model to ONNX or TorchScript, checked against PyTorch",
+            "scripts/export.py"),
+    "benchmark": Command("svde.cli.benchmark", "parameters, multiply-adds, latency and FPS of the models",
+            "scripts/benchmark.py"),
+    "paper-table": Command("svde.cli.paper_table", "measured vs published results of the released models",
+            "scripts/paper_table.py"),
+    "poc": Command("svde.cli.poc", "the paper's proof of concept (§4.4.1, Fig. 2): a resumable sweep",
+            "scripts/experiments/poc.py"),
 }
 
 
@@ -49,8 +59,8 @@ def usage() -> str:
              f"svde {__version__}: light-weight, geometry-preserving single-view depth (Romanov et al., 2020).",
              "", "commands:"]
     lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
-    lines += ["", "svde <command> --help shows a command's options; python scripts/<command>.py runs the same "
-                  "program (paper-table: scripts/paper_table.py)."]
+    lines += ["", "svde <command> --help shows a command's options; the same programs run as scripts: "
+                  + ", ".join(f"python {cmd.script}" for cmd in COMMANDS.values()) + "."]
     return "\n".join(lines)
 
 

@@ -180,7 +180,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "synthetic": Protocol("synthetic", "delta1_err", depth_cap=100.0, note="generated scenes, no download",
                           source="svde"),
     "nyu": Protocol("nyu", "delta1_err", depth_cap=10.0, min_depth=1e-8, border_crop=8,
-                    note="654 official test images (splits.mat testNdxs), raw depths",
+                    note="the official test split (splits.mat testNdxs; 654 images in the release), raw depths",
                     source=f"authors: {AUTHORS_DATASETS} NYUDataset"),
     "tum": Protocol("tum", "delta1_err", depth_cap=10.0, min_depth=1e-8, note="Li et al. dynamic-human subset",
                     source=f"authors: {AUTHORS_DATASETS} TUMDataset"),
