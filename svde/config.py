@@ -402,7 +402,7 @@ def _floats(data: Any, where: str = "") -> list[tuple[str, float]]:
 
 
 def _check_ranges(cfg: Config) -> list[str]:
-    from svde.training.distributed import DEVICE_NAMES, valid_device_name
+    from svde.device import DEVICE_NAMES, valid_device_name
 
     t, problems = cfg.train, []
     if not valid_device_name(t.device):

@@ -72,7 +72,7 @@ def test_yaml_exponent_without_dot_reads_as_float(tmp_path):
     ({"val": {"dataset": {"name": "diw"}}}, "val.metric 'delta1_err' is not a validation metric; valid: whdr"),
     ({"val": {"dataset": {"name": "redweb"}}}, "val.dataset.name 'redweb' has no evaluation protocol"),
     ({"val": {"short_side": 8}}, "val.short_side must be null or >= 32"),
-    ({"train": {"device": "tpu"}}, "train.device must be one of auto, cpu, cuda, cuda:N, got 'tpu'"),
+    ({"train": {"device": "tpu"}}, "train.device must be one of auto, cpu, cuda, cuda:N, mps, got 'tpu'"),
     ({"data": {"train": [{"options": {"lenght": 3}}]}},
      "data.train.0.options.lenght: dataset 'synthetic' has no option 'lenght' (did you mean 'length'?)"),
     ({"val": {"dataset": {"name": "synthetic", "options": {"depth_typ": "uts"}}}}, "val.dataset.options.depth_typ"),

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from svde import preprocess
 from svde.errors import RunFailed, UserError
-from svde.models import (CheckpointError, DepthModel, PretrainedWeightsUnavailable, build_model, from_pretrained,
+from svde.models import (CheckpointError, PretrainedWeightsUnavailable, build_model, from_pretrained,
                          save_pretrained)
 
 

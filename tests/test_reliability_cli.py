@@ -143,7 +143,7 @@ def test_unknown_device_name(scripts, tmp_path, image_dir, mn_checkpoint, capsys
     rc, _, err = run(scripts, "predict", [*model_args("predict", mn_checkpoint),
                                           *script_args("predict", tmp_path, image_dir), "--device", "tpu"], capsys)
     assert rc == 2
-    assert_one_error(err, "'tpu'", "expected cpu, cuda")
+    assert_one_error(err, "'tpu'", "expected one of auto, cpu, cuda")
 
 
 @pytest.mark.parametrize("name, option", [("export", "--batch"), ("benchmark", "--batch"), ("eval", "--batch-size"),

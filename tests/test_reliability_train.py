@@ -14,6 +14,8 @@ import torch
 
 import svde.atomic
 import svde.errors
+import svde.training.loaders as loaders
+import svde.training.state as state_module
 import svde.training.trainer as trainer
 from svde.config import ConfigError, build_config
 from svde.data import DataError
@@ -82,7 +84,7 @@ def test_checkpoints_are_fsynced_before_the_rename(tmp_path, monkeypatch):
 
 def test_skipped_batches_leave_no_poisoned_batchnorm_statistics(tmp_path, monkeypatch):
     """A NaN batch (skipped) and a batch without valid depth (skipped) around good ones."""
-    real, calls = trainer.collate, {"n": 0}
+    real, calls = loaders.collate, {"n": 0}
 
     def faulty(samples):
         batch = real(samples)
@@ -93,7 +95,7 @@ def test_skipped_batches_leave_no_poisoned_batchnorm_statistics(tmp_path, monkey
             batch["mask"] = torch.zeros_like(batch["mask"])
         return batch
 
-    monkeypatch.setattr(trainer, "collate", faulty)
+    monkeypatch.setattr(loaders, "collate", faulty)
     with pytest.warns(UserWarning) as caught:
         train(build_config(tiny_raw(val={"every": 0})), tmp_path / "run")
     assert pt_files_are_finite(tmp_path / "run") == {"last.pt": []}  # the NaN batch's statistics were put back
@@ -103,7 +105,7 @@ def test_skipped_batches_leave_no_poisoned_batchnorm_statistics(tmp_path, monkey
 
 
 def test_non_finite_weights_stop_the_run_before_they_are_saved(tmp_path, monkeypatch):
-    real = trainer.build_optimizer
+    real = state_module.build_optimizer
 
     def poisoning(params, cfg):
         opt, count = real(params, cfg), {"n": 0}
@@ -117,7 +119,7 @@ def test_non_finite_weights_stop_the_run_before_they_are_saved(tmp_path, monkeyp
         opt.register_step_post_hook(after_step)
         return opt
 
-    monkeypatch.setattr(trainer, "build_optimizer", poisoning)
+    monkeypatch.setattr(state_module, "build_optimizer", poisoning)
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"non-finite.*Last good checkpoint: .*last.pt \(step 1\)"):
         quiet_train(build_config(tiny_raw(train={"steps": 3, "checkpoint_every": 1}, val={"every": 0})), run)
@@ -157,12 +159,12 @@ def svde_run_main(main, argv):
 
 
 def test_divergence_monitor_tolerates_noise_and_catches_alternating_explosions():
-    normal = trainer.DivergenceMonitor(factor=100.0, patience=3)
+    normal = state_module.DivergenceMonitor(factor=100.0, patience=3)
     assert not any(normal.update(x) for x in [3.0, 2.5, 1.0, 80.0, 0.8, 0.5, 0.6, 40.0, 0.4] * 5)  # one outlier at a time
-    alternating = trainer.DivergenceMonitor(factor=100.0, patience=3)
+    alternating = state_module.DivergenceMonitor(factor=100.0, patience=3)
     results = [alternating.update(x) for x in (1.0, 1e6, 1.0, 1e6, 1.1, 1e6)]
     assert results == [False] * 5 + [True]  # UTSS-only batches still look fine; the others explode
-    assert not trainer.DivergenceMonitor(factor=None, patience=1).update(1e30)
+    assert not state_module.DivergenceMonitor(factor=None, patience=1).update(1e30)
 
 
 @pytest.mark.slow  # the issue's repro: ~15 CPU steps
@@ -187,7 +189,7 @@ def test_resume_survives_an_empty_config_a_torn_log_line_and_stale_temporaries(f
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if threads != 1 else 2)
     try:
-        with caplog.at_level(logging.WARNING, logger="svde.training.trainer"):
+        with caplog.at_level(logging.WARNING, logger="svde.training.state"):
             cfg = resume_config(run, ["train.steps=3"])
             assert (cfg.data.height, cfg.data.batch_size) == (64, 2)  # the checkpoint's, not the defaults
             quiet_train(cfg, run, resume=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import svde.training.trainer as trainer
+import svde.data.sampling as sampling
+import svde.training.loaders as loaders
 from svde.config import build_config, read_yaml
 from svde.data import DataError
 from svde.models import load_model, read_checkpoint
@@ -245,7 +246,7 @@ def test_ranks_get_disjoint_shares_of_an_epoch():
     mixed = MixedDataset([SyntheticDataset(length=8, **TINY)], [1.0], epoch_length=10)
     shares = []
     for rank in range(2):
-        sampler = trainer.ResumableSampler(mixed, rank=rank, world_size=2)
+        sampler = sampling.ResumableSampler(mixed, rank=rank, world_size=2)
         sampler.set_epoch(3)
         shares.append(list(sampler))
     assert not set(shares[0]) & set(shares[1]) and len(shares[0]) == len(shares[1]) == 5
@@ -257,8 +258,8 @@ def test_seeded_samples_do_not_depend_on_the_callers_random_state():
     from svde.data.mixing import MixedDataset
     from svde.data.synthetic import SyntheticDataset
 
-    ds = SyntheticDataset(length=4, height=72, width=80, transform=trainer.build_train_transform(64, 64))
-    seeded = trainer.SeededSamples(MixedDataset([ds], [1.0], epoch_length=4), seed=0)
+    ds = SyntheticDataset(length=4, height=72, width=80, transform=loaders.build_train_transform(64, 64))
+    seeded = sampling.SeededSamples(MixedDataset([ds], [1.0], epoch_length=4), seed=0)
     torch.manual_seed(1)
     a = seeded[(0, 1)]
     state = torch.get_rng_state()

@@ -1,7 +1,6 @@
-"""Which samples are drawn, and in what order: fixed subsets of a dataset.
-
-(The training mixture's resumable, per-sample-seeded ordering lives here too; see
-:mod:`svde.data.mixing` for the weighted mixture itself.)
+"""Which samples are drawn, and in what order: fixed subsets of a dataset, and the training
+mixture's resumable, per-sample-seeded order (:mod:`svde.data.mixing` builds the weighted
+mixture itself).
 
 Example:
     >>> from svde.data.synthetic import SyntheticDataset
@@ -12,12 +11,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from typing import Any, Iterator, Sequence
 
 import numpy as np
-from torch.utils.data import Dataset, Subset
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from svde.data.base import DataError
+from svde.data.mixing import MixedDataset, MixedSampler
 
 
 def take_subset(dataset: Dataset, subset: Sequence[float] | None, name: str = "") -> Dataset:
@@ -36,3 +38,63 @@ def take_subset(dataset: Dataset, subset: Sequence[float] | None, name: str = ""
         raise DataError(f"dataset {name or type(dataset).__name__!r}: subset {list(subset)} of its {n} samples is empty")
     order = np.random.default_rng(0).permutation(n)
     return Subset(dataset, order[start:end].tolist())
+
+
+class SeededSamples(Dataset):
+    """A :class:`MixedDataset` whose sample at ``(epoch, position)`` is drawn with its own seed.
+
+    The augmentation and depth-type conversions draw from torch's global generator; seeding it
+    per sample makes every sample a pure function of ``(seed, epoch, position)``, whatever the
+    number of loader workers, so that a resumed run can skip to its place without loading the
+    skipped samples and still see exactly the batches of a run that never stopped.
+    """
+
+    def __init__(self, mixed: MixedDataset, seed: int) -> None:
+        self.mixed, self.seed = mixed, seed
+
+    def __len__(self) -> int:
+        return len(self.mixed)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, pos = key
+        with torch.random.fork_rng(devices=[]):  # leave the caller's stream untouched
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch, pos]).generate_state(1)[0]))
+            return self.mixed[key]
+
+
+class ResumableSampler(Sampler):
+    """A :class:`MixedSampler` that can start its current epoch at a given batch.
+
+    Example:
+        >>> from svde.data.synthetic import SyntheticDataset
+        >>> mixed = MixedDataset([SyntheticDataset(length=4, height=32, width=48)], [1.0], epoch_length=6)
+        >>> s = ResumableSampler(mixed, rank=0, world_size=1)
+        >>> s.set_epoch(2, skip=4); list(s)
+        [(2, 4), (2, 5)]
+    """
+
+    def __init__(self, mixed: MixedDataset, rank: int, world_size: int) -> None:
+        self.inner = MixedSampler(mixed, rank=rank, world_size=world_size)
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return itertools.islice(iter(self.inner), self.skip, None)
+
+
+def batches(loader: DataLoader, start_step: int) -> Iterator[dict[str, Any]]:
+    """Endless stream of batches, epoch after epoch, starting at batch ``start_step``."""
+    sampler = loader.sampler
+    sampler.set_epoch(0)
+    per_epoch = len(sampler) // loader.batch_size  # drop_last
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        sampler.set_epoch(epoch, skip=skip * loader.batch_size)
+        yield from loader
+        epoch, skip = epoch + 1, 0

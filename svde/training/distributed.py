@@ -13,32 +13,15 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from svde.errors import UserError
+from svde.device import resolve_device
 
-DEVICE_NAMES = "auto, cpu, cuda, cuda:N"
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DEFAULT_TIMEOUT_S = 300.0
-
-
-class DeviceError(UserError):
-    """A device name is not one svde runs on, or the device is not available here."""
-
-
-def valid_device_name(name: str) -> bool:
-    """Whether ``name`` is one of ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-
-    Example:
-        >>> valid_device_name("cuda:1"), valid_device_name("tpu")
-        (True, False)
-    """
-    return bool(_DEVICE.match(name))
 
 
 @dataclass(frozen=True)
@@ -58,26 +41,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's CUDA device if there is one, else CPU; ``cuda`` -> ``cuda:<local_rank>``.
-
-    An unknown name or an unavailable device is a :class:`DeviceError` (a user error).
-    """
-    if not valid_device_name(name):
-        raise DeviceError(f"device {name!r} is not one of {DEVICE_NAMES}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
-        dev = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
-        if dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {str(dev)!r} requested but this machine has {torch.cuda.device_count()} "
-                              "CUDA device(s)")
-        return dev
-    return torch.device(name)
 
 
 def init_distributed(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:

@@ -4,7 +4,7 @@ Only rank 0 creates a :class:`RunLogger`; other processes log nothing.
 
 Example:
     >>> logger = RunLogger("runs/demo")  # doctest: +SKIP
-    >>> logger.scalars(10, {"loss": 0.5, "lr": 1e-3})  # doctest: +SKIP
+    >>> logger.record(10, {"loss": 0.5, "lr": 1e-3}, prefix="train/")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 from svde.atomic import read_jsonl, write_text
 from svde.data import denormalize_image
 from svde.errors import UserError
-from svde.inference import colorize
+from svde.types import SCALE_INVARIANT
+from svde.viz import colorize
 
 
 def depth_grid(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, pred_logdisp: torch.Tensor,
@@ -33,7 +34,7 @@ def depth_grid(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
     rows = []
     for i in range(min(max_rows, images.shape[0])):
         target, mask = targets[i, 0].float(), masks[i, 0]
-        if depth_types[i] in ("absolute", "uts"):
+        if depth_types[i] in SCALE_INVARIANT:
             target = torch.where(mask, 1.0 / target.clamp_min(1e-6), torch.zeros_like(target))
         rows.append(np.concatenate([denormalize_image(images[i]),
                                     colorize(target.cpu().numpy(), mask=mask.cpu().numpy()),

@@ -14,11 +14,22 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import torch
 
-from svde.config import OptimConfig
+
+class OptimSettings(Protocol):
+    """What the builders read from a config (``svde.config.OptimConfig`` is one). Named here
+    rather than imported: the config validates names against this module's registries, so this
+    module must not import the config (no import cycle)."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_steps: int
+    min_lr_ratio: float
 
 
 def _ranger(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -41,7 +52,7 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimSettings) -> torch.optim.Optimizer:
     """The optimiser named by ``cfg.name`` (one of :data:`OPTIMIZERS`)."""
     if cfg.name not in OPTIMIZERS:
         raise KeyError(f"unknown optimizer {cfg.name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
@@ -66,10 +77,11 @@ def _linear(progress: float) -> float:
 SCHEDULES: dict[str, Callable[[float], float]] = {"constant": _constant, "cosine": _cosine, "linear": _linear}
 
 
-def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
+def lr_factor(step: int, cfg: OptimSettings, total_steps: int) -> float:
     """Multiplier of ``cfg.lr`` at optimiser step ``step``: linear warm-up, then the schedule.
 
     Example:
+        >>> from svde.config import OptimConfig
         >>> lr_factor(5, OptimConfig(schedule="linear", warmup_steps=0), total_steps=10)
         0.5
     """
@@ -80,7 +92,7 @@ def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * SCHEDULES[cfg.schedule](progress)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSettings, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step ``LambdaLR`` following :func:`lr_factor` (its state goes in checkpoints)."""
     if cfg.schedule not in SCHEDULES:
         raise KeyError(f"unknown lr schedule {cfg.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")

@@ -1,0 +1,92 @@
+"""What a run reads: the training mixture as a loader (with the per-entry crop, augmentation
+and depth conversion) and the validation entry.
+
+Example:
+    >>> from svde.config import build_config
+    >>> val_entry(build_config({"val": {"dataset": {"name": "synthetic", "split": "val"}}})).name
+    'synthetic'
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from svde.config import Config, DatasetEntry
+from svde.data import DataError, build_dataset
+from svde.data.base import DepthDataset, valid_depth_mask
+from svde.data.mixing import MixedDataset, collate
+from svde.data.sampling import ResumableSampler, SeededSamples, take_subset
+from svde.data.transforms import Compose, ToUTS, ToUTSS, build_train_transform
+from svde.evaluation import EvalEntry
+from svde.training.distributed import DistContext
+from svde.training.errors import TrainingError
+from svde.types import SCALE_INVARIANT
+
+
+def build_train_transform_for(cfg: Config, entry: DatasetEntry) -> Compose:
+    """Crop (plus the paper's augmentation when ``data.augment``), then the entry's depth conversion."""
+    size = (cfg.data.height, cfg.data.width)
+    # Without augmentation: only resize to cover and random-crop, so batches share one size.
+    crop = build_train_transform(*size) if cfg.data.augment else build_train_transform(
+        *size, scale_range=(1.0, 1.0), rotate_limit=0.0, flip_p=0.0, color_p=0.0)
+    convert = {None: None, "uts": ToUTS(), "utss": ToUTSS()}[entry.convert]
+    return Compose([crop, convert])
+
+
+def check_depth_present(dataset: Dataset, where: str, probes: int = 4) -> None:
+    """Raise :class:`DataError` if ``probes`` samples spread over ``dataset`` hold no valid depth pixel.
+
+    A dataset whose depth is entirely invalid (a wrong depth scale or encoding, empty masks)
+    would otherwise train on a loss of 0. The samples are decoded without the transform, so
+    nothing random is drawn.
+    """
+    if not isinstance(dataset, DepthDataset) or len(dataset) == 0:
+        return
+    picks = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(probes, len(dataset))).round()})
+    files = []
+    for i in picks:
+        raw = dataset.read(dataset.records[i])
+        mask = valid_depth_mask(np.asarray(raw["target"], dtype=np.float32))
+        if raw.get("mask") is not None:
+            mask &= np.asarray(raw["mask"]).astype(bool)
+        if mask.any():
+            return
+        files.append(str(raw.get("file", i)))
+    raise DataError(f"{where} ({dataset.name or type(dataset).__name__}): none of the {len(picks)} samples checked "
+                    f"holds a valid depth pixel (every mask is empty; e.g. {files[0]}): check the depth files and "
+                    "the dataset's depth options (scale, type)")
+
+
+def build_train_loader(cfg: Config, ctx: DistContext) -> DataLoader:
+    """The weighted training mixture as a loader of collated batches, this process's share."""
+    datasets = [build_dataset(e.name, e.root, e.split, transform=build_train_transform_for(cfg, e), **e.options)
+                for e in cfg.data.train]
+    for i, ds in enumerate(datasets):
+        check_depth_present(ds, f"data.train.{i}")
+    for entry, ds in zip(cfg.data.train, datasets):
+        if entry.convert and ds.depth_type not in SCALE_INVARIANT:
+            raise TrainingError(f"data.train entry {entry.name!r}: convert={entry.convert!r} needs absolute or uts "
+                                f"depth, but the dataset gives {ds.depth_type!r}")
+    datasets = [take_subset(ds, e.subset, e.name) for e, ds in zip(cfg.data.train, datasets)]
+    mixed = MixedDataset(datasets, weights=[e.weight for e in cfg.data.train], epoch_length=cfg.data.epoch_length,
+                         seed=cfg.train.seed)
+    per_rank, rest = divmod(cfg.data.batch_size, ctx.world_size)
+    if rest or per_rank == 0:
+        raise TrainingError(f"data.batch_size={cfg.data.batch_size} (all processes together) does not split "
+                            f"evenly over {ctx.world_size} processes")
+    sampler = ResumableSampler(mixed, rank=ctx.rank, world_size=ctx.world_size)
+    if len(sampler) < per_rank:
+        raise TrainingError(f"data.epoch_length={cfg.data.epoch_length} gives {len(sampler)} samples per process, "
+                            f"fewer than one batch of {per_rank}")
+    return DataLoader(SeededSamples(mixed, cfg.train.seed), batch_size=per_rank, sampler=sampler, drop_last=True,
+                      collate_fn=collate, num_workers=cfg.data.num_workers, pin_memory=ctx.device.type == "cuda")
+
+
+def val_entry(cfg: Config) -> EvalEntry | None:
+    """The validation set as the evaluation's one dataset entry (None when validation is off)."""
+    entry = cfg.val.dataset
+    if entry is None or cfg.val.every == 0:
+        return None
+    return EvalEntry(name=entry.name, root=entry.root, split=entry.split, protocol=cfg.val.protocol,
+                     options=dict(entry.options), subset=entry.subset)

@@ -1,0 +1,195 @@
+"""A run's explicit state: :class:`TrainState` (model, optimiser, schedule, counters, RNG), the
+divergence monitor, and the helpers that keep a checkpoint's random streams exact.
+
+Example:
+    >>> m = DivergenceMonitor(factor=10.0, patience=2)
+    >>> [m.update(x) for x in (1.0, 0.9, 50.0, 1.0, 60.0)]
+    [False, False, False, False, True]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from svde.config import Config
+from svde.models import build_model
+from svde.training.distributed import DistContext
+from svde.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states as ``torch.load(weights_only=True)``-safe values."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class DivergenceMonitor:
+    """Flags a run whose loss keeps jumping far above its running level.
+
+    The level is an exponential moving average of the loss (``beta``); the reference is the
+    lowest level seen so far. A step whose loss exceeds ``factor`` x the reference is a strike.
+    The run has diverged when ``patience`` of the last ``2 * patience`` steps are strikes: a
+    lone outlier batch is tolerated, a diverged model is caught even when some batches (e.g.
+    UTSS ones, whose scale-and-shift-invariant loss stays bounded) still look fine.
+    ``factor=None`` turns it off.
+
+    See the module example.
+    """
+
+    def __init__(self, factor: float | None, patience: int, beta: float = 0.9) -> None:
+        self.factor, self.patience, self.beta = factor, patience, beta
+        self.level: float | None = None
+        self.floor = math.inf
+        self.recent: list[bool] = []  # strike or not, for the last 2 * patience steps
+
+    def update(self, loss: float) -> bool:
+        """Record one step's (finite) loss; True when the run has diverged."""
+        if self.factor is None:
+            return False
+        self.recent = [*self.recent, loss > self.factor * self.floor][-2 * self.patience:]
+        self.level = loss if self.level is None else self.beta * self.level + (1 - self.beta) * loss
+        self.floor = min(self.floor, self.level)
+        return self.strikes >= self.patience
+
+    @property
+    def strikes(self) -> int:
+        """Steps among the last ``2 * patience`` whose loss was far above the running level."""
+        return sum(self.recent)
+
+    @property
+    def suspicious(self) -> bool:
+        """True while a recent loss was far above the running level (the weights may be diverging)."""
+        return self.strikes > 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "floor": self.floor, "recent": list(self.recent)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.level, self.floor, self.recent = state["level"], state["floor"], list(state["recent"])
+
+
+def batchnorm_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The running statistics a training-mode forward pass updates (BatchNorm buffers)."""
+    return [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+
+
+def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """True if no floating-point tensor of ``tensors`` holds NaN or inf."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+@dataclass
+class TrainState:
+    """Everything a run carries from one step to the next; :meth:`state_dict` is what
+    ``last.pt`` holds besides the weights and the config, :meth:`restore` reads it back.
+
+    ``model`` runs the forward pass (the DDP / compiled wrapper when there is one);
+    ``raw_model`` is the plain module (checkpoints, validation, gradient clipping).
+    """
+
+    model: nn.Module
+    raw_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    monitor: DivergenceMonitor
+    amp_dtype: torch.dtype | None = None
+    step: int = 0  # optimiser steps done
+    best: float = math.inf  # best validation score so far (val.metric, lower is better)
+    skipped_run: int = 0  # consecutive skipped steps
+    saved_step: int | None = None  # the step of the last last.pt written or resumed from
+    params: list[torch.Tensor] = field(default_factory=list)
+    bn_buffers: list[torch.Tensor] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, cfg: Config, device: torch.device) -> "TrainState":
+        """A fresh state at step 0: the model (``cfg.model``), its optimiser and schedule."""
+        tcfg = cfg.train
+        model = build_model(cfg.model.name, encoder_weights=cfg.model.encoder_weights).to(device)
+        memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format)  # the model converts its inputs to match
+        optimizer = build_optimizer(model.parameters(), cfg.optim)
+        return cls(model=model, raw_model=model, optimizer=optimizer,
+                   scheduler=build_scheduler(optimizer, cfg.optim, tcfg.steps),
+                   scaler=torch.amp.GradScaler(device.type, enabled=tcfg.amp == "fp16"),
+                   monitor=DivergenceMonitor(tcfg.diverge_factor, tcfg.diverge_patience),
+                   amp_dtype=AMP_DTYPES.get(tcfg.amp), params=list(model.parameters()),
+                   bn_buffers=batchnorm_buffers(model))
+
+    def wrap(self, ctx: DistContext, compile: bool) -> None:
+        """Put the forward pass under DDP and/or ``torch.compile`` (``raw_model`` stays plain)."""
+        device = ctx.device
+        if ctx.distributed:
+            self.model = DistributedDataParallel(self.raw_model,
+                                                 device_ids=[device.index] if device.type == "cuda" else None)
+        if compile:
+            self.model = torch.compile(self.model)
+
+    def state_dict(self, rngs: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """The checkpoint entries besides ``model`` and ``config`` (``rngs``: every rank's RNG state)."""
+        return {"best": self.best, "nonfinite_run": self.skipped_run, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
+                "divergence": self.monitor.state_dict(), "threads": torch.get_num_threads()}
+
+    def restore(self, ckpt: Mapping[str, Any], ctx: DistContext, source: Path) -> None:
+        """Continue from a checkpoint read with :func:`svde.models.read_checkpoint`."""
+        self.raw_model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.best, self.skipped_run = ckpt["step"], ckpt["best"], ckpt["nonfinite_run"]
+        self.saved_step = self.step
+        if "divergence" in ckpt:
+            self.monitor.load_state_dict(ckpt["divergence"])
+        rngs = ckpt["rng"]
+        if len(rngs) != ctx.world_size:
+            warnings.warn(f"{source} was written by {len(rngs)} processes, this run has {ctx.world_size}: "
+                          "the data order continues, random augmentation streams restart")
+        set_rng_state(rngs[ctx.rank % len(rngs)])
+        threads = ckpt.get("threads")
+        if ctx.device.type == "cpu" and threads is not None and threads != torch.get_num_threads():
+            log.warning("%s was written by a run on %d CPU threads, this one has %d: it continues, but is no "
+                        "longer bit-identical to an uninterrupted run (set the thread count, e.g. "
+                        "OMP_NUM_THREADS=%d, to keep it)", source, threads, torch.get_num_threads(), threads)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next optimiser step uses."""
+        return self.optimizer.param_groups[0]["lr"]

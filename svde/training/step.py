@@ -1,0 +1,116 @@
+"""One optimisation step: :func:`train_step`, with the guards that keep a run's state finite.
+
+A step whose loss, gradient norm or BatchNorm statistics are not finite, or whose batch holds
+no valid depth pixel, is skipped on every rank alike: its BatchNorm running statistics are put
+back as they were, and no weight changes. Too many skipped steps in a row, or non-finite
+weights after an update, stop the run with a :class:`~svde.training.errors.TrainingError`
+that names the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from svde.config import Config
+from svde import losses  # looked up per call: tests replace losses.mixture_loss
+from svde.models.checkpoint import nonfinite_tensors
+from svde.training.checkpoints import ADVICE, Checkpointer
+from svde.training.distributed import DistContext, all_reduce_mean
+from svde.training.errors import TrainingError
+from svde.training.state import TrainState, all_finite
+
+
+@dataclass
+class StepResult:
+    """What one step did: the losses and gradient norm averaged over ranks, the learning rate it
+    used, the number of images (all ranks) and, for image grids, this rank's batch and prediction."""
+
+    loss: float
+    si: float
+    ssi: float
+    grad_norm: float
+    lr: float
+    images: int
+    batch: dict[str, Any]
+    pred: torch.Tensor
+
+
+def _losses(state: TrainState, batch: dict[str, Any], cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Forward pass and eq. 5 loss terms; a NaN/inf prediction gives NaN terms (see below)."""
+    image = batch["image"]
+    autocast = torch.autocast(device.type, dtype=state.amp_dtype) if state.amp_dtype else contextlib.nullcontext()
+    with autocast:
+        pred = state.model(image)
+    try:  # the losses sort and normalise: always in float32
+        terms = losses.mixture_loss(pred.float(), batch["target"], batch["mask"], batch["depth_type"],
+                             si_weight=cfg.loss.si_weight, ssi_weight=cfg.loss.ssi_weight, si_types=cfg.loss.si_types)
+    except FloatingPointError as exc:
+        # A NaN/inf prediction (e.g. an fp16 overflow). Backward still runs, so that DDP ranks
+        # stay in step, on a NaN loss that makes every rank skip this update.
+        warnings.warn(f"step {state.step + 1}: {exc}")
+        nan = pred.float().sum() * float("nan")
+        terms = {"loss": nan, "si": nan.detach(), "ssi": nan.detach()}
+    return pred, terms
+
+
+def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistContext,
+               checkpoints: Checkpointer) -> StepResult | None:
+    """One step on ``batch``; ``None`` when the step was skipped (nothing changed but the counter)."""
+    device = ctx.device
+    batch = {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask")}}
+    # The forward pass updates the BatchNorm running statistics: keep a copy to put back if this
+    # step turns out unusable (a NaN batch must not poison them).
+    bn_before = [b.clone() for b in state.bn_buffers]
+    pred, terms = _losses(state, batch, cfg, device)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(terms["loss"]).backward()
+    state.scaler.unscale_(state.optimizer)
+    # DDP averages gradients, so this norm (and the skip decision) is the same on every rank; a
+    # non-finite loss on any rank makes it non-finite everywhere.
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.raw_model.parameters(), cfg.optim.grad_clip or math.inf)
+    bn_bad = torch.tensor(0.0 if all_finite(state.bn_buffers) else 1.0, device=device)
+    values = all_reduce_mean(torch.stack([terms["loss"].detach().float(), terms["si"].detach().float(),
+                                          terms["ssi"].detach().float(), grad_norm.float(), bn_bad,
+                                          batch["mask"].sum().float()]), ctx)
+    loss, si, ssi, norm, bn_bad_v, valid = values.tolist()
+
+    nonfinite = not math.isfinite(loss) or (not math.isfinite(norm) and cfg.train.amp != "fp16") or bn_bad_v > 0
+    if nonfinite or valid == 0:  # fp16 gradient overflow is the scaler's business, not an error
+        _skip(state, bn_before, nonfinite, loss, norm, cfg, checkpoints)
+        return None
+    state.skipped_run = 0
+    lr = state.lr  # the rate this step uses (logged)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.step += 1
+    if not all_finite(state.params):
+        bad = nonfinite_tensors(dict(state.raw_model.named_parameters()))
+        raise TrainingError(f"step {state.step}: the update made {len(bad)} weight tensor(s) non-finite (e.g. "
+                            f"{', '.join(bad[:3])}): the run diverged. {checkpoints.last_good(state)}. {ADVICE}")
+    return StepResult(loss, si, ssi, norm, lr, batch["image"].shape[0] * ctx.world_size, batch, pred.detach())
+
+
+def _skip(state: TrainState, bn_before: list[torch.Tensor], nonfinite: bool, loss: float, norm: float,
+          cfg: Config, checkpoints: Checkpointer) -> None:
+    """Undo what the skipped step touched; stop after ``train.max_nonfinite`` skips in a row."""
+    with torch.no_grad():
+        for buffer, kept in zip(state.bn_buffers, bn_before):
+            buffer.copy_(kept)
+    state.skipped_run += 1
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.update()
+    reason = (f"non-finite loss ({loss}), gradient norm ({norm}) or BatchNorm statistics" if nonfinite
+              else "no valid depth pixel in the batch (every mask is empty)")
+    limit = cfg.train.max_nonfinite
+    warnings.warn(f"step {state.step + 1}: {reason}; step skipped ({state.skipped_run} in a row, stop at {limit})")
+    if state.skipped_run >= limit:
+        what = "non-finite losses/gradients" if nonfinite else "batches without valid depth"
+        raise TrainingError(f"{state.skipped_run} consecutive {what} at step {state.step + 1}: stopping. "
+                            f"{checkpoints.last_good(state)}. {ADVICE}")
