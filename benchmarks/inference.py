@@ -4,8 +4,10 @@ Rows (same weights, same input, same process):
 
 * ``straightforward``: the network as usually written: NCHW tensors, ``F.max_pool2d(x, 5, 1, 2)``
   in the CRP blocks, BatchNorm as separate layers (the reference of issue 9; it lives here only);
-* ``channels-last``: the project's model with its folded copy turned off (``fast_inference=False``);
-* ``default``: ``build_model(name).eval()`` under ``torch.no_grad()``, nothing else;
+* ``channels-last``: ``build_model(name).eval()`` itself: its plain ``forward`` (channels-last
+  weights, the index-free separable max-pool), BatchNorm as separate layers;
+* ``default``: what the API, ``svde predict``/``eval``/``benchmark`` and the evaluator run:
+  :func:`svde.models.for_inference` of the model (a frozen, BatchNorm-folded snapshot);
 * ``compiled``: :func:`svde.models.optimize_for_inference` with ``compile=True`` (and
   ``cuda_graphs=True`` on CUDA).
 
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svde.models import MODELS, DepthModel, build_model, optimize_for_inference
+from svde.models import MODELS, DepthModel, build_model, for_inference, optimize_for_inference
 from svde.models.decoder import CRPBlock
 
 
@@ -101,12 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     image = torch.randn(args.batch, 3, height, width, device=device)
 
     straightforward = Straightforward(model).eval()
-    unfolded = copy.deepcopy(model)
-    unfolded.fast_inference = False
     variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "straightforward": straightforward,
-        "channels-last": unfolded,
-        "default": model,
+        "channels-last": model,
+        "default": lambda x: for_inference(model)(x),  # the snapshot is made on the first call, then cached
     }
     first_call: dict[str, float] = {}
     if not args.no_compile:
