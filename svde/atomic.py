@@ -76,6 +76,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and prove it is writable (a probe file is created and removed);
+    an ``OSError`` otherwise. Called before any work, so that nothing is computed that cannot be saved.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".svde-write-check.", suffix=TMP_SUFFIX, dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path``."""
     with atomic_path(path) as tmp:

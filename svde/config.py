@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import inspect
 import math
 import types
 import typing
@@ -454,23 +453,10 @@ def _check_val(cfg: Config) -> list[str]:
 
 
 def _check_dataset_options(where: str, entry: DatasetEntry) -> list[str]:
-    """``options`` keys that the dataset class does not take (a misspelling gets a did-you-mean)."""
-    from svde.data.registry import DATASETS, dataset_class
+    """``options`` keys that the dataset class does not take (:func:`svde.data.registry.option_problems`)."""
+    from svde.data.registry import DATASETS, option_problems
 
-    if entry.name not in DATASETS:
-        return []  # reported with the names
-    params = inspect.signature(dataset_class(entry.name).__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []
-    valid = [n for n in params if n not in ("self", "root", "split", "transform")]
-    problems = []
-    for key in entry.options:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where}.options.{key}: dataset {entry.name!r} has no option {key!r}{hint}; "
-                            f"valid options: {', '.join(valid) or 'none'}")
-    return problems
+    return option_problems(entry.name, entry.options, where) if entry.name in DATASETS else []  # names: elsewhere
 
 
 def build_config(raw: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> Config:

@@ -1,8 +1,11 @@
 """Test-wide settings: offline, CPU, and the optional ``../shared`` material."""
 
+import functools
+import http.server
 import json
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -76,3 +79,42 @@ def mn_checkpoint(tmp_path_factory, mn_model) -> Path:
     from svde.models import save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", mn_model)
+
+
+# ---- a local HTTP server standing in for the authors' GitHub release (never the internet) ---------
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class ReleaseServer:
+    """A folder served over HTTP on 127.0.0.1 (a stand-in for the GitHub release)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        handler = functools.partial(_Quiet, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1.0"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def put(self, filename: str, state: dict) -> Path:
+        path = self.folder / "v1.0" / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        return path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def release_server(tmp_path, monkeypatch):
+    """A local release server, with TORCH_HOME and SVDE_WEIGHTS_URL pointing svde at it."""
+    srv = ReleaseServer(tmp_path / "www")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SVDE_WEIGHTS_URL", srv.url)
+    yield srv
+    srv.close()

@@ -313,17 +313,6 @@ def test_predict_cli_mesh_next_to_the_point_cloud(tmp_path, mn_checkpoint, mn_mo
 
 
 # ---- predict by name: the released weights, from a local server standing in for the release ---------
-@pytest.fixture
-def release_server(tmp_path, monkeypatch):
-    from test_released import ReleaseServer  # tests/ is on sys.path (pytest rootdir-relative imports)
-
-    srv = ReleaseServer(tmp_path / "www")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("SVDE_WEIGHTS_URL", srv.url)
-    yield srv
-    srv.close()
-
-
 def test_predict_by_name_uses_the_released_weights(tmp_path, release_server, official_state, capsys):
     from svde.models import load_official_checkpoint
 

@@ -1,10 +1,7 @@
 """Released weights by name and torch.hub, against a local HTTP server standing in for the release."""
 
-import functools
-import http.server
 import math
 import socket
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,43 +26,6 @@ from svde.models.released import (
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = "fixtures/official-lrn4"
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-class ReleaseServer:
-    """A folder served over HTTP on 127.0.0.1 (a stand-in for the GitHub release)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        handler = functools.partial(_Quiet, directory=str(folder))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1.0"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def put(self, filename: str, state: dict) -> Path:
-        path = self.folder / "v1.0" / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, path)
-        return path
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    srv = ReleaseServer(tmp_path / "www")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("SVDE_WEIGHTS_URL", srv.url)
-    yield srv
-    srv.close()
 
 
 def _closed_port() -> int:
@@ -121,8 +81,8 @@ def test_torch_hub_lists_one_entry_point_per_model(tmp_path, monkeypatch):
     assert model.name == "mn_lrn4" and not any(p.name == "checkpoints" for p in hub_dir.iterdir())
 
 
-def test_hub_load_downloads_once_and_reproduces_the_release(server, shared_dir, official_state, tmp_path):
-    served = server.put("mn_lrn4.pth", official_state("mn_lrn4"))
+def test_hub_load_downloads_once_and_reproduces_the_release(release_server, shared_dir, official_state, tmp_path):
+    served = release_server.put("mn_lrn4.pth", official_state("mn_lrn4"))
     model = torch.hub.load(str(REPO), "mn_lrn4", source="local", pretrained=True, progress=False)
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "mn_lrn4.pth"
     assert cached.read_bytes() == served.read_bytes()
@@ -132,35 +92,35 @@ def test_hub_load_downloads_once_and_reproduces_the_release(server, shared_dir, 
     out = _fixture_output(model)
     assert out.shape == ref.shape and np.abs(out - ref).max() <= 1e-4
 
-    server.close()  # the release is gone: the cache serves
+    release_server.close()  # the release is gone: the cache serves
     again = torch.hub.load(str(REPO), "mn_lrn4", source="local", pretrained=True, progress=False)
     assert np.array_equal(_fixture_output(again), out)
     assert released_path("mn_lrn4") == cached
 
 
-def test_another_models_file_is_refused_and_not_cached(server, official_state, tmp_path):
-    server.put("mn_lrn4.pth", official_state("lite0_lrn4"))
+def test_another_models_file_is_refused_and_not_cached(release_server, official_state, tmp_path):
+    release_server.put("mn_lrn4.pth", official_state("lite0_lrn4"))
     with pytest.raises(ReleasedWeightsInvalid, match=r"mn_lrn4\.pth: refused as mn_lrn4: .*looks like a lite0_lrn4"):
         load_released("mn_lrn4", progress=False)
     folder = tmp_path / "torch" / "hub" / "checkpoints"
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
-def test_a_bad_cached_file_is_refused_and_removed(server, official_state, tmp_path):
+def test_a_bad_cached_file_is_refused_and_removed(release_server, official_state, tmp_path):
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "mn_lrn4.pth"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not a checkpoint")
     with pytest.raises(ReleasedWeightsInvalid, match="not a readable PyTorch weights file.*removed it from the cache"):
         load_released("mn_lrn4", progress=False)
     assert not cached.exists()
-    server.put("mn_lrn4.pth", official_state("mn_lrn4"))  # the next call downloads the right file
+    release_server.put("mn_lrn4.pth", official_state("mn_lrn4"))  # the next call downloads the right file
     assert load_released("mn_lrn4", progress=False).name == "mn_lrn4" and cached.is_file()
 
 
-def test_recorded_sha256_is_checked(server, official_state, monkeypatch):
+def test_recorded_sha256_is_checked(release_server, official_state, monkeypatch):
     import svde.models.released as released
 
-    served = server.put("mn_lrn4.pth", official_state("mn_lrn4"))
+    served = release_server.put("mn_lrn4.pth", official_state("mn_lrn4"))
     wrong = ReleasedWeights("mn_lrn4", "mn_lrn4.pth", RELEASED["mn_lrn4"].metrics, sha256="0" * 64)
     monkeypatch.setattr(released, "RELEASED", {**RELEASED, "mn_lrn4": wrong})
     with pytest.raises(ReleasedWeightsInvalid, match="sha256 [0-9a-f]{64} differs from the recorded 0000"):
@@ -201,7 +161,7 @@ def test_unreachable_release_fails_with_one_line(monkeypatch, tmp_path):
     assert not cache.exists()
 
 
-def test_missing_file_on_the_server_is_one_line(server):
+def test_missing_file_on_the_server_is_one_line(release_server):
     with pytest.raises(PretrainedWeightsUnavailable, match=r"mn_lrn4\.pth \(HTTP 404 .*SVDE_WEIGHTS_URL") as info:
         load_released("mn_lrn4", progress=False)
     assert "\n" not in str(info.value)

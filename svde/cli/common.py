@@ -25,13 +25,13 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from svde.api import load_depth_model
+from svde.atomic import check_writable
 from svde.errors import EXIT_USER, UserError, exit_code
 from svde.models.model import DepthModel
 from svde.models.registry import MODELS
@@ -79,10 +79,7 @@ def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
     """
     path = Path(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".svde-write-check.", suffix=".tmp", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        check_writable(path)
     except OSError as exc:
         raise UserError(f"{option} {path}: cannot write there ({exc.strerror or exc}); "
                         f"expected a writable folder") from None

@@ -13,14 +13,12 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
-from svde.atomic import remove_stale_temporaries, write_text
+from svde.atomic import check_writable, remove_stale_temporaries, write_text
 from svde.config import Config, ConfigError, build_config, load_config
 from svde.models import read_checkpoint
 from svde.models.checkpoint import NonFiniteStateError, nonfinite_tensors, save_checkpoint
@@ -153,10 +151,7 @@ def resume_config(run_dir: str | Path, overrides: Sequence[str] = (), config: st
 
 def _check_writable(run_dir: Path) -> None:
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=run_dir)
-        os.close(fd)
-        os.unlink(probe)
+        check_writable(run_dir)
     except OSError as exc:
         raise RunFolderError(f"run folder {run_dir} is not writable ({exc.strerror or exc})") from None
 
