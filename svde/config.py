@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 from svde.errors import UserError
+from svde.preprocess import STRIDE
 
 DEPTH_CONVERSIONS = (None, "uts", "utss")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -344,8 +345,8 @@ def validate(cfg: Config) -> Config:
             problems.append(f"{where}.subset must be [start, end] with 0 <= start < end <= 1, got {entry.subset}")
     for key in ("height", "width"):
         value = getattr(cfg.data, key)
-        if value <= 0 or value % 32:
-            problems.append(f"data.{key} must be a positive multiple of 32 (the encoder stride), got {value}")
+        if value <= 0 or value % STRIDE:
+            problems.append(f"data.{key} must be a positive multiple of {STRIDE} (the encoder stride), got {value}")
     for where, value in (("data.batch_size", cfg.data.batch_size), ("data.epoch_length", cfg.data.epoch_length),
                          ("train.steps", cfg.train.steps), ("train.log_every", cfg.train.log_every),
                          ("train.checkpoint_every", cfg.train.checkpoint_every),

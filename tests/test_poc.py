@@ -15,7 +15,7 @@ from svde.cli.common import run_main
 from svde.config import ConfigError
 from svde.experiments import poc
 from svde.experiments import poc_sweep
-from svde.experiments.poc_sweep import format_table
+from svde.experiments.poc_sweep import summary_table
 from svde.data import build_dataset
 from svde.models import read_checkpoint
 from svde.training.trainer import build_train_transform_for, take_subset
@@ -142,7 +142,7 @@ def test_at_100_percent_uts_only_is_the_mixture_run(sweep):
     summary = json.loads((out / "results.json").read_text())
     same = {(d["kind"], d["percent"]): d["identical"] for d in summary["paired_rel_diff"]}
     assert same[("uts_only", 100)] and not same[("uts_only", 50)]
-    assert "0, identical on every image" in format_table(summary)
+    assert "0, identical on every image" in summary_table(summary)
 
     # The check can fail: the same data with another loss (SI alone), or other data (p = 50 %),
     # trains other weights.
@@ -296,7 +296,7 @@ def test_summary_over_seeds(tmp_path):
     assert seed1["mean"] == pytest.approx(-0.01) and seed1["sem"] == pytest.approx(0.01)
     by_p = summary["paired_rel_diff_by_p"][0]
     assert by_p["mean"] == pytest.approx(0.045) and by_p["mixture_wins"] == 1 and by_p["n_seeds"] == 2
-    assert "+4.50 ± 7.78, mixture better in 1/2" in format_table(summary)
+    assert "+4.50 ± 7.78, mixture better in 1/2" in summary_table(summary)
     assert poc_sweep.plot_fig2(summary, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 

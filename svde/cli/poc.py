@@ -19,7 +19,7 @@ import torch
 
 from svde.cli.common import add_debug_argument, check_positive, run_main
 from svde.experiments.poc import load_poc_config
-from svde.experiments.poc_sweep import format_table, run_sweep
+from svde.experiments.poc_sweep import summary_table, run_sweep
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     cfg = load_poc_config(args.config, args.overrides)
     out_dir = args.out if args.out is not None else Path("runs") / "poc" / cfg.name
     summary = run_sweep(cfg, out_dir)
-    print(format_table(summary))
+    print(summary_table(summary))
     print(f"results: {out_dir / 'results.json'}\nfigure:  {out_dir / 'fig2.png'}\n"
           f"wall time: {time.perf_counter() - tic:.0f} s")
     return 0

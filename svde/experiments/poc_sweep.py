@@ -130,7 +130,7 @@ def plot_fig2(summary: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def format_table(summary: dict[str, Any]) -> str:
+def summary_table(summary: dict[str, Any]) -> str:
     """Markdown table of the curves (in %, mean ± std over seeds) and the paired differences.
 
     The last columns are rel(baseline) - rel(mixture) for each baseline kind, image by image:
