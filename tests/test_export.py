@@ -104,20 +104,12 @@ def test_every_model_exports(tmp_path, name, fmt):
                         "--height", "64", "--width", "96", "--dynamic"]) == 0
 
 
-def test_export_by_name_uses_the_released_weights(tmp_path, monkeypatch, official_state):
-    from test_released import ReleaseServer  # tests/ is on sys.path (pytest rootdir-relative imports)
-
+def test_export_by_name_uses_the_released_weights(tmp_path, release_server, official_state):
     from svde.models import load_official_checkpoint
 
-    server = ReleaseServer(tmp_path / "www")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("SVDE_WEIGHTS_URL", server.url)
     state = official_state("mn_lrn4")
-    server.put("mn_lrn4.pth", state)
-    try:
-        assert export_main(["--model", "mn_lrn4", "--out", str(tmp_path / "m.onnx"), "--height", "64", "--width", "64"]) == 0
-    finally:
-        server.close()
+    release_server.put("mn_lrn4.pth", state)
+    assert export_main(["--model", "mn_lrn4", "--out", str(tmp_path / "m.onnx"), "--height", "64", "--width", "64"]) == 0
     x = np.random.default_rng(2).normal(size=(1, 3, 64, 64)).astype(np.float32)
     got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
         ["log_disparity"], {"image": x})[0]
