@@ -27,8 +27,10 @@ from typing import Any, Mapping, Sequence
 import yaml
 from svde.errors import UserError
 from svde.preprocess import STRIDE
+from svde.types import SCALE_INVARIANT, DepthType
 
-DEPTH_CONVERSIONS = (None, "uts", "utss")
+# What ``convert`` may turn a dataset's depth into (None: keep it).
+DEPTH_CONVERSIONS = (None, DepthType.UTS, DepthType.UTSS)
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -86,7 +88,7 @@ class LossConfig:
 
     si_weight: float = 1.0
     ssi_weight: float = 1.0
-    si_types: list[str] = field(default_factory=lambda: ["absolute", "uts"])
+    si_types: list[str] = field(default_factory=lambda: [t.value for t in SCALE_INVARIANT])  # plain names (YAML)
 
 
 @dataclass
@@ -125,7 +127,7 @@ class TrainConfig:
 
 @dataclass
 class ValConfig:
-    """Periodic validation with ``svde.evaluation.evaluate_model``; ``every: 0`` turns it off."""
+    """Periodic validation with ``svde.evaluation.evaluate_entry``; ``every: 0`` turns it off."""
 
     dataset: DatasetEntry | None = field(default_factory=lambda: DatasetEntry(split="val", options={"length": 32}))
     every: int = 100

@@ -1,13 +1,32 @@
 """Training: the loop, optimisers and schedules, distributed helpers and run logging.
 
+The names below load their module on first use (PEP 562), so that importing one submodule
+(``svde.config`` checks names against :mod:`svde.training.optim`) does not import the trainer,
+which imports the config: no import cycle through this package.
+
 Example:
     >>> from svde.training import train, TrainingError
-    >>> callable(train)
-    True
+    >>> callable(train), TrainingError.__module__
+    (True, 'svde.training.errors')
 """
 
-from svde.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
-from svde.training.trainer import RESUME_SAFE, TrainingError, resume_config, train
+from __future__ import annotations
 
-__all__ = ["OPTIMIZERS", "RESUME_SAFE", "SCHEDULES", "TrainingError", "build_optimizer", "build_scheduler",
-           "resume_config", "train"]
+import importlib
+from typing import Any
+
+_HOMES = {"OPTIMIZERS": "optim", "SCHEDULES": "optim", "build_optimizer": "optim", "build_scheduler": "optim",
+          "RESUME_SAFE": "checkpoints", "resume_config": "checkpoints", "TrainingError": "errors",
+          "train": "trainer"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

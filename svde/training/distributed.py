@@ -19,7 +19,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from svde.device import resolve_device
+from svde.device import DeviceError, resolve_device  # the one device rule; re-exported for older imports
+
+__all__ = ["DEFAULT_TIMEOUT_S", "DeviceError", "DistContext", "all_gather_objects", "all_reduce_mean", "barrier",
+           "cleanup", "init_distributed", "resolve_device"]
 
 DEFAULT_TIMEOUT_S = 300.0
 

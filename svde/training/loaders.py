@@ -21,7 +21,7 @@ from svde.data.transforms import Compose, ToUTS, ToUTSS, build_train_transform
 from svde.evaluation import EvalEntry
 from svde.training.distributed import DistContext
 from svde.training.errors import TrainingError
-from svde.types import SCALE_INVARIANT
+from svde.types import SCALE_INVARIANT, DepthType
 
 
 def build_train_transform_for(cfg: Config, entry: DatasetEntry) -> Compose:
@@ -30,7 +30,7 @@ def build_train_transform_for(cfg: Config, entry: DatasetEntry) -> Compose:
     # Without augmentation: only resize to cover and random-crop, so batches share one size.
     crop = build_train_transform(*size) if cfg.data.augment else build_train_transform(
         *size, scale_range=(1.0, 1.0), rotate_limit=0.0, flip_p=0.0, color_p=0.0)
-    convert = {None: None, "uts": ToUTS(), "utss": ToUTSS()}[entry.convert]
+    convert = {None: None, DepthType.UTS: ToUTS(), DepthType.UTSS: ToUTSS()}[entry.convert]
     return Compose([crop, convert])
 
 
@@ -66,8 +66,8 @@ def build_train_loader(cfg: Config, ctx: DistContext) -> DataLoader:
         check_depth_present(ds, f"data.train.{i}")
     for entry, ds in zip(cfg.data.train, datasets):
         if entry.convert and ds.depth_type not in SCALE_INVARIANT:
-            raise TrainingError(f"data.train entry {entry.name!r}: convert={entry.convert!r} needs absolute or uts "
-                                f"depth, but the dataset gives {ds.depth_type!r}")
+            raise TrainingError(f"data.train entry {entry.name!r}: convert={entry.convert!r} needs "
+                                f"{' or '.join(map(str, SCALE_INVARIANT))} depth, but the dataset gives {ds.depth_type!r}")
     datasets = [take_subset(ds, e.subset, e.name) for e, ds in zip(cfg.data.train, datasets)]
     mixed = MixedDataset(datasets, weights=[e.weight for e in cfg.data.train], epoch_length=cfg.data.epoch_length,
                          seed=cfg.train.seed)

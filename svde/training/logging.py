@@ -30,6 +30,12 @@ def depth_grid(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
 
     Ground truth is shown as disparity (inverse depth, or the UTSS disparity as given) and the
     prediction as ``exp(log-disparity)``, each colourised on its own range: near is bright.
+
+    Example:
+        >>> ones = torch.ones(2, 1, 8, 8)
+        >>> grid = depth_grid(torch.zeros(2, 3, 8, 8), ones, ones.bool(), ones.log(), ["uts", "utss"])
+        >>> grid.shape, grid.dtype
+        ((16, 24, 3), dtype('uint8'))
     """
     rows = []
     for i in range(min(max_rows, images.shape[0])):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -180,8 +179,8 @@ class TrainState:
             self.monitor.load_state_dict(ckpt["divergence"])
         rngs = ckpt["rng"]
         if len(rngs) != ctx.world_size:
-            warnings.warn(f"{source} was written by {len(rngs)} processes, this run has {ctx.world_size}: "
-                          "the data order continues, random augmentation streams restart")
+            log.warning("%s was written by %d processes, this run has %d: the data order continues, random "
+                        "augmentation streams restart", source, len(rngs), ctx.world_size)
         set_rng_state(rngs[ctx.rank % len(rngs)])
         threads = ckpt.get("threads")
         if ctx.device.type == "cpu" and threads is not None and threads != torch.get_num_threads():

@@ -35,6 +35,7 @@ from svde.training.errors import RunFolderError, TrainingError
 from svde.training.loaders import build_train_loader, build_train_transform_for, val_entry
 from svde.training.state import TrainState, rng_state, seed_everything, set_rng_state
 from svde.training.step import StepResult, train_step
+from svde.types import DepthType
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +90,23 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
         checkpoints.write_config()
     try:
         if state.step == 0:  # the untrained model's score, on record
-            checkpoint_and_validate(state, 0, None, checkpoints, validation, run, ctx, save_last=False)
+            checkpoint_and_validate(state, None, checkpoints, validation, run, ctx, save_last=False)
         state.model.train()
-        stream = batches(loader, state.step)
+        stream = batches(loader, state.step)  # resumes at the batch an uninterrupted run would draw
         while state.step < tcfg.steps:
             result = train_step(state, next(stream), cfg, ctx, checkpoints)
             if result is None:  # skipped: nothing changed
                 continue
             diverged = state.monitor.update(result.loss)
             if run is not None:
-                run.step(state, result, force=diverged)
+                run.step(state, result, force=diverged)  # a diverged step is logged before the stop
             if diverged:
-                raise TrainingError(
-                    f"step {state.step}: the loss ({result.loss:.3g}) was above {tcfg.diverge_factor:g} x its running "
-                    f"level ({state.monitor.floor:.3g}) in {state.monitor.strikes} of the last "
-                    f"{len(state.monitor.recent)} steps: the run diverged. {checkpoints.last_good(state)}. "
-                    f"{ADVICE} (train.diverge_factor / train.diverge_patience set this check)")
+                raise divergence_error(state, result, cfg, checkpoints)
             save_last = state.step % tcfg.checkpoint_every == 0 or state.step == tcfg.steps
-            validating = cfg.val.every and (state.step % cfg.val.every == 0 or state.step == tcfg.steps)
-            if save_last or validating:
+            if save_last or validation_due(cfg, state.step):  # the same on every rank (they meet at a barrier)
+                # Every rank's RNG state goes into last.pt, so that a resumed run draws the same numbers.
                 rngs = all_gather_objects(rng_state(), ctx) if save_last else None
-                checkpoint_and_validate(state, state.step, rngs, checkpoints, validation, run, ctx, save_last)
-                if run is not None:
-                    run.restart_clock()  # checkpoint and validation time is not training throughput
+                checkpoint_and_validate(state, rngs, checkpoints, validation, run, ctx, save_last)
     finally:  # keep what was logged, even when the run stops on an error
         if run is not None:
             run.close()
@@ -123,19 +118,36 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
             "tb_dir": str(run_dir / "tb"), "steps": tcfg.steps, "val": run.val if run is not None else {}}
 
 
-def checkpoint_and_validate(state: TrainState, at: int, rngs: list[dict[str, Any]] | None, checkpoints: Checkpointer,
+def divergence_error(state: TrainState, result: StepResult, cfg: Config, checkpoints: Checkpointer) -> TrainingError:
+    """The stop message for a run whose :class:`~svde.training.state.DivergenceMonitor` fired."""
+    m = state.monitor
+    return TrainingError(
+        f"step {state.step}: the loss ({result.loss:.3g}) was above {cfg.train.diverge_factor:g} x its running level "
+        f"({m.floor:.3g}) in {m.strikes} of the last {len(m.recent)} steps: the run diverged. "
+        f"{checkpoints.last_good(state)}. {ADVICE} (train.diverge_factor / train.diverge_patience set this check)")
+
+
+def validation_due(cfg: Config, at: int) -> bool:
+    """Whether step ``at`` validates: every ``val.every`` steps and at the end (never when off)."""
+    return cfg.val.dataset is not None and cfg.val.every > 0 and (at % cfg.val.every == 0 or at == cfg.train.steps)
+
+
+def checkpoint_and_validate(state: TrainState, rngs: list[dict[str, Any]] | None, checkpoints: Checkpointer,
                             validation: "Validation | None", run: "RunLog | None", ctx: DistContext,
                             save_last: bool) -> None:
-    """Rank 0 validates (if due; a better score writes ``best.pt``) and writes ``last.pt``; the
-    other ranks wait for it."""
+    """At ``state.step``, rank 0 validates (if due; a better score writes ``best.pt``) and writes
+    ``last.pt``; the other ranks wait for it."""
+    at = state.step
     if ctx.is_main:
-        if validation is not None and validation.due(at):
-            score = validation.run(state, at, run)
+        if validation is not None and validation_due(validation.cfg, at):
+            score = validation.run(state, run)
             if score is not None and math.isfinite(score) and score < state.best and not state.monitor.suspicious:
                 state.best = score
                 checkpoints.save_best(state, at)
         if save_last:
             checkpoints.save_last(state, at, rngs)
+        if run is not None:
+            run.restart_clock()  # checkpoint and validation time is not training throughput
     barrier(ctx)
 
 
@@ -147,19 +159,17 @@ class Validation:
         self.entry = val_entry(cfg)
         self.dataset = self.entry.build() if self.entry is not None else None  # built once, checked early
 
-    def due(self, at: int) -> bool:
-        return self.entry is not None and (at % self.cfg.val.every == 0 or at == self.cfg.train.steps)
-
-    def run(self, state: TrainState, at: int, run: "RunLog") -> float | None:
-        """Evaluate ``state.raw_model`` (UTS mode), log it, return the ``val.metric`` score."""
+    def run(self, state: TrainState, run: "RunLog") -> float | None:
+        """Evaluate ``state.raw_model`` (UTS alignment), log it, return the ``val.metric`` score."""
         v = self.cfg.val
         saved_rng = rng_state()  # validation must not shift the training's random streams
-        results = evaluate_entry(state.raw_model, self.entry, dataset=self.dataset, modes=("uts",),
+        results = evaluate_entry(state.raw_model, self.entry, dataset=self.dataset, modes=(DepthType.UTS,),
                                  short_side=v.short_side, max_images=v.max_images, batch_size=v.batch_size,
                                  device=self.device)
         set_rng_state(saved_rng)
-        run.validation(at, results["uts"])
-        return results["uts"].get(v.metric)
+        uts = results[DepthType.UTS]
+        run.validation(state.step, uts)
+        return uts.get(v.metric)
 
 
 class RunLog:
