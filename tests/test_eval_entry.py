@@ -16,6 +16,8 @@ from svde.evaluation import EvalEntry, evaluate_entry, evaluate_model
     ({"name": "synthetic", "protocol": "nyuu"}, "unknown protocol 'nyuu'"),
     ({"name": "synthetic", "depth_cap": -1}, "depth_cap: expected a finite number > 0"),
     ({"name": "synthetic", "subset": [0.5, 0.2]}, "subset: expected [start, end]"),
+    ({"name": "synthetic", "options": [1, 2]}, "options: expected a mapping"),
+    ({"name": "synthetic", "type": "nyu"}, "'type' ('nyu') and 'name' ('synthetic') disagree"),
 ])
 def test_bad_entries_are_named_before_any_data_is_read(raw, fragment):
     with pytest.raises(UserError) as info:

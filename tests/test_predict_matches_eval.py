@@ -30,3 +30,18 @@ def test_predict_reproduces_the_evaluated_prediction(mn_model, monkeypatch, shor
         # the protocol's default shorter side is 384, as the paper's evaluation
         got = torch.from_numpy(predict(mn_model, rgb, short_side=short_side or 384))
         assert (got - evaluated).abs().max().item() <= 1e-5
+
+
+def test_predict_edge_cases_from_review():
+    from svde.errors import UserError
+    from svde.models import build_model
+
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    with torch.inference_mode():  # inference tensors have no version counters: no cache, still works
+        made_here = build_model("mn_lrn4")
+    assert predict(made_here, rgb).shape == (40, 50)
+    model = build_model("mn_lrn4")
+    with pytest.raises(UserError, match=r"float RGB image must hold values in \[0, 1\]"):
+        predict(model, rgb.astype(np.float32))
+    half = predict(build_model("mn_lrn4").to(torch.bfloat16), rgb)  # input cast to the weights' dtype
+    assert half.shape == (40, 50) and np.isfinite(half).all()

@@ -156,10 +156,10 @@ def prepare(entries: dict[str, EvalEntry], short_side: int | None) -> dict[str, 
 
 def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run the evaluation of parsed ``args``; returns the results (one dict per dataset) after writing them."""
-    check_output_folder(args.out)
     device = resolve_device(args.device)
     entries = dataset_entries(args.datasets, args.root, args.config)
     datasets = prepare(entries, args.short_side)
+    check_output_folder(args.out)  # after the entries: a bad config leaves no empty folder behind
     model = load_network(args)
     results = []
     for name, entry in entries.items():

@@ -64,7 +64,11 @@ class EvalEntry:
             raise UserError(f"{where}: expected a mapping of settings, got {raw!r}")
         raw = dict(raw)
         if "type" in raw:
-            raw.setdefault("name", raw.pop("type"))
+            if "name" in raw and raw["name"] != raw["type"]:
+                raise UserError(f"{where}: 'type' ({raw['type']!r}) and 'name' ({raw['name']!r}) disagree; give one")
+            raw["name"] = raw.pop("type")
+        if not isinstance(raw.get("options") or {}, Mapping):
+            raise UserError(f"{where}.options: expected a mapping of option -> value, got {raw['options']!r}")
         unknown = sorted(set(raw) - set(cls.KEYS))
         if unknown:
             raise UserError(f"{where}: unknown keys {unknown}; valid keys: {', '.join(cls.KEYS)}")

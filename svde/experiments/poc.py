@@ -20,7 +20,7 @@ log-x). Resumable: a run with a ``result.json`` is not redone, an interrupted on
 from its ``last.pt``; a stored run whose config differs from the current one is an error.
 
 Run it with ``svde poc --config configs/poc/synthetic.yaml --threads 1`` (or
-``python scripts/experiments/poc.py ...``); :mod:`svde.experiments.poc_report` summarises the
+``python scripts/experiments/poc.py ...``); :mod:`svde.experiments.poc_sweep` runs the sweep and summarises the
 runs, draws Fig. 2 and prints the table.
 """
 

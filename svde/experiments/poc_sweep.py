@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from svde.atomic import write_json
+from svde.atomic import atomic_path, write_json
 from svde.device import resolve_device
 from svde.experiments.poc import (LABELS, PocConfig, _jsonable, _kinds, build_heldout, build_runs, build_source, do_run,
                                   evaluate_heldout, partition)
@@ -125,7 +125,8 @@ def plot_fig2(summary: dict[str, Any], path: str | Path) -> Path:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:  # atomic, like every file svde writes
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return path
 

@@ -283,6 +283,9 @@ def for_inference(model: nn.Module) -> nn.Module:
     inner = getattr(model, "module", model)  # unwrap DDP
     if not all(hasattr(inner, name) for name in _CONTRACT[:4]):  # not a DepthModel-like network
         return inner.eval()
+    if any(t.is_inference() for t in chain(inner.parameters(), inner.buffers())):
+        # made under torch.inference_mode(): such tensors have no version counter to key a cache on
+        return optimize_for_inference(inner)
     key = _state_key(inner)
     cached = _SNAPSHOTS.get(inner)
     if cached is None or cached[0] != key:

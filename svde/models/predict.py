@@ -46,7 +46,7 @@ def predict(model: nn.Module, rgb: np.ndarray, short_side: int | None = None,
         rgb: (H, W, 3) RGB.
         short_side: rescale so the shorter side has this length before rounding to multiples
             of 32, as the evaluation does (384); ``None``: the native size, rounded.
-        device: defaults to the model's device.
+        device: the model's device (the default); another one is an error.
 
     The output is upsampled in the log-disparity domain, as the authors' UTS evaluation does
     (SamsungLabs/geometry-preserving-de ``metrics/logdisp_metrics.py``), so the result equals
@@ -60,12 +60,18 @@ def predict(model: nn.Module, rgb: np.ndarray, short_side: int | None = None,
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
         what = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
         raise UserError(f"expected an RGB numpy array of shape (H, W, 3), uint8 or float in [0, 1]; got {what}")
+    if rgb.dtype != np.uint8 and rgb.size and float(np.nanmax(rgb)) > 1.0 + 1e-3:
+        raise UserError(f"a float RGB image must hold values in [0, 1] (uint8 images may be 0..255), "
+                        f"got values up to {float(np.nanmax(rgb)):g}")
     net = for_inference(model)
+    ref = next(net.parameters(), None)
+    if device is not None and ref is not None and torch.device(device) != ref.device:
+        raise UserError(f"device {str(device)!r}: the model is on {ref.device}; move it there first (model.to(...))")
     if device is None:
-        ref = next(net.parameters(), None)
         device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
     height, width = rgb.shape[:2]
-    x = prepare_input(rgb, size=network_size(height, width, short_side)).to(device)
+    x = prepare_input(rgb, size=network_size(height, width, short_side)).to(device, dtype)
     out = net(x)
     out = F.interpolate(out.float(), size=(height, width), mode="bilinear", align_corners=False)
     out = out[0, 0].cpu().numpy().astype(np.float32)
