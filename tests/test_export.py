@@ -120,10 +120,6 @@ def test_readme_onnxruntime_example_runs(tmp_path, mn_model, monkeypatch):
     """README.md's 'Running the ONNX file' snippet, on an exported file: the documented names, input rule and output."""
     import re
 
-    import cv2
-
-    from svde.preprocess import normalize_image
-
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "onnxruntime" in b]
     assert len(snippet.strip().splitlines()) <= 5
@@ -134,6 +130,8 @@ def test_readme_onnxruntime_example_runs(tmp_path, mn_model, monkeypatch):
     exec(snippet, namespace)
     x, log_disp = namespace["x"], namespace["log_disp"]
     assert x.shape == (1, 3, 384, 512) and x.dtype == np.float32 and log_disp.shape == (384, 512)
-    resized = cv2.resize(namespace["rgb"], (512, 384), interpolation=cv2.INTER_AREA)
-    np.testing.assert_allclose(x[0], normalize_image(resized).numpy(), atol=1e-5)  # the project's normalisation
+    from svde.preprocess import prepare_input
+
+    # the snippet's tensor is svde's own input (same bilinear resize, same normalisation)
+    np.testing.assert_allclose(x, prepare_input(namespace["rgb"], size=(384, 512)).numpy(), atol=1e-4)
     assert np.abs(log_disp - reference(mn_model, x)[0, 0]).max() <= 1e-4
