@@ -120,6 +120,8 @@ def test_readme_onnxruntime_example_runs(tmp_path, mn_model, monkeypatch):
     """README.md's 'Running the ONNX file' snippet, on an exported file: the documented names, input rule and output."""
     import re
 
+    import cv2
+
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "onnxruntime" in b]
     assert len(snippet.strip().splitlines()) <= 5
