@@ -17,15 +17,13 @@ from pathlib import Path
 
 import torch
 
-from svde.cli.common import add_debug_argument, check_positive, run_main
+from svde.cli.common import add_debug_argument, check_positive, command_parser, run_main
 from svde.experiments.poc import load_poc_config
 from svde.experiments.poc_sweep import summary_table, run_sweep
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                     epilog="\n".join(__doc__.split("\n")[2:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(__doc__, prog)
     parser.add_argument("--config", type=Path, required=True, help="sweep YAML (configs/poc/*.yaml)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/poc/<config name>)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
