@@ -44,7 +44,7 @@ SGBM_MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "3way": cv2.STEREO_SGBM_MODE_SG
 class StereoSettings:
     """The matcher and filter settings (recorded in the manifest; a changed one is a different dataset).
 
-    ``num_disparities`` 0 means "the image width / 6, rounded up to a multiple of 16" (disparity
+    ``lr_tolerance`` ``inf`` turns the left-right check off. ``num_disparities`` 0 means "the image width / 6, rounded up to a multiple of 16" (disparity
     search range ``[min_disparity, min_disparity + num_disparities)``).
     """
 
@@ -74,7 +74,9 @@ class StereoSettings:
         for name in ("uniqueness_ratio", "speckle_window", "speckle_range"):
             if getattr(self, name) < 0:
                 out.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr_tolerance", "min_texture", "min_disparity_px"):
+        if not self.lr_tolerance >= 0:
+            out.append(f"lr_tolerance must be >= 0 (inf: no left-right check), got {self.lr_tolerance}")
+        for name in ("min_texture", "min_disparity_px"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 out.append(f"{name} must be a finite number >= 0, got {value}")
@@ -161,7 +163,10 @@ def estimate_disparity(left: np.ndarray, right: np.ndarray,
         rows = np.broadcast_to(np.arange(height)[:, None], (height, width))
         back = np.full((height, width), np.nan, np.float32)
         back[inside] = d_right[rows[inside], target[inside].astype(np.intp)]
-        valid = inside & (np.abs(d_left - back) <= settings.lr_tolerance)
+        if np.isfinite(settings.lr_tolerance):
+            valid = inside & (np.abs(d_left - back) <= settings.lr_tolerance)
+        else:  # no left-right check: every match SGBM returns
+            valid = np.isfinite(d_left)
         valid &= d_left >= settings.min_disparity_px
     if settings.min_texture > 0:
         valid &= texture(gl, settings.block_size) >= settings.min_texture
