@@ -23,6 +23,7 @@ prepared and the manifest is ``manifest.shard-<k>-of-<n>.json``: shards may shar
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import multiprocessing
@@ -163,11 +164,14 @@ def _save(path: Path, settings: dict[str, Any], shard: tuple[int, int], records:
 
 
 def _results(tasks: Iterator[tuple], workers: int) -> Iterator[dict[str, Any]]:
+    """Records of ``tasks`` in order; with workers, fed a few frames at a time (``Pool.imap`` alone
+    would decode the whole video into its queue)."""
     if workers <= 1:
         yield from map(process_frame, tasks)
         return
     with multiprocessing.get_context("spawn").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        yield from pool.imap(process_frame, tasks, chunksize=1)
+        while batch := list(itertools.islice(tasks, 4 * workers)):
+            yield from pool.imap(process_frame, batch, chunksize=1)
 
 
 def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, shard: tuple[int, int] = (0, 1),
