@@ -274,3 +274,38 @@ def test_prepared_stereo_mixed_with_uts_trains(tmp_path):
     summary = train(cfg, tmp_path / "run")
     logs = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [1, 2] and all(np.isfinite(r["loss"]) for r in logs)
+
+
+def test_an_interrupted_run_leaves_whole_frames_and_resumes(tmp_path, monkeypatch):
+    import svde.stereo.pipeline as pipeline
+
+    write_pairs(tmp_path / "pairs", range(3))
+    out = tmp_path / "out"
+    real_write = pipeline.write_rgb
+    calls = []
+
+    def failing_write(path, rgb):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while writing the second frame
+        return real_write(path, rgb)
+
+    monkeypatch.setattr(pipeline, "write_rgb", failing_write)
+    assert cli([tmp_path / "pairs", "--out", out]) == 130
+    assert [f["name"] for f in json.loads((out / "manifest.json").read_text())["frames"]] == ["000"]
+    assert len(build_dataset("stereo_folder", str(out))) == 1  # the half-done frame has no left/ image
+    monkeypatch.setattr(pipeline, "write_rgb", real_write)
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    assert len(build_dataset("stereo_folder", str(out))) == 3
+
+
+def test_negative_search_range_is_stored_shifted_positive(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs", [0])
+    out = tmp_path / "out"
+    assert cli([tmp_path / "pairs", "--out", out, "--min-disparity", "-16"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stored_offset"] == 17.0
+    disp = read_depth_any(out / "disparity/000.npy")
+    mask = read_gray(out / "mask/000.png") > 0
+    assert mask.mean() >= 0.75 and np.all(disp[mask] > 0)
+    assert d1_errors(disp - 17.0, pairs[0]["disparity"])[mask].mean() <= 0.05

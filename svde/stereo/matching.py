@@ -106,15 +106,18 @@ def _sgbm(settings: StereoSettings, num_disparities: int) -> cv2.StereoSGBM:
         speckleRange=settings.speckle_range, mode=SGBM_MODES[settings.mode])
 
 
-def _match(matcher: cv2.StereoSGBM, left: np.ndarray, right: np.ndarray, pad: int) -> np.ndarray:
+def _match(matcher: cv2.StereoSGBM, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """SGBM disparity of ``left`` (float32 px, NaN = no match).
 
-    SGBM leaves the first ``min_disparity + num_disparities`` columns without a result; padding
-    both images on the left by that much (edge replicated) gives those columns a search range.
+    SGBM leaves the first ``min_disparity + num_disparities`` columns (and with a negative
+    ``min_disparity`` the last ``-min_disparity``) without a result; padding both images by that
+    much (edge replicated) gives those columns a search range.
     """
-    lp = cv2.copyMakeBorder(left, 0, 0, pad, 0, cv2.BORDER_REPLICATE)
-    rp = cv2.copyMakeBorder(right, 0, 0, pad, 0, cv2.BORDER_REPLICATE)
-    raw = matcher.compute(lp, rp)[:, pad:]
+    lo = max(matcher.getMinDisparity() + matcher.getNumDisparities(), 0)
+    hi = max(-matcher.getMinDisparity(), 0)
+    lp = cv2.copyMakeBorder(left, 0, 0, lo, hi, cv2.BORDER_REPLICATE)
+    rp = cv2.copyMakeBorder(right, 0, 0, lo, hi, cv2.BORDER_REPLICATE)
+    raw = matcher.compute(lp, rp)[:, lo:lo + left.shape[1]]
     disp = raw.astype(np.float32) / 16.0  # SGBM returns fixed point with 4 fractional bits
     disp[raw < (matcher.getMinDisparity() * 16)] = np.nan
     return disp
@@ -149,13 +152,12 @@ def estimate_disparity(left: np.ndarray, right: np.ndarray,
     check_pair(left, right)
     height, width = left.shape[:2]
     nd = settings.disparities_for(width)
-    pad = max(settings.min_disparity + nd, 0)
     matcher = _sgbm(settings, nd)
     gl, gr = cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
-    d_left = _match(matcher, gl, gr, pad)
+    d_left = _match(matcher, gl, gr)
     # The right view's disparity: match the mirrored pair (the mirrored right view is then the
     # "left" one), and mirror the result back.
-    d_right = _match(matcher, np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]), pad)[:, ::-1]
+    d_right = _match(matcher, np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]))[:, ::-1]
     cols = np.arange(width, dtype=np.float32)[None, :]
     with np.errstate(invalid="ignore"):
         target = np.rint(cols - d_left)
