@@ -1,0 +1,102 @@
+"""Disparity estimation on real rectified pairs with ground truth, and on the synthetic rooms.
+
+For each pair: the share of ground-truth pixels the matcher keeps (valid after its checks),
+KITTI's D1 (error > 3 px and > 5 % of the true disparity; KITTI 2015 stereo devkit) and
+Middlebury's bad-2.0 (error > 2 px; vision.middlebury.edu/stereo/eval3) among the kept pixels,
+and seconds per megapixel (one process, ``--threads`` OpenCV threads, median of ``--repeat``).
+
+Real pairs (``../shared/data/real/stereo``; formats in ``../shared/data/real/README.md``):
+
+* Middlebury 2014 Motorcycle (quarter size, 741x497): ``im0.png``/``im1.png``, ``disp0GT.pfm``
+  (inf = unknown); all known pixels are scored, and the non-occluded ones (``mask0nocc.png``
+  == 255) separately;
+* Scene Flow (FlyingThings3D, 960x540): ``left.png``/``right.png``, ``disp_left.pfm``;
+  ``occlusion_left.png`` non-zero = occluded.
+
+Synthetic: ``--synthetic N`` rooms (:func:`svde.stereo.synthetic.synthetic_pair`) at 96x128,
+baseline 0.1 m, fine random-tile textures, scored against their exact disparity.
+
+Usage:
+    python benchmarks/stereo.py [--root ../shared/data/real/stereo] [--threads 1] [--synthetic 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from svde.data.io import read_gray, read_image, read_pfm
+from svde.stereo import StereoSettings, estimate_disparity
+from svde.stereo.synthetic import synthetic_pair
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def score(disp: np.ndarray, valid: np.ndarray, gt: np.ndarray, region: np.ndarray) -> dict[str, float]:
+    """Kept share of ``region`` (ground truth known), D1 and bad-2.0 among the kept pixels there."""
+    known = region & np.isfinite(gt) & (gt > 0)
+    kept = valid & known
+    err = np.abs(disp - np.where(known, gt, 0))[kept]
+    g = gt[kept]
+    return {"kept": kept.sum() / max(known.sum(), 1), "d1": float(np.mean((err > 3) & (err > 0.05 * g))),
+            "bad2": float(np.mean(err > 2))}
+
+
+def real_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """(name, left, right, gt disparity, {region name: mask}) for each pair found under ``root``."""
+    out = []
+    mb = root / "middlebury2014_motorcycle"
+    if mb.is_dir():
+        gt = read_pfm(mb / "disp0GT.pfm")
+        out.append(("Middlebury 2014 Motorcycle", read_image(mb / "im0.png"), read_image(mb / "im1.png"), gt,
+                    {"all": np.ones(gt.shape, bool), "nocc": read_gray(mb / "mask0nocc.png") == 255}))
+    sf = root / "sceneflow"
+    if sf.is_dir():
+        gt = read_pfm(sf / "disp_left.pfm")
+        out.append(("Scene Flow (FlyingThings3D)", read_image(sf / "left.png"), read_image(sf / "right.png"), gt,
+                    {"all": np.ones(gt.shape, bool), "nocc": read_gray(sf / "occlusion_left.png") == 0}))
+    return out
+
+
+def timed(left: np.ndarray, right: np.ndarray, settings: StereoSettings, repeat: int) -> tuple[np.ndarray, np.ndarray, float]:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        disp, valid = estimate_disparity(left, right, settings)
+        times.append(time.perf_counter() - t)
+    return disp, valid, float(np.median(times)) / (left.shape[0] * left.shape[1] / 1e6)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=REPO.parent / "shared/data/real/stereo")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--synthetic", type=int, default=20, help="synthetic rooms to score (0: none)")
+    args = p.parse_args()
+    cv2.setNumThreads(args.threads)
+    settings = StereoSettings()
+    print(f"sgbm settings: {settings.as_dict()}")
+    print("| pair | region | kept | D1 | bad-2.0 | s/MP |")
+    print("|---|---|---|---|---|---|")
+    for name, left, right, gt, regions in real_pairs(args.root):
+        disp, valid, s_mp = timed(left, right, settings, args.repeat)
+        for region, mask in regions.items():
+            r = score(disp, valid, gt, mask)
+            print(f"| {name} | {region} | {r['kept']:.1%} | {r['d1']:.1%} | {r['bad2']:.1%} | {s_mp:.2f} |")
+    if args.synthetic:
+        rows = []
+        for i in range(args.synthetic):
+            pair = synthetic_pair(i)
+            disp, valid, s_mp = timed(pair["left"], pair["right"], settings, 1)
+            rows.append((*score(disp, valid, pair["disparity"], np.ones(valid.shape, bool)).values(), s_mp))
+        kept, d1, bad2, s_mp = np.mean(rows, axis=0)
+        print(f"| synthetic rooms x{args.synthetic} (96x128, mean) | all | {kept:.1%} | {d1:.1%} | {bad2:.1%} | {s_mp:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Prepare stereo footage as UTSS training data: the ``stereo_folder`` layout with a manifest.
+
+INPUT is a folder of rectified pairs (``left/<name>.png`` + ``right/<name>.png``) or a
+side-by-side video (left half | right half, even width). Each frame's left-view disparity comes
+from OpenCV's semi-global matcher with a left-right consistency check and a texture rule; frames
+with identical views (mono footage), too few valid pixels or too small a disparity range are
+dropped with the reason in the manifest. The output folder holds ``left/``, ``disparity/``
+(float32 .npy, pixels), ``mask/`` and ``manifest.json`` and loads with
+``build_dataset("stereo_folder", OUT)`` as it is (docs/stereo.md).
+
+A rerun skips the frames already done; a folder prepared with other settings is refused.
+``--shard K/N`` (0 <= K < N) prepares frames K, K+N, ... (one job of an array; shards may share
+--out).
+
+Examples:
+    svde stereo film_sbs.mp4 --out data/3d_movies --fps 1 --workers 8
+    svde stereo pairs/ --out data/my_stereo --num-disparities 128
+    svde stereo film_sbs.mp4 --out data/3d_movies --every 24 --shard 3/16
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+
+from svde.cli.common import add_debug_argument, command_parser
+from svde.stereo.matching import MATCHERS, SGBM_MODES, StereoSettings
+from svde.stereo.pipeline import PrepareOptions, prepare
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return int(k), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 0/4), got {text!r}") from None
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """Parse the arguments (values are checked by :meth:`PrepareOptions.check` before any work)."""
+    d = StereoSettings()
+    p = command_parser(__doc__, prog)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="pair folders and/or side-by-side videos")
+    p.add_argument("--out", type=Path, required=True, help="output folder (the stereo_folder layout)")
+    sample = p.add_mutually_exclusive_group()
+    sample.add_argument("--every", type=int, default=1, help="videos: take every N-th frame (default: %(default)s)")
+    sample.add_argument("--fps", type=float, help="videos: take about this many frames per second")
+    p.add_argument("--matcher", choices=MATCHERS, default=d.matcher, help="disparity estimator (default: %(default)s)")
+    p.add_argument("--num-disparities", type=int, default=d.num_disparities,
+                   help="search range in px, a multiple of 16; 0: width / 6 (default: %(default)s)")
+    p.add_argument("--min-disparity", type=int, default=d.min_disparity,
+                   help="smallest disparity searched (negative for footage converged behind the screen)")
+    p.add_argument("--block-size", type=int, default=d.block_size, help="matching window, odd (default: %(default)s)")
+    p.add_argument("--uniqueness-ratio", type=int, default=d.uniqueness_ratio, help="SGBM uniqueness, %% (default: %(default)s)")
+    p.add_argument("--mode", choices=list(SGBM_MODES), default=d.mode, help="SGBM variant (default: %(default)s)")
+    p.add_argument("--lr-tolerance", type=float, default=d.lr_tolerance,
+                   help="left-right consistency tolerance in px (default: %(default)s)")
+    p.add_argument("--min-texture", type=float, default=d.min_texture,
+                   help="minimal grey-level std over the window, 0..255 (default: %(default)s)")
+    p.add_argument("--min-kept", type=float, default=PrepareOptions.min_kept,
+                   help="drop frames with a smaller valid fraction (default: %(default)s)")
+    p.add_argument("--min-range", type=float, default=PrepareOptions.min_range,
+                   help="drop frames whose valid disparities span fewer px, 5th..95th percentile (default: %(default)s)")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N", help="prepare frames K, K+N, ... (0 <= K < N)")
+    p.add_argument("--workers", type=int, default=1, help="matching processes (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="OpenCV threads per process (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_argument(p)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Prepare the inputs; 0 when frames were kept, 1 when every frame was dropped, 2 for bad input."""
+    args = parse_args(argv, prog)
+    stereo = StereoSettings(matcher=args.matcher, num_disparities=args.num_disparities,
+                            min_disparity=args.min_disparity, block_size=args.block_size,
+                            uniqueness_ratio=args.uniqueness_ratio, mode=args.mode, lr_tolerance=args.lr_tolerance,
+                            min_texture=args.min_texture)
+    opts = PrepareOptions(stereo, every=args.every, fps=args.fps, min_kept=args.min_kept, min_range=args.min_range)
+    opts.check()
+    cv2.setNumThreads(max(1, args.threads))
+    summary = prepare(args.inputs, args.out, opts, shard=args.shard, workers=args.workers,
+                      progress=not args.no_progress)
+    print(f"{summary['kept']} frames kept, {summary['dropped']} dropped ({summary['processed']} processed now, "
+          f"{summary['frames']} in this shard) -> {args.out} ({Path(summary['manifest']).name})")
+    return 0

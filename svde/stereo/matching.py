@@ -1,0 +1,176 @@
+"""Disparity from a rectified stereo pair, with the pixels that can be trusted.
+
+:func:`estimate_disparity` runs OpenCV's semi-global matcher (``cv2.StereoSGBM``; Hirschmuller,
+"Stereo Processing by Semiglobal Matching and Mutual Information", TPAMI 2008) from the left view
+and, on the mirrored pair, from the right view, then keeps a left pixel only when
+
+* both views agree (left-right consistency: ``|d_L(x) - d_R(x - d_L(x))| <= lr_tolerance`` px),
+* the matcher found a unique minimum (SGBM's ``uniquenessRatio``; speckles are removed by its
+  ``speckleWindowSize``/``speckleRange``),
+* the left image has texture there (grey-level standard deviation over the matching window
+  ``>= min_texture``), and the disparity is at least ``min_disparity_px``.
+
+Disparity is in pixels of the left image, larger = closer (``x_right = x_left - d``), as in the
+Middlebury 2014 and Scene Flow ground truth (vision.middlebury.edu/stereo/data/scenes2014,
+lmb.informatik.uni-freiburg.de/resources/datasets/SceneFlowDatasets.en.html).
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> right = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    >>> left = np.roll(right, 8, axis=1)  # every pixel 8 px further right in the left view
+    >>> disp, valid = estimate_disparity(left, right, StereoSettings(num_disparities=16))
+    >>> float(np.median(disp[valid]))
+    8.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from svde.errors import UserError
+
+MATCHERS = ("sgbm",)
+SGBM_MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "3way": cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+              "hh": cv2.STEREO_SGBM_MODE_HH}
+
+
+@dataclass(frozen=True)
+class StereoSettings:
+    """The matcher and filter settings (recorded in the manifest; a changed one is a different dataset).
+
+    ``lr_tolerance`` ``inf`` turns the left-right check off. ``num_disparities`` 0 means "the image width / 6, rounded up to a multiple of 16" (disparity
+    search range ``[min_disparity, min_disparity + num_disparities)``).
+    """
+
+    matcher: str = "sgbm"
+    num_disparities: int = 0
+    min_disparity: int = 0
+    block_size: int = 5
+    uniqueness_ratio: int = 10
+    speckle_window: int = 100
+    speckle_range: int = 2
+    mode: str = "3way"
+    lr_tolerance: float = 1.0
+    min_texture: float = 1.0
+    min_disparity_px: float = 0.0
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (empty: fine)."""
+        out = []
+        if self.matcher not in MATCHERS:
+            out.append(f"matcher must be one of {', '.join(MATCHERS)}, got {self.matcher!r} (raft is not available offline)")
+        if self.num_disparities < 0 or self.num_disparities % 16:
+            out.append(f"num_disparities must be 0 (auto) or a positive multiple of 16, got {self.num_disparities}")
+        if self.block_size < 1 or self.block_size % 2 == 0:
+            out.append(f"block_size must be an odd number >= 1, got {self.block_size}")
+        if self.mode not in SGBM_MODES:
+            out.append(f"mode must be one of {', '.join(SGBM_MODES)}, got {self.mode!r}")
+        for name in ("uniqueness_ratio", "speckle_window", "speckle_range"):
+            if getattr(self, name) < 0:
+                out.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr_tolerance >= 0:
+            out.append(f"lr_tolerance must be >= 0 (inf: no left-right check), got {self.lr_tolerance}")
+        for name in ("min_texture", "min_disparity_px"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                out.append(f"{name} must be a finite number >= 0, got {value}")
+        return out
+
+    def check(self) -> StereoSettings:
+        """``self``, or a :class:`~svde.errors.UserError` listing every problem."""
+        problems = self.problems()
+        if problems:
+            raise UserError("stereo settings: " + "; ".join(problems))
+        return self
+
+    def disparities_for(self, width: int) -> int:
+        """The search range used for an image ``width`` pixels wide."""
+        return self.num_disparities or max(16, int(np.ceil(width / 6 / 16)) * 16)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _sgbm(settings: StereoSettings, num_disparities: int) -> cv2.StereoSGBM:
+    bs = settings.block_size
+    return cv2.StereoSGBM_create(
+        minDisparity=settings.min_disparity, numDisparities=num_disparities, blockSize=bs,
+        P1=8 * 3 * bs * bs, P2=32 * 3 * bs * bs, disp12MaxDiff=-1,  # our own check, on both full maps
+        uniquenessRatio=settings.uniqueness_ratio, speckleWindowSize=settings.speckle_window,
+        speckleRange=settings.speckle_range, mode=SGBM_MODES[settings.mode])
+
+
+def _match(matcher: cv2.StereoSGBM, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """SGBM disparity of ``left`` (float32 px, NaN = no match).
+
+    SGBM leaves the first ``min_disparity + num_disparities`` columns (and with a negative
+    ``min_disparity`` the last ``-min_disparity``) without a result; padding both images by that
+    much (edge replicated) gives those columns a search range.
+    """
+    lo = max(matcher.getMinDisparity() + matcher.getNumDisparities(), 0)
+    hi = max(-matcher.getMinDisparity(), 0)
+    lp = cv2.copyMakeBorder(left, 0, 0, lo, hi, cv2.BORDER_REPLICATE)
+    rp = cv2.copyMakeBorder(right, 0, 0, lo, hi, cv2.BORDER_REPLICATE)
+    raw = matcher.compute(lp, rp)[:, lo:lo + left.shape[1]]
+    disp = raw.astype(np.float32) / 16.0  # SGBM returns fixed point with 4 fractional bits
+    disp[raw < (matcher.getMinDisparity() * 16)] = np.nan
+    return disp
+
+
+def texture(gray: np.ndarray, block_size: int) -> np.ndarray:
+    """Grey-level standard deviation over a ``block_size`` square window (float32, 0..255 scale)."""
+    g = gray.astype(np.float32)
+    k = (block_size, block_size)
+    mean = cv2.blur(g, k)
+    var = cv2.blur(g * g, k) - mean * mean
+    return np.sqrt(np.maximum(var, 0.0))
+
+
+def check_pair(left: np.ndarray, right: np.ndarray, what: str = "stereo pair") -> None:
+    """Both views must be uint8 (H, W, 3) of one size."""
+    for name, img in (("left", left), ("right", right)):
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise UserError(f"{what}: the {name} view must be uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}")
+    if left.shape != right.shape:
+        raise UserError(f"{what}: left is {left.shape[1]}x{left.shape[0]} but right is "
+                        f"{right.shape[1]}x{right.shape[0]} (WxH); expected one size")
+
+
+def estimate_disparity(left: np.ndarray, right: np.ndarray,
+                       settings: StereoSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Left-view disparity (float32 px, 0 where invalid) and its validity mask (bool), both (H, W).
+
+    ``left``/``right``: rectified uint8 (H, W, 3) RGB views of one size.
+    """
+    settings = (settings or StereoSettings()).check()
+    check_pair(left, right)
+    height, width = left.shape[:2]
+    nd = settings.disparities_for(width)
+    matcher = _sgbm(settings, nd)
+    gl, gr = cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
+    d_left = _match(matcher, gl, gr)
+    # The right view's disparity: match the mirrored pair (the mirrored right view is then the
+    # "left" one), and mirror the result back.
+    d_right = _match(matcher, np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]))[:, ::-1]
+    cols = np.arange(width, dtype=np.float32)[None, :]
+    with np.errstate(invalid="ignore"):
+        target = np.rint(cols - d_left)
+        inside = (target >= 0) & (target < width)
+        rows = np.broadcast_to(np.arange(height)[:, None], (height, width))
+        back = np.full((height, width), np.nan, np.float32)
+        back[inside] = d_right[rows[inside], target[inside].astype(np.intp)]
+        if np.isfinite(settings.lr_tolerance):
+            valid = inside & (np.abs(d_left - back) <= settings.lr_tolerance)
+        else:  # no left-right check: every match SGBM returns
+            valid = np.isfinite(d_left)
+        valid &= d_left >= settings.min_disparity_px
+    if settings.min_texture > 0:
+        valid &= texture(gl, settings.block_size) >= settings.min_texture
+    disp = np.where(valid, d_left, 0.0).astype(np.float32)
+    return disp, valid

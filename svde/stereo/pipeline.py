@@ -1,0 +1,226 @@
+"""Stereo footage -> the ``stereo_folder`` layout (UTSS training data), resumable and shardable.
+
+For every frame of the inputs (:mod:`svde.stereo.sources`) it estimates the left view's
+disparity (:func:`svde.stereo.matching.estimate_disparity`) and writes, under ``out``::
+
+    left/<name>.png        the left view (RGB)
+    disparity/<name>.npy   float32 disparity in pixels (0 where invalid)
+    mask/<name>.png        255 = valid (passed the consistency and texture checks), 0 = not
+    manifest.json          the settings, and per frame: source, frame index/time, kept or
+                           dropped with the reason, kept fraction, disparity range
+
+which :class:`svde.data.folder.StereoFolderDataset` (``build_dataset("stereo_folder", out)``)
+reads as UTSS with its default options. With a negative ``min_disparity`` the stored values are
+shifted by ``stored_offset`` (manifest) to stay positive; UTSS is shift-invariant.
+
+A frame is dropped, with its reason in the manifest, when its views are identical (mono footage
+passed as stereo: no disparity), when fewer than ``min_kept`` of its pixels are valid, or when its
+valid disparities span less than ``min_range`` pixels (5th..95th percentile). Each file is
+written atomically and ``left/`` last, so an interrupted run leaves only whole frames; a rerun
+skips the frames its manifest records. With ``shard=(k, n)`` only frames ``k, k + n, ...`` are
+prepared and the manifest is ``manifest.shard-<k>-of-<n>.json``: shards may share one folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from svde.atomic import check_writable, write_bytes, write_json
+from svde.data.io import write_npy, write_rgb
+from svde.errors import RunFailed, UserError
+from svde.stereo.matching import StereoSettings, check_pair, estimate_disparity
+from svde.stereo.sources import FrameRef, list_frames, read_frames
+
+log = logging.getLogger(__name__)
+MANIFEST_FORMAT = "svde-stereo/1"
+SAVE_EVERY = 20  # frames between manifest saves
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What makes two outputs the same dataset (compared with an existing folder's manifest)."""
+
+    stereo: StereoSettings = StereoSettings()
+    every: int = 1
+    fps: float | None = None
+    min_kept: float = 0.2
+    min_range: float = 1.0
+
+    def settings(self) -> dict[str, Any]:
+        return {"stereo": self.stereo.as_dict(), "every": self.every, "fps": self.fps,
+                "min_kept": self.min_kept, "min_range": self.min_range}
+
+    def check(self) -> PrepareOptions:
+        self.stereo.check()
+        if self.every < 1:
+            raise UserError(f"--every must be >= 1, got {self.every}")
+        if self.fps is not None and not (np.isfinite(self.fps) and self.fps > 0):
+            raise UserError(f"--fps must be > 0, got {self.fps}")
+        if not 0 <= self.min_kept <= 1:
+            raise UserError(f"--min-kept must be in [0, 1], got {self.min_kept}")
+        if not (np.isfinite(self.min_range) and self.min_range >= 0):
+            raise UserError(f"--min-range must be >= 0 px, got {self.min_range}")
+        return self
+
+
+def manifest_name(shard: tuple[int, int]) -> str:
+    k, n = shard
+    return "manifest.json" if n == 1 else f"manifest.shard-{k}-of-{n}.json"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_existing(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse an output folder whose manifests were made with other settings, naming them."""
+    mine = _flatten(settings)
+    for path in sorted(out.glob("manifest*.json")):
+        try:
+            theirs = _flatten(json.loads(path.read_text()).get("settings", {}))
+        except (ValueError, AttributeError) as exc:
+            raise UserError(f"{path}: not a readable stereo manifest ({exc}); remove it or use another --out") from None
+        diff = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in sorted(set(mine) | set(theirs))
+                if theirs.get(k) != mine.get(k)]
+        if diff:
+            raise UserError(f"{out} was prepared with other settings ({path.name}): {'; '.join(diff)}; "
+                            f"use another --out or the same settings")
+
+
+def _drop(ref: FrameRef, reason: str, **extra: Any) -> dict[str, Any]:
+    return {**_base(ref), "status": "dropped", "reason": reason, **extra}
+
+
+def _base(ref: FrameRef) -> dict[str, Any]:
+    return {"name": ref.name, "source": ref.source, "kind": ref.kind, "frame_index": ref.index, "time_s": ref.time_s}
+
+
+def stored_offset(settings: StereoSettings) -> float:
+    """Added to stored disparities so that every valid one is > 0 (0 unless min_disparity < 1)."""
+    return float(1 - settings.min_disparity) if settings.min_disparity < 0 else 0.0
+
+
+def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, str | None, str, PrepareOptions]
+                  ) -> dict[str, Any]:
+    """Match one frame and write its files (or only decide why it is dropped): its manifest record."""
+    ref, left, right, reason, out_dir, opts = task
+    if reason is not None:
+        return _drop(ref, reason)
+    try:
+        check_pair(left, right, ref.name)
+    except UserError as exc:
+        return _drop(ref, f"bad frame: {exc}")
+    if np.array_equal(left, right) or np.mean(cv2.absdiff(left, right)) < 0.5:
+        return _drop(ref, "left equals right (mono footage passed as stereo?): no disparity")
+    disp, valid = estimate_disparity(left, right, opts.stereo)
+    kept = float(valid.mean())
+    lo, hi = (float(v) for v in np.percentile(disp[valid], [5, 95])) if valid.any() else (0.0, 0.0)
+    stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)]}
+    if kept < opts.min_kept:
+        return _drop(ref, f"too few valid pixels: {kept:.1%} < min_kept {opts.min_kept:.0%}", **stats)
+    if hi - lo < opts.min_range:
+        return _drop(ref, f"disparity range {hi - lo:.2f} px < min_range {opts.min_range:g} px "
+                          f"(no depth to learn from)", **stats)
+    out = Path(out_dir)
+    offset = stored_offset(opts.stereo)
+    write_npy(out / "disparity" / f"{ref.name}.npy", np.where(valid, disp + offset, 0.0).astype(np.float32))
+    ok, png = cv2.imencode(".png", valid.astype(np.uint8) * 255)
+    if not ok:
+        raise RunFailed(f"{out / 'mask' / ref.name}.png: cannot encode the mask")
+    write_bytes(out / "mask" / f"{ref.name}.png", png.tobytes())
+    write_rgb(out / "left" / f"{ref.name}.png", left)  # last: the loader indexes left/
+    return {**_base(ref), "status": "kept", **stats}
+
+
+def _done(out: Path, records: dict[str, dict[str, Any]], ref: FrameRef) -> bool:
+    rec = records.get(ref.name)
+    if rec is None or rec.get("source") != ref.source or rec.get("frame_index") != ref.index:
+        return False
+    return rec["status"] == "dropped" or (out / "left" / f"{ref.name}.png").is_file()
+
+
+def _save(path: Path, settings: dict[str, Any], shard: tuple[int, int], records: dict[str, dict[str, Any]],
+          offset: float) -> None:
+    frames = sorted(records.values(), key=lambda r: (r["source"], r["frame_index"]))
+    kept = [r for r in frames if r["status"] == "kept"]
+    write_json(path, {"format": MANIFEST_FORMAT, "settings": settings, "shard": f"{shard[0]}/{shard[1]}",
+                      "stored_offset": offset, "layout": "left/<name>.png, disparity/<name>.npy (px), mask/<name>.png",
+                      "frames_kept": len(kept), "frames_dropped": len(frames) - len(kept), "frames": frames})
+
+
+def _results(tasks: Iterator[tuple], workers: int) -> Iterator[dict[str, Any]]:
+    """Records of ``tasks`` in order; with workers, fed a few frames at a time (``Pool.imap`` alone
+    would decode the whole video into its queue)."""
+    if workers <= 1:
+        yield from map(process_frame, tasks)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        while batch := list(itertools.islice(tasks, 4 * workers)):
+            yield from pool.imap(process_frame, batch, chunksize=1)
+
+
+def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, shard: tuple[int, int] = (0, 1),
+            workers: int = 1, progress: bool = False) -> dict[str, Any]:
+    """Prepare ``inputs`` into ``out`` (see the module docstring); returns the manifest's counts.
+
+    Everything is checked before the first frame; a :class:`~svde.errors.RunFailed` when every
+    frame was dropped (naming the reasons).
+    """
+    opts = (opts or PrepareOptions()).check()
+    k, n = shard
+    if not (n >= 1 and 0 <= k < n):
+        raise UserError(f"--shard K/N needs 0 <= K < N, got {k}/{n}")
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    settings = opts.settings()
+    frames = list_frames(list(inputs), opts.every, opts.fps)[k::n]
+    check_writable(out)
+    check_existing(out, settings)
+    manifest = out / manifest_name(shard)
+    records: dict[str, dict[str, Any]] = {}
+    if manifest.is_file():
+        records = {r["name"]: r for r in json.loads(manifest.read_text()).get("frames", [])}
+    todo = [f for f in frames if not _done(out, records, f)]
+    log.info("stereo: %d frames (%d done before), %s", len(frames), len(frames) - len(todo), out)
+    offset = stored_offset(opts.stereo)
+    tasks = ((ref, left, right, reason, str(out), opts) for ref, left, right, reason in read_frames(todo))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), unit="frame", desc="stereo")
+    try:
+        for i, rec in enumerate(_results(tasks, workers), 1):
+            records[rec["name"]] = rec
+            if rec["status"] == "dropped":
+                log.info("%s: dropped: %s", rec["name"], rec["reason"])
+            if bar is not None:
+                bar.update(1)
+            if i % SAVE_EVERY == 0:
+                _save(manifest, settings, shard, records, offset)
+    finally:
+        if bar is not None:
+            bar.close()
+        if records or todo:
+            _save(manifest, settings, shard, records, offset)
+    mine = [records[f.name] for f in frames if f.name in records]
+    kept = sum(r["status"] == "kept" for r in mine)
+    if mine and kept == 0:
+        reasons = sorted({r["reason"] for r in mine})
+        raise RunFailed(f"all {len(mine)} frames were dropped ({'; '.join(reasons)}); nothing to train on in {out}")
+    return {"frames": len(frames), "processed": len(todo), "kept": kept, "dropped": len(mine) - kept,
+            "manifest": str(manifest)}

@@ -1,0 +1,311 @@
+"""Stereo footage -> UTSS data (svde.stereo, `svde stereo`): the synthetic pair's exact disparity,
+SGBM accuracy on it (directly and through a side-by-side video), the output layout, resume,
+settings refusal, shards, bad input, and training on the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from svde.cli.common import run_main
+from svde.cli.stereo import main as stereo_main
+from svde.config import build_config, read_yaml
+from svde.data.io import read_depth_any, read_gray, write_rgb
+from svde.data.registry import build_dataset
+from svde.data.synthetic import render, render_stereo, sample_scene
+from svde.stereo import StereoSettings, estimate_disparity
+from svde.stereo.synthetic import synthetic_pair
+
+REPO = Path(__file__).resolve().parents[1]
+H, W, BASELINE = 96, 128, 0.1  # max true disparity ~6-20 px; default search range 128 / 6 -> 32 px
+
+
+def d1_errors(disp: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """KITTI 2015's D1 outliers: error > 3 px and > 5 % of the true disparity (devkit, eval_scene_flow)."""
+    err = np.abs(disp - gt)
+    return (err > 3) & (err > 0.05 * gt)
+
+
+def cli(args: list) -> int:
+    return run_main(stereo_main, [str(a) for a in args] + ["--no-progress"])
+
+
+def write_pairs(root: Path, indices=range(3)) -> list[dict]:
+    pairs = []
+    for i in indices:
+        p = synthetic_pair(i, H, W, BASELINE)
+        write_rgb(root / "left" / f"{i:03d}.png", p["left"])
+        write_rgb(root / "right" / f"{i:03d}.png", p["right"])
+        pairs.append(p)
+    return pairs
+
+
+def write_sbs_video(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], fps: float = 10.0) -> Path:
+    h, w = frames[0][0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (2 * w, h))
+    assert writer.isOpened()
+    for left, right in frames:
+        writer.write(cv2.cvtColor(np.concatenate([left, right], axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_right_view_and_disparity_are_exact():
+    """The left pixel u with disparity d sees, in the right view at u - d, the same 3-D point (same depth)."""
+    scene = sample_scene(np.random.default_rng(3), H, W)
+    pair = render_stereo(scene, H, W, BASELINE)
+    assert np.array_equal(pair["left"], render(scene, H, W)["image"])
+    fx = scene.intrinsics[0]
+    assert np.allclose(pair["disparity"] * pair["depth"], fx * BASELINE, rtol=1e-5)
+    from dataclasses import replace
+    right_depth = render(replace(scene, cam_pos=scene.cam_pos + BASELINE * scene.cam_rot[:, 0]), H, W)["depth"]
+    u = np.arange(W)[None, :] - pair["disparity"]
+    inside = (u >= 0) & (u <= W - 1)
+    rows = np.broadcast_to(np.arange(H)[:, None], (H, W))
+    seen = right_depth[rows[inside], np.rint(u[inside]).astype(int)]
+    rel = np.abs(seen - pair["depth"][inside]) / pair["depth"][inside]
+    assert np.mean(rel < 0.02) > 0.9  # the rest: occlusions and rounding at depth edges
+    with pytest.raises(ValueError, match="baseline"):
+        render_stereo(scene, H, W, 0.0)
+
+
+def test_sgbm_keeps_most_pixels_with_few_d1_errors_on_exact_ground_truth():
+    kept, bad = [], []
+    for i in range(4):
+        p = synthetic_pair(i, H, W, BASELINE)
+        disp, valid = estimate_disparity(p["left"], p["right"])
+        assert disp.dtype == np.float32 and valid.dtype == bool and disp.shape == valid.shape == (H, W)
+        assert np.all(disp[~valid] == 0) and np.all(np.isfinite(disp))
+        kept.append(valid.mean())
+        bad.append(d1_errors(disp, p["disparity"])[valid].mean())
+    assert np.mean(kept) >= 0.75 and np.mean(bad) <= 0.05, (kept, bad)
+
+
+def test_the_consistency_check_removes_errors():
+    """Without the left-right check more pixels are kept and a larger share of them is wrong (the
+    rooms' own textures, with flat patches, and a wider baseline: more occlusions)."""
+    counts = np.zeros((2, 2))  # (check on, off) x (kept, D1 errors)
+    for i in range(4):
+        p = synthetic_pair(i, H, W, 2 * BASELINE, tile_scale=None)
+        for row, tol in enumerate((1.0, float("inf"))):
+            disp, valid = estimate_disparity(p["left"], p["right"], StereoSettings(lr_tolerance=tol))
+            counts[row] += valid.sum(), d1_errors(disp, p["disparity"])[valid].sum()
+    (kept_on, bad_on), (kept_off, bad_off) = counts
+    assert kept_off > kept_on and bad_off / kept_off > 1.5 * bad_on / kept_on
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="block_size.*odd.*num_disparities|num_disparities.*block_size"):
+        StereoSettings(num_disparities=20, block_size=4).check()
+    with pytest.raises(ValueError, match="raft"):
+        StereoSettings(matcher="raft").check()
+
+
+def test_pair_folder_to_stereo_folder_loads_and_resumes(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs")
+    out = tmp_path / "out"
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["status"] for f in manifest["frames"]] == ["kept"] * 3
+    assert manifest["settings"]["stereo"]["matcher"] == "sgbm"
+    for rec, pair in zip(manifest["frames"], pairs):
+        disp = read_depth_any(out / "disparity" / f"{rec['name']}.npy")
+        mask = read_gray(out / "mask" / f"{rec['name']}.png") > 0
+        assert rec["kept_fraction"] == pytest.approx(mask.mean(), abs=1e-5)
+        assert np.all(disp[mask] > 0) and np.all(disp[~mask] == 0)
+        assert d1_errors(disp, pair["disparity"])[mask].mean() <= 0.05
+        lo, hi = rec["disparity_range"]
+        assert 0 < lo < hi <= pair["disparity"].max() + 3
+    ds = build_dataset("stereo_folder", str(out))
+    sample = ds[0]
+    assert len(ds) == 3 and sample["depth_type"] == "utss"
+    assert sample["mask"].float().mean() == pytest.approx(manifest["frames"][0]["kept_fraction"], abs=1e-5)
+    # resume: nothing is redone, the files stay as they were
+    stamp = (out / "left" / "000.png").stat().st_mtime_ns
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    assert (out / "left" / "000.png").stat().st_mtime_ns == stamp
+    # a lost frame is redone
+    (out / "left" / "001.png").unlink()
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    assert (out / "left" / "001.png").is_file()
+
+
+def test_other_settings_are_refused_naming_them(tmp_path, capsys):
+    write_pairs(tmp_path / "pairs", [0])
+    out = tmp_path / "out"
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    assert cli([tmp_path / "pairs", "--out", out, "--block-size", "7", "--min-kept", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "stereo.block_size: 5 there, 7 now" in err and "min_kept: 0.2 there, 0.3 now" in err
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_shards_split_the_frames(tmp_path):
+    write_pairs(tmp_path / "pairs", range(3))
+    out = tmp_path / "out"
+    for k in (0, 1):
+        assert cli([tmp_path / "pairs", "--out", out, "--shard", f"{k}/2"]) == 0
+    names = [[f["name"] for f in json.loads((out / f"manifest.shard-{k}-of-2.json").read_text())["frames"]]
+             for k in (0, 1)]
+    assert names == [["000", "002"], ["001"]]
+    assert len(build_dataset("stereo_folder", str(out))) == 3
+    assert cli([tmp_path / "pairs", "--out", out, "--shard", "2/2"]) == 2
+
+
+def test_sbs_video_round_trip_keeps_the_accuracy(tmp_path):
+    pairs = [synthetic_pair(i, H, W, BASELINE) for i in range(4)]
+    video = write_sbs_video(tmp_path / "film.avi", [(p["left"], p["right"]) for p in pairs])
+    out = tmp_path / "out"
+    assert cli([video, "--out", out, "--every", "2"]) == 0
+    frames = json.loads((out / "manifest.json").read_text())["frames"]
+    assert [(f["frame_index"], f["time_s"]) for f in frames] == [(0, 0.0), (2, 0.2)]
+    kept, bad = [], []
+    for rec in frames:
+        gt = pairs[rec["frame_index"]]["disparity"]
+        disp = read_depth_any(out / "disparity" / f"{rec['name']}.npy")
+        mask = read_gray(out / "mask" / f"{rec['name']}.png") > 0
+        kept.append(mask.mean())
+        bad.append(d1_errors(disp, gt)[mask].mean())
+    assert np.mean(kept) >= 0.75 and np.mean(bad) <= 0.05, (kept, bad)
+    assert len(build_dataset("stereo_folder", str(out))) == 2
+
+
+def test_workers_give_the_same_output(tmp_path):
+    write_pairs(tmp_path / "pairs", range(2))
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "a"]) == 0
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "b", "--workers", "2"]) == 0
+    for name in ("000", "001"):
+        assert np.array_equal(np.load(tmp_path / "a/disparity" / f"{name}.npy"),
+                              np.load(tmp_path / "b/disparity" / f"{name}.npy"))
+
+
+def test_mono_video_is_dropped_with_the_reason(tmp_path, capsys):
+    p = synthetic_pair(0, H, W, BASELINE)
+    video = write_sbs_video(tmp_path / "mono.avi", [(p["left"], p["left"])] * 2)
+    out = tmp_path / "out"
+    assert cli([video, "--out", out]) == 1
+    assert "all 2 frames were dropped" in capsys.readouterr().err
+    frames = json.loads((out / "manifest.json").read_text())["frames"]
+    assert all("left equals right" in f["reason"] for f in frames)
+    assert not (out / "left").exists()
+
+
+def test_corrupt_pair_is_skipped_with_its_reason(tmp_path):
+    write_pairs(tmp_path / "pairs", range(2))
+    (tmp_path / "pairs/right/001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    frames = {f["name"]: f for f in json.loads((out / "manifest.json").read_text())["frames"]}
+    assert frames["000"]["status"] == "kept"
+    assert frames["001"]["status"] == "dropped" and "001.png" in frames["001"]["reason"]
+    assert sorted(p.name for p in (out / "left").iterdir()) == ["000.png"]
+
+
+@pytest.mark.parametrize("case", ["junk", "truncated", "missing", "no_right"])
+def test_bad_inputs_are_refused_before_any_work(tmp_path, capsys, case):
+    p = synthetic_pair(0, H, W, BASELINE)
+    if case == "junk":
+        src, expect = tmp_path / "x.avi", "cannot open the video"
+        src.write_bytes(b"not a video" * 50)
+    elif case == "truncated":
+        full = write_sbs_video(tmp_path / "full.avi", [(p["left"], p["right"])] * 6).read_bytes()
+        src, expect = tmp_path / "cut.avi", "truncated video"
+        src.write_bytes(full[: len(full) // 2])
+    elif case == "missing":
+        src, expect = tmp_path / "nothing.avi", "no such file"
+    else:
+        write_pairs(tmp_path / "pairs", [0])
+        (tmp_path / "pairs/right/000.png").unlink()
+        src, expect = tmp_path / "pairs", "no right view for 000.png"
+    out = tmp_path / "out"
+    assert cli([src, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expect in err and str(src) in err
+    assert not out.exists()
+
+
+def test_odd_width_sbs_video_is_refused(tmp_path, monkeypatch, capsys):
+    """cv2.VideoWriter rounds widths to even, so the odd-width capture is simulated."""
+    import svde.stereo.sources as sources
+
+    class OddCapture:
+        def __init__(self, path):
+            self.frames = 2
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FRAME_COUNT: 2, cv2.CAP_PROP_FPS: 25.0, cv2.CAP_PROP_FRAME_WIDTH: 255,
+                    cv2.CAP_PROP_FRAME_HEIGHT: 96}[prop]
+
+        def grab(self):
+            self.frames -= 1
+            return self.frames >= 0
+
+        def release(self):
+            pass
+
+    video = tmp_path / "odd.avi"
+    video.write_bytes(b"")
+    monkeypatch.setattr(sources.cv2, "VideoCapture", OddCapture)
+    assert cli([video, "--out", tmp_path / "out"]) == 2
+    assert "must have an even width" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_prepared_stereo_mixed_with_uts_trains(tmp_path):
+    """The loop closed: prepare, then train 2 steps on configs/stereo_mix.yaml (UTSS + UTS) on CPU."""
+    from svde.training import train
+
+    write_pairs(tmp_path / "pairs", range(2))
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "stereo"]) == 0
+    raw = read_yaml(REPO / "configs/stereo_mix.yaml")
+    raw["data"]["train"][0]["root"] = str(tmp_path / "stereo")
+    raw["data"]["train"][1]["options"] = {"length": 4, "height": 72, "width": 80}
+    cfg = build_config(raw, ["data.height=64", "data.width=64", "data.batch_size=2", "data.epoch_length=4",
+                             "train.steps=2", "train.device=cpu", "train.log_every=1", "val.every=0",
+                             "train.checkpoint_every=2", "train.image_every=0"])
+    assert [e.name for e in cfg.data.train] == ["stereo_folder", "synthetic"] and cfg.data.train[1].convert == "uts"
+    summary = train(cfg, tmp_path / "run")
+    logs = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [1, 2] and all(np.isfinite(r["loss"]) for r in logs)
+
+
+def test_an_interrupted_run_leaves_whole_frames_and_resumes(tmp_path, monkeypatch):
+    import svde.stereo.pipeline as pipeline
+
+    write_pairs(tmp_path / "pairs", range(3))
+    out = tmp_path / "out"
+    real_write = pipeline.write_rgb
+    calls = []
+
+    def failing_write(path, rgb):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while writing the second frame
+        return real_write(path, rgb)
+
+    monkeypatch.setattr(pipeline, "write_rgb", failing_write)
+    assert cli([tmp_path / "pairs", "--out", out]) == 130
+    assert [f["name"] for f in json.loads((out / "manifest.json").read_text())["frames"]] == ["000"]
+    assert len(build_dataset("stereo_folder", str(out))) == 1  # the half-done frame has no left/ image
+    monkeypatch.setattr(pipeline, "write_rgb", real_write)
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    assert len(build_dataset("stereo_folder", str(out))) == 3
+
+
+def test_negative_search_range_is_stored_shifted_positive(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs", [0])
+    out = tmp_path / "out"
+    assert cli([tmp_path / "pairs", "--out", out, "--min-disparity", "-16"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stored_offset"] == 17.0
+    disp = read_depth_any(out / "disparity/000.npy")
+    mask = read_gray(out / "mask/000.png") > 0
+    assert mask.mean() >= 0.75 and np.all(disp[mask] > 0)
+    assert d1_errors(disp - 17.0, pairs[0]["disparity"])[mask].mean() <= 0.05
