@@ -13,7 +13,7 @@ Real pairs (``../shared/data/real/stereo``; formats in ``../shared/data/real/REA
 * Scene Flow (FlyingThings3D, 960x540): ``left.png``/``right.png``, ``disp_left.pfm``;
   ``occlusion_left.png`` non-zero = occluded.
 
-Synthetic: ``--synthetic N`` rooms (:func:`svde.stereo.synthetic.synthetic_pair`) at 96x128,
+Synthetic: ``--synthetic N`` rooms (:func:`svde.data.stereo.synthetic.synthetic_pair`) at 96x128,
 baseline 0.1 m, fine random-tile textures, scored against their exact disparity.
 
 Usage:
@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 
 from svde.data.io import read_gray, read_image, read_pfm
-from svde.stereo import StereoSettings, estimate_disparity
-from svde.stereo.synthetic import synthetic_pair
+from svde.data.stereo import StereoSettings, estimate_disparity
+from svde.data.stereo.synthetic import synthetic_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def timed(left: np.ndarray, right: np.ndarray, settings: StereoSettings, repeat:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        disp, valid = estimate_disparity(left, right, settings)
+        disp, valid = estimate_disparity(left, right, "sgbm", settings)
         times.append(time.perf_counter() - t)
     return disp, valid, float(np.median(times)) / (left.shape[0] * left.shape[1] / 1e6)
 

@@ -1,4 +1,4 @@
-"""Stereo footage -> UTSS data (svde.stereo, `svde stereo`): the synthetic pair's exact disparity,
+"""Stereo footage -> UTSS data (svde.data.stereo, `svde prepare-stereo`): the synthetic pair's exact disparity,
 SGBM accuracy on it (directly and through a side-by-side video), the output layout, resume,
 settings refusal, shards, bad input, and training on the result."""
 
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from svde.cli.common import run_main
-from svde.cli.stereo import main as stereo_main
+from svde.cli.prepare_stereo import main as stereo_main
 from svde.config import build_config, read_yaml
 from svde.data.io import read_depth_any, read_gray, write_rgb
 from svde.data.registry import build_dataset
 from svde.data.synthetic import render, render_stereo, sample_scene
-from svde.stereo import StereoSettings, estimate_disparity
-from svde.stereo.synthetic import synthetic_pair
+from svde.data.stereo import StereoSettings, estimate_disparity
+from svde.data.stereo.synthetic import synthetic_pair
 
 REPO = Path(__file__).resolve().parents[1]
 H, W, BASELINE = 96, 128, 0.1  # max true disparity ~6-20 px; default search range 128 / 6 -> 32 px
@@ -92,7 +92,7 @@ def test_the_consistency_check_removes_errors():
     for i in range(4):
         p = synthetic_pair(i, H, W, 2 * BASELINE, tile_scale=None)
         for row, tol in enumerate((1.0, float("inf"))):
-            disp, valid = estimate_disparity(p["left"], p["right"], StereoSettings(lr_tolerance=tol))
+            disp, valid = estimate_disparity(p["left"], p["right"], "sgbm", StereoSettings(lr_tolerance=tol))
             counts[row] += valid.sum(), d1_errors(disp, p["disparity"])[valid].sum()
     (kept_on, bad_on), (kept_off, bad_off) = counts
     assert kept_off > kept_on and bad_off / kept_off > 1.5 * bad_on / kept_on
@@ -101,8 +101,10 @@ def test_the_consistency_check_removes_errors():
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="block_size.*odd.*num_disparities|num_disparities.*block_size"):
         StereoSettings(num_disparities=20, block_size=4).check()
-    with pytest.raises(ValueError, match="raft"):
-        StereoSettings(matcher="raft").check()
+    with pytest.raises(ValueError, match="raft_model must be one of large, small"):
+        StereoSettings(raft_model="huge").check()
+    with pytest.raises(KeyError, match="valid matchers: raft, sgbm"):
+        estimate_disparity(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), "psmnet")
 
 
 def test_pair_folder_to_stereo_folder_loads_and_resumes(tmp_path):
@@ -231,7 +233,7 @@ def test_bad_inputs_are_refused_before_any_work(tmp_path, capsys, case):
 
 def test_odd_width_sbs_video_is_refused(tmp_path, monkeypatch, capsys):
     """cv2.VideoWriter rounds widths to even, so the odd-width capture is simulated."""
-    import svde.stereo.sources as sources
+    import svde.data.stereo.sources as sources
 
     class OddCapture:
         def __init__(self, path):
@@ -277,7 +279,7 @@ def test_prepared_stereo_mixed_with_uts_trains(tmp_path):
 
 
 def test_an_interrupted_run_leaves_whole_frames_and_resumes(tmp_path, monkeypatch):
-    import svde.stereo.pipeline as pipeline
+    import svde.data.stereo.pipeline as pipeline
 
     write_pairs(tmp_path / "pairs", range(3))
     out = tmp_path / "out"

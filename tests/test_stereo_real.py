@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svde.stereo import estimate_disparity
+from svde.data.stereo import estimate_disparity
 
 REPO = Path(__file__).resolve().parents[1]
 

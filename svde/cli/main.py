@@ -47,6 +47,8 @@ COMMANDS: dict[str, Command] = {
             "scripts/paper_table.py"),
     "poc": Command("svde.cli.poc", "the paper's proof of concept (§4.4.1, Fig. 2): a resumable sweep",
             "scripts/experiments/poc.py"),
+    "prepare-stereo": Command("svde.cli.prepare_stereo", "stereo pairs or 3D videos -> UTSS training data (stereo_folder)",
+            "scripts/prepare_stereo.py"),
 }
 
 

@@ -13,9 +13,9 @@ A rerun skips the frames already done; a folder prepared with other settings is 
 --out).
 
 Examples:
-    svde stereo film_sbs.mp4 --out data/3d_movies --fps 1 --workers 8
-    svde stereo pairs/ --out data/my_stereo --num-disparities 128
-    svde stereo film_sbs.mp4 --out data/3d_movies --every 24 --shard 3/16
+    svde prepare-stereo film_sbs.mp4 --out data/3d_movies --fps 1 --workers 8
+    svde prepare-stereo pairs/ --out data/my_stereo --num-disparities 128
+    svde prepare-stereo film_sbs.mp4 --out data/3d_movies --every 24 --shard 3/16
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 
 from svde.cli.common import add_debug_argument, command_parser
-from svde.stereo.matching import MATCHERS, SGBM_MODES, StereoSettings
-from svde.stereo.pipeline import PrepareOptions, prepare
+from svde.data.stereo.matching import MATCHERS, SGBM_MODES, StereoSettings
+from svde.data.stereo.pipeline import PrepareOptions, prepare
 
 
 def _shard(text: str) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Disparity from a rectified stereo pair, with the pixels that can be trusted.
 
-:func:`estimate_disparity` runs OpenCV's semi-global matcher (``cv2.StereoSGBM``; Hirschmuller,
+:func:`sgbm_disparity` (the ``sgbm`` matcher of :func:`svde.data.stereo.estimate_disparity`) runs OpenCV's semi-global matcher (``cv2.StereoSGBM``; Hirschmuller,
 "Stereo Processing by Semiglobal Matching and Mutual Information", TPAMI 2008) from the left view
 and, on the mirrored pair, from the right view, then keeps a left pixel only when
 
@@ -19,7 +19,7 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> right = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
     >>> left = np.roll(right, 8, axis=1)  # every pixel 8 px further right in the left view
-    >>> disp, valid = estimate_disparity(left, right, StereoSettings(num_disparities=16))
+    >>> disp, valid = sgbm_disparity(left, right, StereoSettings(num_disparities=16))
     >>> float(np.median(disp[valid]))
     8.0
 """
@@ -35,7 +35,7 @@ import numpy as np
 
 from svde.errors import UserError
 
-MATCHERS = ("sgbm",)
+RAFT_MODELS = ("large", "small")  # torchvision.models.optical_flow.raft_large / raft_small
 SGBM_MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "3way": cv2.STEREO_SGBM_MODE_SGBM_3WAY,
               "hh": cv2.STEREO_SGBM_MODE_HH}
 
@@ -48,7 +48,6 @@ class StereoSettings:
     search range ``[min_disparity, min_disparity + num_disparities)``).
     """
 
-    matcher: str = "sgbm"
     num_disparities: int = 0
     min_disparity: int = 0
     block_size: int = 5
@@ -59,12 +58,14 @@ class StereoSettings:
     lr_tolerance: float = 1.0
     min_texture: float = 1.0
     min_disparity_px: float = 0.0
+    max_vertical: float = 1.0
+    raft_model: str = "large"
+    raft_iters: int = 12
+    raft_weights: str = ""
 
     def problems(self) -> list[str]:
         """What is wrong with these settings (empty: fine)."""
         out = []
-        if self.matcher not in MATCHERS:
-            out.append(f"matcher must be one of {', '.join(MATCHERS)}, got {self.matcher!r} (raft is not available offline)")
         if self.num_disparities < 0 or self.num_disparities % 16:
             out.append(f"num_disparities must be 0 (auto) or a positive multiple of 16, got {self.num_disparities}")
         if self.block_size < 1 or self.block_size % 2 == 0:
@@ -76,7 +77,11 @@ class StereoSettings:
                 out.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr_tolerance >= 0:
             out.append(f"lr_tolerance must be >= 0 (inf: no left-right check), got {self.lr_tolerance}")
-        for name in ("min_texture", "min_disparity_px"):
+        if self.raft_model not in RAFT_MODELS:
+            out.append(f"raft_model must be one of {', '.join(RAFT_MODELS)}, got {self.raft_model!r}")
+        if self.raft_iters < 1:
+            out.append(f"raft_iters must be >= 1, got {self.raft_iters}")
+        for name in ("min_texture", "min_disparity_px", "max_vertical"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 out.append(f"{name} must be a finite number >= 0, got {value}")
@@ -142,22 +147,22 @@ def check_pair(left: np.ndarray, right: np.ndarray, what: str = "stereo pair") -
                         f"{right.shape[1]}x{right.shape[0]} (WxH); expected one size")
 
 
-def estimate_disparity(left: np.ndarray, right: np.ndarray,
-                       settings: StereoSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Left-view disparity (float32 px, 0 where invalid) and its validity mask (bool), both (H, W).
+def left_right_consistent(d_left: np.ndarray, d_right: np.ndarray, tolerance: float) -> np.ndarray:
+    """Where the left view's disparity is confirmed by the right view's (bool, (H, W)).
 
-    ``left``/``right``: rectified uint8 (H, W, 3) RGB views of one size.
+    ``d_left[y, x]`` maps the left pixel x to ``x - d_left`` in the right view, whose own
+    disparity ``d_right`` (same sign convention, in right-view pixels) must agree within
+    ``tolerance`` px there; NaN in either map is never consistent, nor is a pixel that maps
+    outside the right view. ``tolerance`` ``inf``: every finite ``d_left``.
+
+    Example:
+        >>> d = np.full((1, 6), 2.0, np.float32)
+        >>> left_right_consistent(d, d, 1.0).astype(int).tolist()
+        [[0, 0, 1, 1, 1, 1]]
     """
-    settings = (settings or StereoSettings()).check()
-    check_pair(left, right)
-    height, width = left.shape[:2]
-    nd = settings.disparities_for(width)
-    matcher = _sgbm(settings, nd)
-    gl, gr = cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
-    d_left = _match(matcher, gl, gr)
-    # The right view's disparity: match the mirrored pair (the mirrored right view is then the
-    # "left" one), and mirror the result back.
-    d_right = _match(matcher, np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]))[:, ::-1]
+    height, width = d_left.shape
+    if not np.isfinite(tolerance):
+        return np.isfinite(d_left)
     cols = np.arange(width, dtype=np.float32)[None, :]
     with np.errstate(invalid="ignore"):
         target = np.rint(cols - d_left)
@@ -165,12 +170,26 @@ def estimate_disparity(left: np.ndarray, right: np.ndarray,
         rows = np.broadcast_to(np.arange(height)[:, None], (height, width))
         back = np.full((height, width), np.nan, np.float32)
         back[inside] = d_right[rows[inside], target[inside].astype(np.intp)]
-        if np.isfinite(settings.lr_tolerance):
-            valid = inside & (np.abs(d_left - back) <= settings.lr_tolerance)
-        else:  # no left-right check: every match SGBM returns
-            valid = np.isfinite(d_left)
+        return inside & (np.abs(d_left - back) <= tolerance)
+
+
+def sgbm_disparity(left: np.ndarray, right: np.ndarray, settings: StereoSettings,
+                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The ``sgbm`` matcher: left-view disparity (float32 px, 0 where invalid) and validity (bool).
+
+    ``left``/``right``: rectified uint8 (H, W, 3) RGB views of one size (checked by the caller,
+    :func:`svde.data.stereo.estimate_disparity`); ``device`` is unused (OpenCV runs on the CPU).
+    """
+    width = left.shape[1]
+    matcher = _sgbm(settings, settings.disparities_for(width))
+    gl, gr = cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
+    d_left = _match(matcher, gl, gr)
+    # The right view's disparity: match the mirrored pair (the mirrored right view is then the
+    # "left" one), and mirror the result back.
+    d_right = _match(matcher, np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]))[:, ::-1]
+    valid = left_right_consistent(d_left, d_right, settings.lr_tolerance)
+    with np.errstate(invalid="ignore"):
         valid &= d_left >= settings.min_disparity_px
     if settings.min_texture > 0:
         valid &= texture(gl, settings.block_size) >= settings.min_texture
-    disp = np.where(valid, d_left, 0.0).astype(np.float32)
-    return disp, valid
+    return np.where(valid, d_left, 0.0).astype(np.float32), valid

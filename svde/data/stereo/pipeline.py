@@ -1,7 +1,7 @@
 """Stereo footage -> the ``stereo_folder`` layout (UTSS training data), resumable and shardable.
 
-For every frame of the inputs (:mod:`svde.stereo.sources`) it estimates the left view's
-disparity (:func:`svde.stereo.matching.estimate_disparity`) and writes, under ``out``::
+For every frame of the inputs (:mod:`svde.data.stereo.sources`) it estimates the left view's
+disparity (:func:`svde.data.stereo.matching.estimate_disparity`) and writes, under ``out``::
 
     left/<name>.png        the left view (RGB)
     disparity/<name>.npy   float32 disparity in pixels (0 where invalid)
@@ -37,8 +37,8 @@ import numpy as np
 from svde.atomic import check_writable, write_bytes, write_json
 from svde.data.io import write_npy, write_rgb
 from svde.errors import RunFailed, UserError
-from svde.stereo.matching import StereoSettings, check_pair, estimate_disparity
-from svde.stereo.sources import FrameRef, list_frames, read_frames
+from svde.data.stereo.matching import StereoSettings, check_pair, estimate_disparity
+from svde.data.stereo.sources import FrameRef, list_frames, read_frames
 
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "svde-stereo/1"
