@@ -14,7 +14,7 @@ import pytest
 from svde.cli.common import run_main
 from svde.cli.prepare_stereo import main as stereo_main
 from svde.config import build_config, read_yaml
-from svde.data.io import read_depth_any, read_gray, write_rgb
+from svde.data.io import read_depth_any, read_gray, read_image, write_rgb
 from svde.data.registry import build_dataset
 from svde.data.synthetic import render, render_stereo, sample_scene
 from svde.data.stereo import StereoSettings, estimate_disparity
@@ -113,7 +113,7 @@ def test_pair_folder_to_stereo_folder_loads_and_resumes(tmp_path):
     assert cli([tmp_path / "pairs", "--out", out]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [f["status"] for f in manifest["frames"]] == ["kept"] * 3
-    assert manifest["settings"]["stereo"]["matcher"] == "sgbm"
+    assert manifest["settings"]["matcher"] == "sgbm" and manifest["settings"]["sampling"]["layout"] == "auto"
     for rec, pair in zip(manifest["frames"], pairs):
         disp = read_depth_any(out / "disparity" / f"{rec['name']}.npy")
         mask = read_gray(out / "mask" / f"{rec['name']}.png") > 0
@@ -159,22 +159,116 @@ def test_shards_split_the_frames(tmp_path):
     assert cli([tmp_path / "pairs", "--out", out, "--shard", "2/2"]) == 2
 
 
-def test_sbs_video_round_trip_keeps_the_accuracy(tmp_path):
-    pairs = [synthetic_pair(i, H, W, BASELINE) for i in range(4)]
-    video = write_sbs_video(tmp_path / "film.avi", [(p["left"], p["right"]) for p in pairs])
+def shots(rooms=(0, 1, 2), length: int = 6, speed: float = 0.02) -> list[dict]:
+    """Frames of a film: one shot per room, the camera moving ``speed`` m per frame within a shot."""
+    return [synthetic_pair(room, H, W, BASELINE, move=speed * t) for room in rooms for t in range(length)]
+
+
+def score(out: Path, frames: list[dict], truth: list[dict]) -> tuple[float, float]:
+    """Mean kept fraction and mean D1 among kept pixels of the kept frames, against ``truth``."""
+    kept, bad = [], []
+    for rec in frames:
+        gt = truth[rec["frame_index"]]["disparity"]
+        disp = read_depth_any(out / "disparity" / f"{rec['name']}.npy")
+        mask = read_gray(out / "mask" / f"{rec['name']}.png") > 0
+        assert disp.shape == gt.shape
+        kept.append(mask.mean())
+        bad.append(d1_errors(disp, gt)[mask].mean())
+    return float(np.mean(kept)), float(np.mean(bad))
+
+
+def test_sbs_video_round_trip_keeps_the_accuracy_and_skips_scene_cuts(tmp_path):
+    truth = shots()
+    video = write_sbs_video(tmp_path / "film.avi", [(p["left"], p["right"]) for p in truth])
     out = tmp_path / "out"
     assert cli([video, "--out", out, "--every", "2"]) == 0
     frames = json.loads((out / "manifest.json").read_text())["frames"]
-    assert [(f["frame_index"], f["time_s"]) for f in frames] == [(0, 0.0), (2, 0.2)]
-    kept, bad = [], []
-    for rec in frames:
-        gt = pairs[rec["frame_index"]]["disparity"]
-        disp = read_depth_any(out / "disparity" / f"{rec['name']}.npy")
-        mask = read_gray(out / "mask" / f"{rec['name']}.png") > 0
-        kept.append(mask.mean())
-        bad.append(d1_errors(disp, gt)[mask].mean())
-    assert np.mean(kept) >= 0.75 and np.mean(bad) <= 0.05, (kept, bad)
-    assert len(build_dataset("stereo_folder", str(out))) == 2
+    assert [(f["frame_index"], f["time_s"]) for f in frames] == [(i, i / 10) for i in range(0, 18, 2)]
+    status = {f["frame_index"]: f["status"] for f in frames}
+    assert [i for i, s in status.items() if s == "dropped"] == [6, 12]  # the first frames of shots 2 and 3
+    assert all("at a scene cut" in f["reason"] for f in frames if f["status"] == "dropped")
+    kept_frames = [f for f in frames if f["status"] == "kept"]
+    kept, bad = score(out, kept_frames, truth)
+    assert kept >= 0.75 and bad <= 0.05, (kept, bad)
+    assert len(build_dataset("stereo_folder", str(out))) == 7
+
+
+@pytest.mark.parametrize("layout, half", [("tb", False), ("sbs", True), ("tb", True)])
+def test_top_bottom_and_half_packings_are_unpacked_to_the_true_views(tmp_path, layout, half):
+    truth = shots(rooms=(0,), length=3)
+    packed = []
+    for p in truth:
+        views = [p["left"], p["right"]]
+        if half:  # squeeze each view to half width (sbs) or height (tb), as broadcasts do
+            size = (W // 2, H) if layout == "sbs" else (W, H // 2)
+            views = [cv2.resize(v, size, interpolation=cv2.INTER_AREA) for v in views]
+        packed.append(np.concatenate(views, axis=1 if layout == "sbs" else 0))
+    video = tmp_path / "film.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, packed[0].shape[1::-1])
+    for frame in packed:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "out"
+    args = [video, "--out", out, "--layout", layout] + (["--half"] if half else [])
+    assert cli(args) == 0
+    frames = json.loads((out / "manifest.json").read_text())["frames"]
+    assert [f["status"] for f in frames] == ["kept"] * 3
+    assert read_gray(out / "mask" / f"{frames[0]['name']}.png").shape == (H, W)  # the true aspect
+    kept, bad = score(out, frames, truth)
+    assert kept >= 0.75 and bad <= 0.05, (kept, bad)  # measured: 93 % kept, 0 % D1 in all three
+
+
+def test_letterbox_bars_are_cropped_from_both_views(tmp_path):
+    truth = shots(rooms=(0,), length=2)
+    bar = 10
+    frames = [(cv2.copyMakeBorder(p["left"], bar, bar, 0, 0, cv2.BORDER_CONSTANT),
+               cv2.copyMakeBorder(p["right"], bar, bar, 0, 0, cv2.BORDER_CONSTANT)) for p in truth]
+    video = write_sbs_video(tmp_path / "scope.avi", frames)
+    out = tmp_path / "out"
+    assert cli([video, "--out", out]) == 0
+    recs = json.loads((out / "manifest.json").read_text())["frames"]
+    assert recs[0]["crop"] == [bar, bar, 0, 0]
+    left = read_image(out / "left" / f"{recs[0]['name']}.png")
+    assert left.shape == (H, W, 3)
+    error = np.abs(left.astype(int) - truth[0]["left"]).mean(axis=(1, 2))  # per row; MJPG noise ~5
+    assert error.max() < 12 and left[0].mean() > 3 * 16  # the picture up to its first row, no bar left
+    kept, bad = score(out, recs, truth)
+    assert kept >= 0.75 and bad <= 0.05
+    assert cli([video, "--out", tmp_path / "uncropped", "--no-crop"]) == 0
+    rec = json.loads((tmp_path / "uncropped/manifest.json").read_text())["frames"][0]
+    assert rec["crop"] == [0, 0, 0, 0]
+    assert read_gray(tmp_path / "uncropped/mask" / f"{rec['name']}.png").shape == (H + 2 * bar, W)
+
+
+def test_near_duplicate_frames_of_a_static_shot_are_dropped(tmp_path):
+    still = synthetic_pair(0, H, W, BASELINE)
+    moving = shots(rooms=(0,), length=3, speed=0.05)[1:]  # the camera starts moving
+    video = write_sbs_video(tmp_path / "still.avi", [(still["left"], still["right"])] * 3
+                            + [(p["left"], p["right"]) for p in moving])
+    out = tmp_path / "out"
+    assert cli([video, "--out", out, "--cut-threshold", "0"]) == 0
+    frames = json.loads((out / "manifest.json").read_text())["frames"]
+    assert [f["status"] for f in frames] == ["kept", "dropped", "dropped", "kept", "kept"]
+    assert "near-duplicate of frame 0" in frames[1]["reason"] and "near-duplicate of frame 1" in frames[2]["reason"]
+    # the same decisions in any shard: each frame is compared with the frame sampled before it
+    for k in (0, 1):
+        assert cli([video, "--out", tmp_path / "sharded", "--cut-threshold", "0", "--shard", f"{k}/2"]) == 0
+    shard_status = {f["frame_index"]: f["status"] for k in (0, 1) for f in json.loads(
+        (tmp_path / f"sharded/manifest.shard-{k}-of-2.json").read_text())["frames"]}
+    assert shard_status == {f["frame_index"]: f["status"] for f in frames}
+
+
+def test_unrectified_views_are_dropped_with_the_reason(tmp_path):
+    big = synthetic_pair(0, 2 * H, 2 * W, BASELINE)
+    for name, shift in (("000", 0), ("001", 4)):
+        write_rgb(tmp_path / "pairs/left" / f"{name}.png", big["left"])
+        write_rgb(tmp_path / "pairs/right" / f"{name}.png", np.roll(big["right"], shift, axis=0))
+    out = tmp_path / "out"
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    frames = {f["name"]: f for f in json.loads((out / "manifest.json").read_text())["frames"]}
+    assert frames["000"]["status"] == "kept" and abs(frames["000"]["vertical_offset"]) <= 0.5
+    assert frames["001"]["status"] == "dropped"
+    assert "views not rectified: median vertical offset +4.0 px" in frames["001"]["reason"]
 
 
 def test_workers_give_the_same_output(tmp_path):
@@ -187,8 +281,7 @@ def test_workers_give_the_same_output(tmp_path):
 
 
 def test_mono_video_is_dropped_with_the_reason(tmp_path, capsys):
-    p = synthetic_pair(0, H, W, BASELINE)
-    video = write_sbs_video(tmp_path / "mono.avi", [(p["left"], p["left"])] * 2)
+    video = write_sbs_video(tmp_path / "mono.avi", [(p["left"], p["left"]) for p in shots(rooms=(0,), length=2)])
     out = tmp_path / "out"
     assert cli([video, "--out", out]) == 1
     assert "all 2 frames were dropped" in capsys.readouterr().err
@@ -231,8 +324,10 @@ def test_bad_inputs_are_refused_before_any_work(tmp_path, capsys, case):
     assert not out.exists()
 
 
-def test_odd_width_sbs_video_is_refused(tmp_path, monkeypatch, capsys):
-    """cv2.VideoWriter rounds widths to even, so the odd-width capture is simulated."""
+@pytest.mark.parametrize("layout, size, expect", [("sbs", (255, 96), "must have an even width"),
+                                                  ("tb", (256, 97), "must have an even height")])
+def test_odd_packed_video_is_refused(tmp_path, monkeypatch, capsys, layout, size, expect):
+    """cv2.VideoWriter rounds sizes to even, so the odd-sized capture is simulated."""
     import svde.data.stereo.sources as sources
 
     class OddCapture:
@@ -243,8 +338,8 @@ def test_odd_width_sbs_video_is_refused(tmp_path, monkeypatch, capsys):
             return True
 
         def get(self, prop):
-            return {cv2.CAP_PROP_FRAME_COUNT: 2, cv2.CAP_PROP_FPS: 25.0, cv2.CAP_PROP_FRAME_WIDTH: 255,
-                    cv2.CAP_PROP_FRAME_HEIGHT: 96}[prop]
+            return {cv2.CAP_PROP_FRAME_COUNT: 2, cv2.CAP_PROP_FPS: 25.0, cv2.CAP_PROP_FRAME_WIDTH: size[0],
+                    cv2.CAP_PROP_FRAME_HEIGHT: size[1]}[prop]
 
         def grab(self):
             self.frames -= 1
@@ -256,8 +351,21 @@ def test_odd_width_sbs_video_is_refused(tmp_path, monkeypatch, capsys):
     video = tmp_path / "odd.avi"
     video.write_bytes(b"")
     monkeypatch.setattr(sources.cv2, "VideoCapture", OddCapture)
-    assert cli([video, "--out", tmp_path / "out"]) == 2
-    assert "must have an even width" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert cli([video, "--out", tmp_path / "out", "--layout", layout]) == 2
+    assert expect in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_layout_that_does_not_fit_the_input_is_refused(tmp_path, capsys):
+    write_pairs(tmp_path / "pairs", [0])
+    video = write_sbs_video(tmp_path / "film.avi", [(p["left"], p["right"]) for p in shots(rooms=(0,), length=1)])
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "a", "--layout", "sbs"]) == 2
+    assert "a folder is read as pairs" in capsys.readouterr().err
+    assert cli([video, "--out", tmp_path / "b", "--layout", "pairs"]) == 2
+    assert "--layout pairs expects folders" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse lists the choices
+        cli([video, "--out", tmp_path / "c", "--matcher", "psmnet"])
+    assert exc.value.code == 2 and "invalid choice: 'psmnet'" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_prepared_stereo_mixed_with_uts_trains(tmp_path):

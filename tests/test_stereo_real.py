@@ -8,8 +8,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from svde.data.stereo import estimate_disparity
+from svde.data.stereo.matching import vertical_offset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,3 +34,13 @@ def test_middlebury_non_occluded_pixels_are_kept_and_accurate(shared_dir):
     # measured: 90.7 % kept, 3.3 % D1 (non-occluded); occluded pixels have no true match
     assert nocc["kept"] >= 0.75 and nocc["d1"] <= 0.05
     assert everything["kept"] < nocc["kept"] and everything["d1"] > nocc["d1"]
+
+
+def test_rectification_check_on_the_real_pair(shared_dir):
+    """The rectified Middlebury views line up (median vertical offset of ORB matches ~0 px); the
+    same pair with the right view 3 rows lower is caught (+3 px)."""
+    bench = _benchmark()
+    pairs = {name: rest for name, *rest in bench.real_pairs(shared_dir / "data/real/stereo")}
+    left, right = pairs["Middlebury 2014 Motorcycle"][:2]
+    assert abs(vertical_offset(left, right)) <= 0.5
+    assert vertical_offset(left, np.roll(right, 3, axis=0)) == pytest.approx(3.0, abs=0.5)

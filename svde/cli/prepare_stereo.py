@@ -1,19 +1,25 @@
 """Prepare stereo footage as UTSS training data: the ``stereo_folder`` layout with a manifest.
 
-INPUT is a folder of rectified pairs (``left/<name>.png`` + ``right/<name>.png``) or a
-side-by-side video (left half | right half, even width). Each frame's left-view disparity comes
-from OpenCV's semi-global matcher with a left-right consistency check and a texture rule; frames
-with identical views (mono footage), too few valid pixels or too small a disparity range are
-dropped with the reason in the manifest. The output folder holds ``left/``, ``disparity/``
-(float32 .npy, pixels), ``mask/`` and ``manifest.json`` and loads with
-``build_dataset("stereo_folder", OUT)`` as it is (docs/stereo.md).
+INPUT is a folder of rectified pairs (``left/<name>.png`` + ``right/<name>.png``) or a 3D video:
+side by side (``--layout sbs``, the default for videos: left half | right half) or top-bottom
+(``--layout tb``: left on top), full or ``--half`` (each view squeezed to half width/height, as
+broadcast; stretched back). Videos are sampled (``--every N`` or ``--fps F``), their letterbox bars
+cropped, frames at scene cuts and near-duplicates skipped. Each frame's left-view disparity comes
+from ``--matcher sgbm`` (OpenCV's semi-global matcher with a left-right check and a texture rule,
+offline) or ``--matcher raft`` (torchvision's RAFT both ways, as the paper; its weights are an
+opt-in download, ``--download-weights``, or ``--raft-weights FILE``). Frames with identical views
+(mono footage), unrectified views, too few valid pixels or too small a disparity range are dropped
+with the reason in the manifest. The output folder holds ``left/``, ``disparity/`` (float32 .npy,
+pixels), ``mask/`` and ``manifest.json`` and loads with ``build_dataset("stereo_folder", OUT)`` as
+it is (docs/stereo.md).
 
-A rerun skips the frames already done; a folder prepared with other settings is refused.
-``--shard K/N`` (0 <= K < N) prepares frames K, K+N, ... (one job of an array; shards may share
---out).
+A rerun skips the frames already done; a folder prepared with other settings is refused, naming
+them. ``--shard K/N`` (0 <= K < N) prepares frames K, K+N, ... (one job of an array; shards may
+share --out).
 
 Examples:
     svde prepare-stereo film_sbs.mp4 --out data/3d_movies --fps 1 --workers 8
+    svde prepare-stereo broadcast.ts --layout tb --half --out data/tv --every 48
     svde prepare-stereo pairs/ --out data/my_stereo --num-disparities 128
     svde prepare-stereo film_sbs.mp4 --out data/3d_movies --every 24 --shard 3/16
 """
@@ -26,8 +32,11 @@ from pathlib import Path
 import cv2
 
 from svde.cli.common import add_debug_argument, command_parser
-from svde.data.stereo.matching import MATCHERS, SGBM_MODES, StereoSettings
+from svde.device import resolve_device
+from svde.data.stereo.estimate import MATCHERS
+from svde.data.stereo.matching import RAFT_MODELS, SGBM_MODES, StereoSettings
 from svde.data.stereo.pipeline import PrepareOptions, prepare
+from svde.data.stereo.sources import LAYOUTS, Sampling
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -42,14 +51,22 @@ def _shard(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """Parse the arguments (values are checked by :meth:`PrepareOptions.check` before any work)."""
-    d = StereoSettings()
+    d, ds = StereoSettings(), Sampling()
     p = command_parser(__doc__, prog)
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="pair folders and/or side-by-side videos")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="pair folders and/or 3D videos")
     p.add_argument("--out", type=Path, required=True, help="output folder (the stereo_folder layout)")
+    p.add_argument("--layout", choices=LAYOUTS, default=ds.layout,
+                   help="how inputs hold the views; auto: folders are pairs, videos side by side (default: %(default)s)")
+    p.add_argument("--half", action="store_true", help="videos: half-SBS/half-TB, each view squeezed to half size")
+    p.add_argument("--no-crop", action="store_true", help="videos: keep letterbox bars")
     sample = p.add_mutually_exclusive_group()
-    sample.add_argument("--every", type=int, default=1, help="videos: take every N-th frame (default: %(default)s)")
+    sample.add_argument("--every", type=int, default=ds.every, help="videos: take every N-th frame (default: %(default)s)")
     sample.add_argument("--fps", type=float, help="videos: take about this many frames per second")
-    p.add_argument("--matcher", choices=MATCHERS, default=d.matcher, help="disparity estimator (default: %(default)s)")
+    p.add_argument("--cut-threshold", type=float, default=ds.cut_threshold,
+                   help="videos: content score (HSV difference, PySceneDetect's) that marks a scene cut; 0: off (default: %(default)s)")
+    p.add_argument("--dup-threshold", type=float, default=ds.dup_threshold,
+                   help="videos: below this difference a frame repeats the previous one; 0: off (default: %(default)s)")
+    p.add_argument("--matcher", choices=sorted(MATCHERS), default="sgbm", help="disparity estimator (default: %(default)s)")
     p.add_argument("--num-disparities", type=int, default=d.num_disparities,
                    help="search range in px, a multiple of 16; 0: width / 6 (default: %(default)s)")
     p.add_argument("--min-disparity", type=int, default=d.min_disparity,
@@ -61,6 +78,15 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    help="left-right consistency tolerance in px (default: %(default)s)")
     p.add_argument("--min-texture", type=float, default=d.min_texture,
                    help="minimal grey-level std over the window, 0..255 (default: %(default)s)")
+    p.add_argument("--max-vertical", type=float, default=d.max_vertical,
+                   help="largest vertical offset of the views in px (rectification check) (default: %(default)s)")
+    p.add_argument("--raft-model", choices=RAFT_MODELS, default=d.raft_model, help="raft: model size (default: %(default)s)")
+    p.add_argument("--raft-iters", type=int, default=d.raft_iters, help="raft: flow updates (default: %(default)s)")
+    p.add_argument("--raft-weights", default=d.raft_weights,
+                   help="raft: a local weights file (default: torchvision's, from the torch hub cache)")
+    p.add_argument("--download-weights", action="store_true",
+                   help="raft: download torchvision's weights into the torch hub cache if missing (opt-in)")
+    p.add_argument("--device", default="cpu", help="raft: where it runs, e.g. cuda (default: %(default)s)")
     p.add_argument("--min-kept", type=float, default=PrepareOptions.min_kept,
                    help="drop frames with a smaller valid fraction (default: %(default)s)")
     p.add_argument("--min-range", type=float, default=PrepareOptions.min_range,
@@ -76,15 +102,19 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Prepare the inputs; 0 when frames were kept, 1 when every frame was dropped, 2 for bad input."""
     args = parse_args(argv, prog)
-    stereo = StereoSettings(matcher=args.matcher, num_disparities=args.num_disparities,
-                            min_disparity=args.min_disparity, block_size=args.block_size,
-                            uniqueness_ratio=args.uniqueness_ratio, mode=args.mode, lr_tolerance=args.lr_tolerance,
-                            min_texture=args.min_texture)
-    opts = PrepareOptions(stereo, every=args.every, fps=args.fps, min_kept=args.min_kept, min_range=args.min_range)
+    stereo = StereoSettings(num_disparities=args.num_disparities, min_disparity=args.min_disparity,
+                            block_size=args.block_size, uniqueness_ratio=args.uniqueness_ratio, mode=args.mode,
+                            lr_tolerance=args.lr_tolerance, min_texture=args.min_texture,
+                            max_vertical=args.max_vertical, raft_model=args.raft_model, raft_iters=args.raft_iters,
+                            raft_weights=args.raft_weights)
+    sampling = Sampling(every=args.every, fps=args.fps, layout=args.layout, half=args.half, crop_bars=not args.no_crop,
+                        cut_threshold=args.cut_threshold, dup_threshold=args.dup_threshold)
+    opts = PrepareOptions(args.matcher, stereo, sampling, min_kept=args.min_kept, min_range=args.min_range)
     opts.check()
+    device = str(resolve_device(args.device))
     cv2.setNumThreads(max(1, args.threads))
     summary = prepare(args.inputs, args.out, opts, shard=args.shard, workers=args.workers,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, device=device)
     print(f"{summary['kept']} frames kept, {summary['dropped']} dropped ({summary['processed']} processed now, "
           f"{summary['frames']} in this shard) -> {args.out} ({Path(summary['manifest']).name})")
     return 0

@@ -193,3 +193,29 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, settings: StereoSettings
     if settings.min_texture > 0:
         valid &= texture(gl, settings.block_size) >= settings.min_texture
     return np.where(valid, d_left, 0.0).astype(np.float32), valid
+
+
+def vertical_offset(left: np.ndarray, right: np.ndarray, min_matches: int = 30) -> float | None:
+    """The views' median vertical offset in px, from ORB feature matches (None: too few to tell).
+
+    A rectified pair has every match on the same row; footage whose views are shifted, rotated or
+    scaled vertically (a badly rectified rig, a film converted with an error) does not, and no
+    horizontal matcher can use it. ORB (Rublee et al., ICCV 2011; ``cv2.ORB_create``) with
+    cross-checked Hamming matches; the median is robust to the few false matches.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> img = cv2.resize(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), (320, 240))
+        >>> round(vertical_offset(img, np.roll(img, 3, axis=0)), 1)
+        3.0
+    """
+    orb = cv2.ORB_create(nfeatures=1000)
+    kl, dl = orb.detectAndCompute(cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), None)
+    kr, dr = orb.detectAndCompute(cv2.cvtColor(right, cv2.COLOR_RGB2GRAY), None)
+    if dl is None or dr is None:
+        return None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dl, dr)
+    if len(matches) < min_matches:
+        return None
+    dy = [kr[m.trainIdx].pt[1] - kl[m.queryIdx].pt[1] for m in matches]
+    return float(np.median(dy))

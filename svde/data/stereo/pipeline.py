@@ -1,7 +1,7 @@
 """Stereo footage -> the ``stereo_folder`` layout (UTSS training data), resumable and shardable.
 
 For every frame of the inputs (:mod:`svde.data.stereo.sources`) it estimates the left view's
-disparity (:func:`svde.data.stereo.matching.estimate_disparity`) and writes, under ``out``::
+disparity (:func:`svde.data.stereo.estimate_disparity`) and writes, under ``out``::
 
     left/<name>.png        the left view (RGB)
     disparity/<name>.npy   float32 disparity in pixels (0 where invalid)
@@ -13,9 +13,12 @@ which :class:`svde.data.folder.StereoFolderDataset` (``build_dataset("stereo_fol
 reads as UTSS with its default options. With a negative ``min_disparity`` the stored values are
 shifted by ``stored_offset`` (manifest) to stay positive; UTSS is shift-invariant.
 
-A frame is dropped, with its reason in the manifest, when its views are identical (mono footage
-passed as stereo: no disparity), when fewer than ``min_kept`` of its pixels are valid, or when its
-valid disparities span less than ``min_range`` pixels (5th..95th percentile). Each file is
+A frame is dropped, with its reason in the manifest, when it cannot be read, sits at a scene cut
+or repeats the previous sampled frame (:mod:`~svde.data.stereo.sources`), when its views are
+identical (mono footage passed as stereo: no disparity), when they are not rectified (median
+vertical offset of feature matches above ``max_vertical``), when fewer than ``min_kept`` of its
+pixels are valid, or when its valid disparities span less than ``min_range`` pixels (5th..95th
+percentile). Each file is
 written atomically and ``left/`` last, so an interrupted run leaves only whole frames; a rerun
 skips the frames its manifest records. With ``shard=(k, n)`` only frames ``k, k + n, ...`` are
 prepared and the manifest is ``manifest.shard-<k>-of-<n>.json``: shards may share one folder.
@@ -37,8 +40,9 @@ import numpy as np
 from svde.atomic import check_writable, write_bytes, write_json
 from svde.data.io import write_npy, write_rgb
 from svde.errors import RunFailed, UserError
-from svde.data.stereo.matching import StereoSettings, check_pair, estimate_disparity
-from svde.data.stereo.sources import FrameRef, list_frames, read_frames
+from svde.data.stereo.estimate import estimate_disparity, matcher_function
+from svde.data.stereo.matching import StereoSettings, check_pair, vertical_offset
+from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frames
 
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "svde-stereo/1"
@@ -49,22 +53,20 @@ SAVE_EVERY = 20  # frames between manifest saves
 class PrepareOptions:
     """What makes two outputs the same dataset (compared with an existing folder's manifest)."""
 
+    matcher: str = "sgbm"
     stereo: StereoSettings = StereoSettings()
-    every: int = 1
-    fps: float | None = None
+    sampling: Sampling = Sampling()
     min_kept: float = 0.2
     min_range: float = 1.0
 
     def settings(self) -> dict[str, Any]:
-        return {"stereo": self.stereo.as_dict(), "every": self.every, "fps": self.fps,
+        return {"matcher": self.matcher, "stereo": self.stereo.as_dict(), "sampling": self.sampling.as_dict(),
                 "min_kept": self.min_kept, "min_range": self.min_range}
 
     def check(self) -> PrepareOptions:
+        matcher_function(self.matcher)
         self.stereo.check()
-        if self.every < 1:
-            raise UserError(f"--every must be >= 1, got {self.every}")
-        if self.fps is not None and not (np.isfinite(self.fps) and self.fps > 0):
-            raise UserError(f"--fps must be > 0, got {self.fps}")
+        self.sampling.check()
         if not 0 <= self.min_kept <= 1:
             raise UserError(f"--min-kept must be in [0, 1], got {self.min_kept}")
         if not (np.isfinite(self.min_range) and self.min_range >= 0):
@@ -107,7 +109,10 @@ def _drop(ref: FrameRef, reason: str, **extra: Any) -> dict[str, Any]:
 
 
 def _base(ref: FrameRef) -> dict[str, Any]:
-    return {"name": ref.name, "source": ref.source, "kind": ref.kind, "frame_index": ref.index, "time_s": ref.time_s}
+    rec = {"name": ref.name, "source": ref.source, "kind": ref.kind, "frame_index": ref.index, "time_s": ref.time_s}
+    if ref.packing is not None:
+        rec["crop"] = list(ref.packing.crop)
+    return rec
 
 
 def stored_offset(settings: StereoSettings) -> float:
@@ -115,10 +120,10 @@ def stored_offset(settings: StereoSettings) -> float:
     return float(1 - settings.min_disparity) if settings.min_disparity < 0 else 0.0
 
 
-def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, str | None, str, PrepareOptions]
+def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, str | None, str, PrepareOptions, str]
                   ) -> dict[str, Any]:
     """Match one frame and write its files (or only decide why it is dropped): its manifest record."""
-    ref, left, right, reason, out_dir, opts = task
+    ref, left, right, reason, out_dir, opts, device = task
     if reason is not None:
         return _drop(ref, reason)
     try:
@@ -127,7 +132,11 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
         return _drop(ref, f"bad frame: {exc}")
     if np.array_equal(left, right) or np.mean(cv2.absdiff(left, right)) < 0.5:
         return _drop(ref, "left equals right (mono footage passed as stereo?): no disparity")
-    disp, valid = estimate_disparity(left, right, opts.stereo)
+    dy = vertical_offset(left, right)
+    if dy is not None and abs(dy) > opts.stereo.max_vertical:
+        return _drop(ref, f"views not rectified: median vertical offset {dy:+.1f} px of feature matches "
+                          f"> max_vertical {opts.stereo.max_vertical:g} px")
+    disp, valid = estimate_disparity(left, right, opts.matcher, opts.stereo, device)
     kept = float(valid.mean())
     lo, hi = (float(v) for v in np.percentile(disp[valid], [5, 95])) if valid.any() else (0.0, 0.0)
     stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)]}
@@ -144,7 +153,7 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
         raise RunFailed(f"{out / 'mask' / ref.name}.png: cannot encode the mask")
     write_bytes(out / "mask" / f"{ref.name}.png", png.tobytes())
     write_rgb(out / "left" / f"{ref.name}.png", left)  # last: the loader indexes left/
-    return {**_base(ref), "status": "kept", **stats}
+    return {**_base(ref), "status": "kept", **stats, **({} if dy is None else {"vertical_offset": round(dy, 2)})}
 
 
 def _done(out: Path, records: dict[str, dict[str, Any]], ref: FrameRef) -> bool:
@@ -175,7 +184,7 @@ def _results(tasks: Iterator[tuple], workers: int) -> Iterator[dict[str, Any]]:
 
 
 def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, shard: tuple[int, int] = (0, 1),
-            workers: int = 1, progress: bool = False) -> dict[str, Any]:
+            workers: int = 1, progress: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Prepare ``inputs`` into ``out`` (see the module docstring); returns the manifest's counts.
 
     Everything is checked before the first frame; a :class:`~svde.errors.RunFailed` when every
@@ -188,9 +197,9 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     settings = opts.settings()
-    frames = list_frames(list(inputs), opts.every, opts.fps)[k::n]
+    check_existing(out, settings)  # before the (slow) pass over the videos
+    frames = list_frames(list(inputs), opts.sampling)[k::n]
     check_writable(out)
-    check_existing(out, settings)
     manifest = out / manifest_name(shard)
     records: dict[str, dict[str, Any]] = {}
     if manifest.is_file():
@@ -198,7 +207,8 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     todo = [f for f in frames if not _done(out, records, f)]
     log.info("stereo: %d frames (%d done before), %s", len(frames), len(frames) - len(todo), out)
     offset = stored_offset(opts.stereo)
-    tasks = ((ref, left, right, reason, str(out), opts) for ref, left, right, reason in read_frames(todo))
+    tasks = ((ref, left, right, reason, str(out), opts, device)
+             for ref, left, right, reason in read_frames(todo, opts.sampling))
     bar = None
     if progress:
         from tqdm import tqdm

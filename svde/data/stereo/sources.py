@@ -1,23 +1,37 @@
-"""Where stereo frames come from: folders of rectified pairs and side-by-side (SBS) videos.
+"""Where stereo frames come from: folders of rectified pairs, and 3D videos.
 
-* A pair folder holds ``left/<name>.<ext>`` and ``right/<name>.<ext>`` (any image extension of
-  :data:`svde.data.layout.USER_IMAGE_EXTS`), paired by file stem, as in the ``stereo_folder``
-  layout this tool writes.
-* An SBS video holds the left view in its left half and the right view in its right half (the
-  "full side-by-side" layout of 3D films and stereo cameras), so its width must be even.
+* A pair folder (layout ``pairs``) holds ``left/<name>.<ext>`` and ``right/<name>.<ext>`` (any
+  image extension of :data:`svde.data.layout.USER_IMAGE_EXTS`), paired by file stem, as in the
+  ``stereo_folder`` layout this tool writes.
+* A 3D video packs both views in each frame, as 3D films, TV broadcasts and stereo cameras do
+  (HDMI 1.4a's 3D structures; ffmpeg's ``stereo3d`` filter names them ``sbsl`` and ``abl``):
+  ``sbs`` (side by side) has the left view in the left half, so its width must be even; ``tb``
+  (top-bottom, "over-under") has the left view on top, so its height must be even. With
+  ``half`` (half-SBS / half-TB, the broadcast form) each view was squeezed to half width
+  (height) and is stretched back to its true aspect before matching.
 
 Every input is checked before any work (:func:`list_frames`): a folder without pairs, an
-unreadable video, a truncated one (fewer decodable frames than its header declares), an SBS video
-of odd width. Frames are then read one by one (:func:`read_frames`); an unreadable image becomes a
-frame with a ``reason`` instead of pixels, and is skipped with that reason.
+unreadable video, a truncated one (fewer decodable frames than its header declares), an odd
+packed size. The same pass finds the video's letterbox (or pillarbox) bars: rows and columns that
+stay dark in every probed frame are cropped from both views alike (a shared crop keeps the views
+rectified and the disparity unchanged).
+
+Frames are then read in order (:func:`read_frames`). A frame that cannot be read, a video frame
+at a scene cut (the first or last frame of a shot: dissolves, fades and eye streams cut on
+different frames live there) and a near-duplicate of the previous sampled frame (a static shot
+gives nothing new) come with a ``reason`` instead of pixels and are dropped with it. Both tests
+use PySceneDetect's content score (Breakthrough/PySceneDetect, ``website/pages/api.md``,
+"Content-Aware Detector"): the mean absolute difference of two frames in HSV, averaged over the
+three channels, here on 64x36 thumbnails of the left view; a cut is a score above 27, that
+documentation's suggested starting threshold.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -28,27 +42,84 @@ from svde.data.layout import USER_IMAGE_EXTS
 from svde.errors import UserError
 
 log = logging.getLogger(__name__)
-VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
+VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".ts", ".m2ts")
+LAYOUTS = ("auto", "pairs", "sbs", "tb")  # auto: folders are pairs, video files sbs
+BAR_LEVEL = 16.0  # a row/column whose mean grey level stays below this in every probed frame is a bar
+PROBE_FRAMES = 24  # frames probed for bars
+THUMB = (64, 36)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How frames are taken from the inputs (recorded in the manifest: part of what makes a dataset).
+
+    ``every``: every N-th video frame (or ``fps``: about that many per second); ``layout`` and
+    ``half``: how a video packs its views; ``crop_bars``: crop letterbox bars; ``cut_threshold``
+    / ``dup_threshold``: content scores above which two consecutive frames are a scene cut, and
+    below which a sampled frame repeats the previous one (0 turns either test off).
+    """
+
+    every: int = 1
+    fps: float | None = None
+    layout: str = "auto"
+    half: bool = False
+    crop_bars: bool = True
+    cut_threshold: float = 27.0
+    dup_threshold: float = 1.0
+
+    def check(self) -> Sampling:
+        problems = []
+        if self.every < 1:
+            problems.append(f"--every must be >= 1, got {self.every}")
+        if self.fps is not None and not (np.isfinite(self.fps) and self.fps > 0):
+            problems.append(f"--fps must be > 0, got {self.fps}")
+        if self.layout not in LAYOUTS:
+            problems.append(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        for name in ("cut_threshold", "dup_threshold"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                problems.append(f"{name} must be a finite number >= 0, got {value}")
+        if problems:
+            raise UserError("; ".join(problems))
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How one video's frames hold the two views: ``layout`` (sbs/tb), ``half``, and the bars'
+    ``crop`` (top, bottom, left, right) in pixels of each packed view."""
+
+    layout: str
+    half: bool
+    crop: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
 class FrameRef:
-    """One frame to prepare: its output ``name``, the ``source`` file or folder, and where in it."""
+    """One frame to prepare: its output ``name``, the ``source`` file or folder, and where in it.
+
+    ``previous``: the frame index sampled before this one (for the near-duplicate test; -1: none).
+    """
 
     name: str
     source: str
-    kind: str  # "pairs" or "sbs_video"
+    kind: str  # "pairs" or "video"
     index: int  # frame index in the video, or pair index in the folder
     time_s: float | None = None
     left_path: str | None = None
     right_path: str | None = None
+    packing: Packing | None = None
+    previous: int = -1
 
 
 def _pair_frames(root: Path) -> list[FrameRef]:
     left_dir, right_dir = root / "left", root / "right"
     if not left_dir.is_dir() or not right_dir.is_dir():
         raise UserError(f"{root}: expected a pair folder with left/ and right/ sub-folders "
-                        f"(left/<name>.png + right/<name>.png), or a side-by-side video file")
+                        f"(left/<name>.png + right/<name>.png), or a 3D video file")
     rights = {p.stem: p for p in right_dir.iterdir() if p.is_file() and p.suffix.lower() in USER_IMAGE_EXTS}
     lefts = sorted(p for p in left_dir.iterdir() if p.is_file() and p.suffix.lower() in USER_IMAGE_EXTS)
     if not lefts:
@@ -60,8 +131,41 @@ def _pair_frames(root: Path) -> list[FrameRef]:
     return [FrameRef(p.stem, str(root), "pairs", i, None, str(p), str(rights[p.stem])) for i, p in enumerate(lefts)]
 
 
-def video_info(path: Path) -> tuple[int, float, int, int]:
-    """(decodable frames, fps, width, height) of a video, checked: readable, not truncated, even width."""
+def split_views(frame: np.ndarray, packing: Packing) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) RGB views of a decoded BGR 3D-video frame: split, bars cropped, aspect restored.
+
+    Example:
+        >>> frame = np.zeros((4, 10, 3), np.uint8); frame[:, 5:] = 255
+        >>> left, right = split_views(frame, Packing("sbs", half=True))
+        >>> left.shape, int(left.max()), int(right.min())
+        ((4, 10, 3), 0, 255)
+    """
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    h, w = rgb.shape[:2]
+    if packing.layout == "sbs":
+        views = rgb[:, : w // 2], rgb[:, w // 2: 2 * (w // 2)]
+    else:
+        views = rgb[: h // 2], rgb[h // 2: 2 * (h // 2)]
+    top, bottom, left, right = packing.crop
+    vh, vw = views[0].shape[:2]
+    views = tuple(v[top:vh - bottom, left:vw - right] for v in views)
+    if packing.half:  # stretch the squeezed axis back to twice its size
+        vh, vw = views[0].shape[:2]
+        size = (2 * vw, vh) if packing.layout == "sbs" else (vw, 2 * vh)
+        views = tuple(cv2.resize(v, size, interpolation=cv2.INTER_LINEAR) for v in views)
+    return np.ascontiguousarray(views[0]), np.ascontiguousarray(views[1])
+
+
+def _bars(levels: np.ndarray) -> tuple[int, int]:
+    """Dark rows (or columns) at each end of ``levels`` (the brightest mean level seen per line)."""
+    bright = np.flatnonzero(levels >= BAR_LEVEL)
+    if bright.size == 0 or bright[-1] - bright[0] + 1 < levels.size // 2:
+        return 0, 0  # a dark video, not bars: keep everything
+    return int(bright[0]), int(levels.size - 1 - bright[-1])
+
+
+def video_info(path: Path, layout: str, crop_bars: bool) -> tuple[int, float, Packing]:
+    """(decodable frames, fps, the packing with its bar crop) of a 3D video, checked."""
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -69,8 +173,22 @@ def video_info(path: Path) -> tuple[int, float, int, int]:
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        count = 0
+        if layout == "sbs" and width % 2:
+            raise UserError(f"{path}: a side-by-side video must have an even width (left half | right half), "
+                            f"got {width}x{height}")
+        if layout == "tb" and height % 2:
+            raise UserError(f"{path}: a top-bottom video must have an even height (left on top), got {width}x{height}")
+        probe = set(np.linspace(0, max(declared - 1, 0), PROBE_FRAMES).round().astype(int).tolist()) \
+            if declared > 0 else set(range(0, 10 * PROBE_FRAMES, 10))
+        rows, cols, count = None, None, 0
         while cap.grab():
+            if crop_bars and count in probe:
+                ok, frame = cap.retrieve()
+                if ok:
+                    views = split_views(frame, Packing(layout, False))
+                    grey = np.maximum(*(cv2.cvtColor(v, cv2.COLOR_RGB2GRAY).astype(np.float32) for v in views))
+                    r, c = grey.mean(axis=1), grey.mean(axis=0)
+                    rows, cols = (r, c) if rows is None else (np.maximum(rows, r), np.maximum(cols, c))
             count += 1
     finally:
         cap.release()
@@ -78,37 +196,41 @@ def video_info(path: Path) -> tuple[int, float, int, int]:
         raise UserError(f"{path}: no frame could be decoded (unreadable or empty video)")
     if declared > 0 and count < declared:
         raise UserError(f"{path}: truncated video: its header declares {declared} frames but only {count} decode")
-    if width % 2:
-        raise UserError(f"{path}: a side-by-side video must have an even width (left half | right half), "
-                        f"got {width}x{height}")
-    return count, fps, width, height
+    crop = (*_bars(rows), *_bars(cols)) if rows is not None else (0, 0, 0, 0)
+    if any(crop):
+        log.info("%s: cropping bars (top, bottom, left, right) = %s px", path, crop)
+    return count, fps, Packing(layout, False, crop)
 
 
-def _video_frames(path: Path, every: int, fps: float | None) -> list[FrameRef]:
-    count, video_fps, _, _ = video_info(path)
-    step = every
-    if fps is not None:
+def _video_frames(path: Path, sampling: Sampling) -> list[FrameRef]:
+    layout = "sbs" if sampling.layout == "auto" else sampling.layout
+    count, video_fps, packing = video_info(path, layout, sampling.crop_bars)
+    packing = Packing(layout, sampling.half, packing.crop)
+    step = sampling.every
+    if sampling.fps is not None:
         if not video_fps > 0:
             raise UserError(f"{path}: the video does not record its frame rate; use --every N instead of --fps")
-        step = max(1, int(round(video_fps / fps)))
+        step = max(1, int(round(video_fps / sampling.fps)))
     rate = video_fps if video_fps > 0 else None
-    return [FrameRef(f"{path.stem}_f{i:06d}", str(path), "sbs_video", i, None if rate is None else i / rate)
-            for i in range(0, count, step)]
+    return [FrameRef(f"{path.stem}_f{i:06d}", str(path), "video", i, None if rate is None else round(i / rate, 6),
+                     packing=packing, previous=i - step) for i in range(0, count, step)]
 
 
-def list_frames(inputs: list[Path], every: int = 1, fps: float | None = None) -> list[FrameRef]:
-    """Every frame to prepare from ``inputs`` (pair folders and SBS videos), checked, in order.
-
-    Videos are sampled every ``every`` frames, or at about ``fps`` frames per second.
-    """
+def list_frames(inputs: list[Path], sampling: Sampling | None = None) -> list[FrameRef]:
+    """Every frame to prepare from ``inputs`` (pair folders and 3D videos), checked, in order."""
+    sampling = (sampling or Sampling()).check()
     frames: list[FrameRef] = []
     for path in inputs:
         if path.is_dir():
+            if sampling.layout not in ("auto", "pairs"):
+                raise UserError(f"{path}: a folder is read as pairs (left/, right/), not as --layout {sampling.layout}")
             frames += _pair_frames(path)
         elif path.is_file():
+            if sampling.layout == "pairs":
+                raise UserError(f"{path}: --layout pairs expects folders with left/ and right/, got a file")
             if path.suffix.lower() not in VIDEO_EXTS:
                 raise UserError(f"{path}: not a video ({', '.join(VIDEO_EXTS)}) nor a pair folder")
-            frames += _video_frames(path, every, fps)
+            frames += _video_frames(path, sampling)
         else:
             raise UserError(f"{path}: no such file or folder")
     seen: dict[str, str] = {}
@@ -120,13 +242,6 @@ def list_frames(inputs: list[Path], every: int = 1, fps: float | None = None) ->
     return frames
 
 
-def split_sbs(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(left, right) halves of a decoded BGR side-by-side frame, as RGB."""
-    half = frame.shape[1] // 2
-    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(rgb[:, :half]), np.ascontiguousarray(rgb[:, half:2 * half])
-
-
 def _read_pair(ref: FrameRef) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
     try:
         return read_image(ref.left_path), read_image(ref.right_path), None
@@ -134,27 +249,78 @@ def _read_pair(ref: FrameRef) -> tuple[np.ndarray | None, np.ndarray | None, str
         return None, None, f"unreadable image: {exc}"
 
 
-def read_frames(frames: list[FrameRef]) -> Iterator[tuple[FrameRef, np.ndarray | None, np.ndarray | None, str | None]]:
+def thumbnail(view: np.ndarray) -> np.ndarray:
+    """The 64x36 HSV thumbnail (float32, OpenCV's H 0..179, S and V 0..255) the tests compare."""
+    small = cv2.resize(view, THUMB, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2HSV).astype(np.float32)
+
+
+def _difference(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    return None if a is None or b is None else float(np.mean(np.abs(a - b)))
+
+
+class _VideoReader:
+    """Sequential decoding of one video, keeping the thumbnails of the frames the tests need and
+    the last decoded frame (the look-ahead frame is often the next one sampled)."""
+
+    def __init__(self, path: str) -> None:
+        self.cap, self.pos = cv2.VideoCapture(path), 0
+        self.thumbs: dict[int, np.ndarray] = {}
+        self.last: tuple[int, np.ndarray] | None = None
+
+    def advance_to(self, index: int, needed: set[int], packing: Packing) -> np.ndarray | None:
+        """The decoded BGR frame ``index`` (None: it does not decode), keeping thumbnails of ``needed``."""
+        while self.pos <= index:
+            if self.cap.grab() and (self.pos in needed or self.pos == index):
+                ok, decoded = self.cap.retrieve()
+                if ok and decoded is not None:
+                    self.thumbs[self.pos] = thumbnail(split_views(decoded, packing)[0])
+                    self.last = (self.pos, decoded)
+            self.pos += 1
+        return self.last[1] if self.last is not None and self.last[0] == index else None
+
+
+def _selection_reason(ref: FrameRef, thumbs: dict[int, np.ndarray], sampling: Sampling) -> str | None:
+    """Why a decoded video frame is not used (scene cut, near-duplicate), or None."""
+    here = thumbs.get(ref.index)
+    if sampling.cut_threshold > 0:
+        for a, b in ((ref.index - 1, ref.index), (ref.index, ref.index + 1)):
+            diff = _difference(thumbs.get(a), thumbs.get(b))
+            if diff is not None and diff > sampling.cut_threshold:
+                return (f"at a scene cut: frames {a} and {b} differ by {diff:.1f} (HSV content score) "
+                        f"> cut_threshold {sampling.cut_threshold:g}")
+    if sampling.dup_threshold > 0 and ref.previous >= 0:
+        diff = _difference(thumbs.get(ref.previous), here)
+        if diff is not None and diff < sampling.dup_threshold:
+            return (f"near-duplicate of frame {ref.previous}: differs by {diff:.2f} (HSV content score) "
+                    f"< dup_threshold {sampling.dup_threshold:g}")
+    return None
+
+
+def read_frames(frames: list[FrameRef], sampling: Sampling | None = None
+                ) -> Iterator[tuple[FrameRef, np.ndarray | None, np.ndarray | None, str | None]]:
     """``(ref, left, right, reason)`` for each of ``frames`` in order; ``reason`` is set (and the
-    views ``None``) when a frame cannot be read. Videos are decoded sequentially, once."""
-    caps: dict[str, tuple[cv2.VideoCapture, list[int]]] = {}
+    views ``None``) when a frame is not used. Videos are decoded sequentially, once."""
+    sampling = sampling or Sampling()
+    readers: dict[str, _VideoReader] = {}
     try:
         for ref in frames:
             if ref.kind == "pairs":
                 yield (ref, *_read_pair(ref))
                 continue
-            if ref.source not in caps:
-                caps[ref.source] = (cv2.VideoCapture(ref.source), [0])
-            cap, pos = caps[ref.source]
-            while pos[0] < ref.index:  # skip unsampled frames without converting them
-                cap.grab()
-                pos[0] += 1
-            ok, frame = cap.read()
-            pos[0] += 1
-            if not ok or frame is None:
+            reader = readers.setdefault(ref.source, _VideoReader(ref.source))
+            needed = {ref.previous, ref.index - 1, ref.index, ref.index + 1}
+            frame = reader.advance_to(ref.index, needed, ref.packing)
+            if frame is None:
                 yield ref, None, None, "the frame could not be decoded (corrupt frame)"
+                continue
+            reader.advance_to(ref.index + 1, needed, ref.packing)  # one frame of look-ahead for a cut
+            reason = _selection_reason(ref, reader.thumbs, sampling)
+            reader.thumbs = {i: t for i, t in reader.thumbs.items() if i > ref.index - 2}
+            if reason is not None:
+                yield ref, None, None, reason
             else:
-                yield (ref, *split_sbs(frame), None)
+                yield (ref, *split_views(frame, ref.packing), None)
     finally:
-        for cap, _ in caps.values():
-            cap.release()
+        for reader in readers.values():
+            reader.cap.release()

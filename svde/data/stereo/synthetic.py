@@ -23,12 +23,15 @@ TILES_ONLY = np.array([0.0, 0.0, 0.0, 0.6])  # pattern weights: checker, stripes
 
 
 def synthetic_pair(index: int, height: int = 96, width: int = 128, baseline: float = 0.1, seed: int = 0,
-                   tile_scale: float | None = 0.05) -> dict[str, np.ndarray]:
+                   tile_scale: float | None = 0.05, move: float = 0.0) -> dict[str, np.ndarray]:
     """Room ``index`` of ``seed`` as a rectified pair (see :func:`svde.data.synthetic.render_stereo`).
 
-    ``tile_scale`` ``None`` keeps the rooms' own textures.
+    ``tile_scale`` ``None`` keeps the rooms' own textures; ``move`` moves the camera that many
+    metres along its own x and z axes (frames of one shot: ``move = t * speed``).
     """
     scene = sample_scene(np.random.default_rng([seed, 7, int(index)]), height, width)
     if tile_scale is not None:
         scene.surfaces = [dataclasses.replace(s, scale=float(tile_scale), weights=TILES_ONLY) for s in scene.surfaces]
+    if move:
+        scene = dataclasses.replace(scene, cam_pos=scene.cam_pos + float(move) * (scene.cam_rot[:, 0] + scene.cam_rot[:, 2]))
     return render_stereo(scene, height, width, baseline)
