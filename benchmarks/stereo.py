@@ -21,6 +21,7 @@ scores, and frames per second of the tool end to end.
 
 Usage:
     python benchmarks/stereo.py [--root ../shared/data/real/stereo] [--threads 1] [--synthetic 20]
+        [--block-size 5] [--uniqueness-ratio 10]
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def timed(left: np.ndarray, right: np.ndarray, settings: StereoSettings, repeat:
     return disp, valid, float(np.median(times)) / (left.shape[0] * left.shape[1] / 1e6)
 
 
-def film(rooms: int) -> str:
+def film(rooms: int, settings: StereoSettings) -> str:
     """The synthetic rooms as a film through ``svde prepare-stereo``: one table row."""
     truth = [synthetic_pair(r, move=0.02 * t) for r in range(rooms) for t in range(6)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +89,7 @@ def film(rooms: int) -> str:
             writer.write(cv2.cvtColor(np.concatenate([p["left"], p["right"]], axis=1), cv2.COLOR_RGB2BGR))
         writer.release()
         t = time.perf_counter()
-        prepare([video], Path(tmp) / "out", PrepareOptions(sampling=Sampling(every=2)))
+        prepare([video], Path(tmp) / "out", PrepareOptions(stereo=settings, sampling=Sampling(every=2)))
         seconds = time.perf_counter() - t
         frames = json.loads((Path(tmp) / "out/manifest.json").read_text())["frames"]
         rows = []
@@ -107,9 +108,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--synthetic", type=int, default=20, help="synthetic rooms to score (0: none)")
+    p.add_argument("--block-size", type=int, default=StereoSettings.block_size, help="SGBM block (odd)")
+    p.add_argument("--uniqueness-ratio", type=int, default=StereoSettings.uniqueness_ratio, help="SGBM uniqueness, %%")
     args = p.parse_args()
     cv2.setNumThreads(args.threads)
-    settings = StereoSettings()
+    settings = StereoSettings(block_size=args.block_size, uniqueness_ratio=args.uniqueness_ratio).check()
     print(f"sgbm settings: {settings.as_dict()}")
     print("| pair | region | kept | D1 | bad-2.0 | s/MP |")
     print("|---|---|---|---|---|---|")
@@ -126,7 +129,7 @@ def main() -> None:
             rows.append((*score(disp, valid, pair["disparity"], np.ones(valid.shape, bool)).values(), s_mp))
         kept, d1, bad2, s_mp = np.mean(rows, axis=0)
         print(f"| synthetic rooms x{args.synthetic} (96x128, mean) | all | {kept:.1%} | {d1:.1%} | {bad2:.1%} | {s_mp:.2f} |")
-        print(film(args.synthetic))
+        print(film(args.synthetic, settings))
 
 
 if __name__ == "__main__":

@@ -145,6 +145,15 @@ def test_other_settings_are_refused_naming_them(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "stereo.block_size: 5 there, 7 now" in err and "min_kept: 0.2 there, 0.3 now" in err
     assert sorted(p.name for p in out.rglob("*")) == before
+    (out / "manifest.json").unlink()  # left/ etc. without a manifest: someone else's data
+    assert cli([tmp_path / "pairs", "--out", out]) == 2
+    assert "already holds left/, disparity/, mask/ but no manifest.json" in capsys.readouterr().err
+    # no left-right check (inf) is a setting like any other: recorded, and resumed
+    for _ in range(2):
+        assert cli([tmp_path / "pairs", "--out", tmp_path / "no_lr", "--lr-tolerance", "inf"]) == 0
+    assert json.loads((tmp_path / "no_lr/manifest.json").read_text())["settings"]["stereo"]["lr_tolerance"] == "inf"
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "nan", "--lr-tolerance", "nan"]) == 2
+    assert "lr_tolerance must be >= 0" in capsys.readouterr().err
 
 
 def test_shards_split_the_frames(tmp_path):

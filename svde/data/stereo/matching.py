@@ -99,7 +99,9 @@ class StereoSettings:
         return self.num_disparities or max(16, int(np.ceil(width / 6 / 16)) * 16)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as JSON values (``inf``, "no left-right check", as the string ``"inf"``)."""
+        return {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v)
+                for k, v in dataclasses.asdict(self).items()}
 
 
 def _sgbm(settings: StereoSettings, num_disparities: int) -> cv2.StereoSGBM:

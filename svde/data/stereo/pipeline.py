@@ -90,9 +90,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_existing(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse an output folder whose manifests were made with other settings, naming them."""
+    """Refuse an output folder whose manifests were made with other settings, naming them, and a
+    folder that already holds data this tool did not make (frames would mix with it)."""
     mine = _flatten(settings)
-    for path in sorted(out.glob("manifest*.json")):
+    manifests = sorted(out.glob("manifest*.json"))
+    foreign = [d for d in ("left", "disparity", "mask") if (out / d).is_dir() and any((out / d).iterdir())]
+    if foreign and not manifests:
+        raise UserError(f"{out} already holds {', '.join(d + '/' for d in foreign)} but no manifest.json: not made "
+                        f"by prepare-stereo; use an empty or new --out")
+    for path in manifests:
         try:
             theirs = _flatten(json.loads(path.read_text()).get("settings", {}))
         except (ValueError, AttributeError) as exc:
