@@ -418,13 +418,41 @@ def test_an_interrupted_run_leaves_whole_frames_and_resumes(tmp_path, monkeypatc
     assert len(build_dataset("stereo_folder", str(out))) == 3
 
 
-def test_negative_search_range_is_stored_shifted_positive(tmp_path):
-    pairs = write_pairs(tmp_path / "pairs", [0])
-    out = tmp_path / "out"
-    assert cli([tmp_path / "pairs", "--out", out, "--min-disparity", "-16"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stored_offset"] == 17.0
-    disp = read_depth_any(out / "disparity/000.npy")
-    mask = read_gray(out / "mask/000.png") > 0
-    assert mask.mean() >= 0.75 and np.all(disp[mask] > 0)
-    assert d1_errors(disp - 17.0, pairs[0]["disparity"])[mask].mean() <= 0.05
+def converged_pair(shift: int = 10) -> tuple[dict, np.ndarray]:
+    """A 192x256 pair as converged footage shows it: the right view moved ``shift`` px to the
+    right, so that disparity is ``d - shift`` (negative behind the 'screen')."""
+    pair = synthetic_pair(0, 2 * H, 2 * W, BASELINE)
+    right = np.concatenate([np.repeat(pair["right"][:, :1], shift, axis=1), pair["right"][:, :-shift]], axis=1)
+    return {**pair, "right": right}, pair["disparity"] - shift
+
+
+def test_converged_footage_finds_negative_disparities_and_stores_them_shifted(tmp_path):
+    pair, truth = converged_pair()
+    assert truth.min() < -4 < 0 < truth.max()  # both sides of the screen
+    write_rgb(tmp_path / "pairs/left/000.png", pair["left"])
+    write_rgb(tmp_path / "pairs/right/000.png", pair["right"])
+    results = {}
+    for name, extra in (("auto", []), ("explicit", ["--num-disparities", "64", "--min-disparity", "-32"]),
+                        ("positive_only", ["--num-disparities", "64", "--min-disparity", "0"])):
+        out = tmp_path / name
+        assert cli([tmp_path / "pairs", "--out", out, *extra]) == 0
+        rec = json.loads((out / "manifest.json").read_text())["frames"][0]
+        disp = read_depth_any(out / "disparity/000.npy")
+        mask = read_gray(out / "mask/000.png") > 0
+        assert np.all(disp[mask] >= 1) and rec["stored_offset"] == float(rec["stored_offset"]) >= 0
+        results[name] = (mask.mean(), d1_errors(disp - rec["stored_offset"], truth)[mask].mean())
+    for name in ("auto", "explicit"):
+        assert results[name][0] >= 0.75 and results[name][1] <= 0.05, results
+    assert results["positive_only"][0] < results["auto"][0] - 0.2  # a [0, 64) search misses what is behind
+    assert len(build_dataset("stereo_folder", str(tmp_path / "auto"))) == 1
+
+
+def test_search_range_follows_the_feature_matches():
+    from svde.data.stereo.matching import search_range
+
+    pair, truth = converged_pair()
+    low, count = search_range(pair["left"], pair["right"], StereoSettings())
+    assert low <= truth.min() and truth.max() < low + count and count % 16 == 0
+    assert search_range(pair["left"], pair["right"], StereoSettings(num_disparities=48, min_disparity=-7)) == (-7, 48)
+    tiny = synthetic_pair(0, 48, 64)  # too few features: the fixed range [min_disparity, + width / 6)
+    assert search_range(tiny["left"], tiny["right"], StereoSettings(min_disparity=-3)) == (-3, 16)

@@ -68,9 +68,11 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    help="videos: below this difference a frame repeats the previous one; 0: off (default: %(default)s)")
     p.add_argument("--matcher", choices=sorted(MATCHERS), default="sgbm", help="disparity estimator (default: %(default)s)")
     p.add_argument("--num-disparities", type=int, default=d.num_disparities,
-                   help="search range in px, a multiple of 16; 0: width / 6 (default: %(default)s)")
+                   help="sgbm: search range in px, a multiple of 16; 0: chosen per frame from its feature "
+                        "matches, negative disparities included (default: %(default)s)")
     p.add_argument("--min-disparity", type=int, default=d.min_disparity,
-                   help="smallest disparity searched (negative for footage converged behind the screen)")
+                   help="sgbm: smallest disparity searched, with --num-disparities N (negative: converged "
+                        "footage, content behind the screen) (default: %(default)s)")
     p.add_argument("--block-size", type=int, default=d.block_size, help="matching window, odd (default: %(default)s)")
     p.add_argument("--uniqueness-ratio", type=int, default=d.uniqueness_ratio, help="SGBM uniqueness, %% (default: %(default)s)")
     p.add_argument("--mode", choices=list(SGBM_MODES), default=d.mode, help="SGBM variant (default: %(default)s)")

@@ -44,8 +44,10 @@ SGBM_MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "3way": cv2.STEREO_SGBM_MODE_SG
 class StereoSettings:
     """The matcher and filter settings (recorded in the manifest; a changed one is a different dataset).
 
-    ``lr_tolerance`` ``inf`` turns the left-right check off. ``num_disparities`` 0 means "the image width / 6, rounded up to a multiple of 16" (disparity
-    search range ``[min_disparity, min_disparity + num_disparities)``).
+    ``lr_tolerance`` ``inf`` turns the left-right check off. The SGBM search range is
+    ``[min_disparity, min_disparity + num_disparities)``; ``num_disparities`` 0 (the default)
+    chooses it per pair from its sparse feature matches (:func:`search_range`), which also
+    finds the negative disparities of converged footage (3D films: content behind the screen).
     """
 
     num_disparities: int = 0
@@ -57,7 +59,6 @@ class StereoSettings:
     mode: str = "3way"
     lr_tolerance: float = 1.0
     min_texture: float = 1.0
-    min_disparity_px: float = 0.0
     max_vertical: float = 1.0
     raft_model: str = "large"
     raft_iters: int = 12
@@ -81,7 +82,7 @@ class StereoSettings:
             out.append(f"raft_model must be one of {', '.join(RAFT_MODELS)}, got {self.raft_model!r}")
         if self.raft_iters < 1:
             out.append(f"raft_iters must be >= 1, got {self.raft_iters}")
-        for name in ("min_texture", "min_disparity_px", "max_vertical"):
+        for name in ("min_texture", "max_vertical"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 out.append(f"{name} must be a finite number >= 0, got {value}")
@@ -94,20 +95,16 @@ class StereoSettings:
             raise UserError("stereo settings: " + "; ".join(problems))
         return self
 
-    def disparities_for(self, width: int) -> int:
-        """The search range used for an image ``width`` pixels wide."""
-        return self.num_disparities or max(16, int(np.ceil(width / 6 / 16)) * 16)
-
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON values (``inf``, "no left-right check", as the string ``"inf"``)."""
         return {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v)
                 for k, v in dataclasses.asdict(self).items()}
 
 
-def _sgbm(settings: StereoSettings, num_disparities: int) -> cv2.StereoSGBM:
+def _sgbm(settings: StereoSettings, min_disparity: int, num_disparities: int) -> cv2.StereoSGBM:
     bs = settings.block_size
     return cv2.StereoSGBM_create(
-        minDisparity=settings.min_disparity, numDisparities=num_disparities, blockSize=bs,
+        minDisparity=min_disparity, numDisparities=num_disparities, blockSize=bs,
         P1=8 * 3 * bs * bs, P2=32 * 3 * bs * bs, disp12MaxDiff=-1,  # our own check, on both full maps
         uniquenessRatio=settings.uniqueness_ratio, speckleWindowSize=settings.speckle_window,
         speckleRange=settings.speckle_range, mode=SGBM_MODES[settings.mode])
@@ -182,28 +179,74 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, settings: StereoSettings
     ``left``/``right``: rectified uint8 (H, W, 3) RGB views of one size (checked by the caller,
     :func:`svde.data.stereo.estimate_disparity`); ``device`` is unused (OpenCV runs on the CPU).
     """
-    width = left.shape[1]
-    matcher = _sgbm(settings, settings.disparities_for(width))
+    matcher = _sgbm(settings, *search_range(left, right, settings))
     gl, gr = cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
     d_left = _match(matcher, gl, gr)
     # The right view's disparity: match the mirrored pair (the mirrored right view is then the
     # "left" one), and mirror the result back.
     d_right = _match(matcher, np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]))[:, ::-1]
     valid = left_right_consistent(d_left, d_right, settings.lr_tolerance)
-    with np.errstate(invalid="ignore"):
-        valid &= d_left >= settings.min_disparity_px
     if settings.min_texture > 0:
         valid &= texture(gl, settings.block_size) >= settings.min_texture
     return np.where(valid, d_left, 0.0).astype(np.float32), valid
 
 
-def vertical_offset(left: np.ndarray, right: np.ndarray, min_matches: int = 30) -> float | None:
+def feature_matches(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(d, dy)`` of the views' ORB feature matches: disparity ``x_left - x_right`` and vertical
+    offset ``y_right - y_left`` in px (float32 arrays; empty when nothing matches).
+
+    ORB (Rublee et al., ICCV 2011; ``cv2.ORB_create``, 1000 features) with cross-checked Hamming
+    matches: sparse, but found at any disparity, positive or negative.
+    """
+    orb = cv2.ORB_create(nfeatures=1000)
+    kl, dl = orb.detectAndCompute(cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), None)
+    kr, dr = orb.detectAndCompute(cv2.cvtColor(right, cv2.COLOR_RGB2GRAY), None)
+    if dl is None or dr is None:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dl, dr)
+    pl = np.array([kl[m.queryIdx].pt for m in matches], np.float32).reshape(-1, 2)
+    pr = np.array([kr[m.trainIdx].pt for m in matches], np.float32).reshape(-1, 2)
+    return pl[:, 0] - pr[:, 0], pr[:, 1] - pl[:, 1]
+
+
+MIN_MATCHES = 30  # fewer feature matches tell nothing about a pair
+
+
+def search_range(left: np.ndarray, right: np.ndarray, settings: StereoSettings) -> tuple[int, int]:
+    """SGBM's ``(min_disparity, num_disparities)`` for this pair.
+
+    Explicit settings (``num_disparities`` > 0) are used as they are. Otherwise the range spans the
+    1st..99th percentile of the disparities of the pair's row-aligned feature matches
+    (:func:`feature_matches`, ``|dy| <= 2`` px) widened by a quarter of that span and at least
+    8 px at each end, ``num_disparities`` rounded up to a multiple of 16; with fewer than
+    :data:`MIN_MATCHES` matches, ``[min_disparity, min_disparity + width / 6)``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> right = cv2.resize(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), (320, 240))
+        >>> low, count = search_range(np.roll(right, -20, axis=1), right, StereoSettings())  # disparity -20
+        >>> low < -20 < low + count, count % 16
+        (True, 0)
+    """
+    width = left.shape[1]
+    if settings.num_disparities:
+        return settings.min_disparity, settings.num_disparities
+    d, dy = feature_matches(left, right)
+    d = d[np.abs(dy) <= 2]
+    if d.size < MIN_MATCHES:
+        return settings.min_disparity, max(16, int(np.ceil(width / 6 / 16)) * 16)
+    lo, hi = np.percentile(d, [1, 99])
+    margin = max(8.0, 0.25 * float(hi - lo))
+    low = int(np.floor(lo - margin))
+    return low, max(16, int(np.ceil((hi + margin - low) / 16)) * 16)
+
+
+def vertical_offset(left: np.ndarray, right: np.ndarray) -> float | None:
     """The views' median vertical offset in px, from ORB feature matches (None: too few to tell).
 
     A rectified pair has every match on the same row; footage whose views are shifted, rotated or
     scaled vertically (a badly rectified rig, a film converted with an error) does not, and no
-    horizontal matcher can use it. ORB (Rublee et al., ICCV 2011; ``cv2.ORB_create``) with
-    cross-checked Hamming matches; the median is robust to the few false matches.
+    horizontal matcher can use it. The median is robust to the few false matches.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -211,13 +254,5 @@ def vertical_offset(left: np.ndarray, right: np.ndarray, min_matches: int = 30) 
         >>> round(vertical_offset(img, np.roll(img, 3, axis=0)), 1)
         3.0
     """
-    orb = cv2.ORB_create(nfeatures=1000)
-    kl, dl = orb.detectAndCompute(cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), None)
-    kr, dr = orb.detectAndCompute(cv2.cvtColor(right, cv2.COLOR_RGB2GRAY), None)
-    if dl is None or dr is None:
-        return None
-    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dl, dr)
-    if len(matches) < min_matches:
-        return None
-    dy = [kr[m.trainIdx].pt[1] - kl[m.queryIdx].pt[1] for m in matches]
-    return float(np.median(dy))
+    dy = feature_matches(left, right)[1]
+    return float(np.median(dy)) if dy.size >= MIN_MATCHES else None

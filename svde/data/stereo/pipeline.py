@@ -10,8 +10,10 @@ disparity (:func:`svde.data.stereo.estimate_disparity`) and writes, under ``out`
                            dropped with the reason, kept fraction, disparity range
 
 which :class:`svde.data.folder.StereoFolderDataset` (``build_dataset("stereo_folder", out)``)
-reads as UTSS with its default options. With a negative ``min_disparity`` the stored values are
-shifted by ``stored_offset`` (manifest) to stay positive; UTSS is shift-invariant.
+reads as UTSS with its default options. Frames with disparities below 1 px (converged footage: 3D
+films put the content behind the screen at negative disparity) are stored shifted by their
+record's ``stored_offset`` (an integer) so that every valid value is >= 1: the loader takes 0 and
+below as invalid, and UTSS is shift-invariant.
 
 A frame is dropped, with its reason in the manifest, when it cannot be read, sits at a scene cut
 or repeats the previous sampled frame (:mod:`~svde.data.stereo.sources`), when its views are
@@ -121,9 +123,15 @@ def _base(ref: FrameRef) -> dict[str, Any]:
     return rec
 
 
-def stored_offset(settings: StereoSettings) -> float:
-    """Added to stored disparities so that every valid one is > 0 (0 unless min_disparity < 1)."""
-    return float(1 - settings.min_disparity) if settings.min_disparity < 0 else 0.0
+def stored_offset(disparity: np.ndarray, valid: np.ndarray) -> float:
+    """Added to a frame's stored disparities so that every valid one is >= 1 (0 when they are).
+
+    Example:
+        >>> stored_offset(np.array([-3.5, 2.0]), np.array([True, True])), stored_offset(np.array([1.0]), np.array([True]))
+        (5.0, 0.0)
+    """
+    low = float(disparity[valid].min()) if valid.any() else 1.0
+    return 0.0 if low >= 1 else float(1 - np.floor(low))
 
 
 def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, str | None, str, PrepareOptions, str]
@@ -149,17 +157,19 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
     if kept < opts.min_kept:
         return _drop(ref, f"too few valid pixels: {kept:.1%} < min_kept {opts.min_kept:.0%}", **stats)
     if hi - lo < opts.min_range:
+        hint = "; views nearly equal: mono footage passed as stereo?" if max(abs(lo), abs(hi)) < 1 else ""
         return _drop(ref, f"disparity range {hi - lo:.2f} px < min_range {opts.min_range:g} px "
-                          f"(no depth to learn from)", **stats)
+                          f"(no depth to learn from{hint})", **stats)
     out = Path(out_dir)
-    offset = stored_offset(opts.stereo)
+    offset = stored_offset(disp, valid)
     write_npy(out / "disparity" / f"{ref.name}.npy", np.where(valid, disp + offset, 0.0).astype(np.float32))
     ok, png = cv2.imencode(".png", valid.astype(np.uint8) * 255)
     if not ok:
         raise RunFailed(f"{out / 'mask' / ref.name}.png: cannot encode the mask")
     write_bytes(out / "mask" / f"{ref.name}.png", png.tobytes())
     write_rgb(out / "left" / f"{ref.name}.png", left)  # last: the loader indexes left/
-    return {**_base(ref), "status": "kept", **stats, **({} if dy is None else {"vertical_offset": round(dy, 2)})}
+    return {**_base(ref), "status": "kept", **stats, "stored_offset": offset,
+            **({} if dy is None else {"vertical_offset": round(dy, 2)})}
 
 
 def _done(out: Path, records: dict[str, dict[str, Any]], ref: FrameRef) -> bool:
@@ -169,12 +179,11 @@ def _done(out: Path, records: dict[str, dict[str, Any]], ref: FrameRef) -> bool:
     return rec["status"] == "dropped" or (out / "left" / f"{ref.name}.png").is_file()
 
 
-def _save(path: Path, settings: dict[str, Any], shard: tuple[int, int], records: dict[str, dict[str, Any]],
-          offset: float) -> None:
+def _save(path: Path, settings: dict[str, Any], shard: tuple[int, int], records: dict[str, dict[str, Any]]) -> None:
     frames = sorted(records.values(), key=lambda r: (r["source"], r["frame_index"]))
     kept = [r for r in frames if r["status"] == "kept"]
     write_json(path, {"format": MANIFEST_FORMAT, "settings": settings, "shard": f"{shard[0]}/{shard[1]}",
-                      "stored_offset": offset, "layout": "left/<name>.png, disparity/<name>.npy (px), mask/<name>.png",
+                      "layout": "left/<name>.png, disparity/<name>.npy (px + the record's stored_offset), mask/<name>.png",
                       "frames_kept": len(kept), "frames_dropped": len(frames) - len(kept), "frames": frames})
 
 
@@ -212,7 +221,6 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
         records = {r["name"]: r for r in json.loads(manifest.read_text()).get("frames", [])}
     todo = [f for f in frames if not _done(out, records, f)]
     log.info("stereo: %d frames (%d done before), %s", len(frames), len(frames) - len(todo), out)
-    offset = stored_offset(opts.stereo)
     tasks = ((ref, left, right, reason, str(out), opts, device)
              for ref, left, right, reason in read_frames(todo, opts.sampling))
     bar = None
@@ -227,12 +235,12 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
             if bar is not None:
                 bar.update(1)
             if i % SAVE_EVERY == 0:
-                _save(manifest, settings, shard, records, offset)
+                _save(manifest, settings, shard, records)
     finally:
         if bar is not None:
             bar.close()
         if records or todo:
-            _save(manifest, settings, shard, records, offset)
+            _save(manifest, settings, shard, records)
     mine = [records[f.name] for f in frames if f.name in records]
     kept = sum(r["status"] == "kept" for r in mine)
     if mine and kept == 0:
