@@ -16,7 +16,7 @@ lists them with the metrics that README publishes. :func:`load_released` returns
   (:func:`check_released_layout`, then the exact key and shape check of
   :func:`~svde.models.load_official_checkpoint`) with finite values; a file that fails is
   refused with a message and never kept in the cache;
-* offline or unreachable, it fails within seconds (:data:`DOWNLOAD_TIMEOUT_S`) with one line
+* offline or unreachable, it fails within seconds (:data:`svde.download.DOWNLOAD_TIMEOUT_S`) with one line
   naming the URL, the cache path where the file can be put by hand, and the variable.
 
 Example:
@@ -29,12 +29,8 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import logging
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -42,7 +38,7 @@ from typing import Any, Mapping
 
 import torch
 
-from svde.atomic import atomic_path
+from svde.download import DOWNLOAD_TIMEOUT_S, download_verified, sha256_of  # noqa: F401 (re-export)
 from svde.errors import UserError
 from svde.models.checkpoint import CheckpointError, load_official_checkpoint
 from svde.models.model import DepthModel
@@ -53,9 +49,6 @@ log = logging.getLogger(__name__)
 
 RELEASE_URL = "https://github.com/saic-vul/geometry-preserving-de/releases/download/v1.0"
 URL_VARIABLE = "SVDE_WEIGHTS_URL"
-# Connect and read timeout of the download, seconds (a refused connection fails at once).
-DOWNLOAD_TIMEOUT_S = 10.0
-_CHUNK = 1 << 20
 
 METRICS_SOURCE = ("SamsungLabs/geometry-preserving-de, README.md, 'Checkpoints' table (GitHub release v1.0 "
                   "of saic-vul/geometry-preserving-de)")
@@ -167,18 +160,10 @@ def check_released_layout(state: Any, name: str) -> Mapping[str, torch.Tensor]:
     return state
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, entry: ReleasedWeights, source: str, sha256: str | None = None) -> DepthModel:
     """Check ``path`` (sha256, layout, values) and load it as ``entry``'s model."""
     if entry.sha256 is not None:
-        actual = sha256 or _sha256(path)
+        actual = sha256 or sha256_of(path)
         if actual.lower() != entry.sha256.lower():
             raise ReleasedWeightsInvalid(f"{source}: sha256 {actual} differs from the recorded {entry.sha256} "
                                          f"of {entry.filename}; refusing it")
@@ -202,39 +187,10 @@ def _unavailable(entry: ReleasedWeights, url: str, reason: str) -> PretrainedWei
 
 def _download(entry: ReleasedWeights, progress: bool) -> DepthModel:
     """Download, verify and keep ``entry``'s file; nothing lands in the cache unless it is valid."""
-    from tqdm.auto import tqdm
-
-    url, dest = entry.url, entry.cache_path
-    log.info("downloading %s to %s", url, dest)
-    request = urllib.request.Request(url, headers={"User-Agent": "svde"})
-    try:
-        response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
-    except urllib.error.HTTPError as exc:
-        raise _unavailable(entry, url, f"HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise _unavailable(entry, url, str(exc.reason)) from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise _unavailable(entry, url, f"{type(exc).__name__}: {exc}") from None
-    with response, atomic_path(dest) as tmp:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        digest, received = hashlib.sha256(), 0
-        try:
-            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                            desc=entry.filename, disable=not progress) as bar:
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as exc:
-            raise _unavailable(entry, url, f"download interrupted after {received} bytes: "
-                                           f"{type(exc).__name__}: {exc}") from None
-        if total is not None and received != total:
-            raise _unavailable(entry, url, f"download ended after {received} of {total} bytes")
-        model = _verify(tmp, entry, source=url, sha256=digest.hexdigest())
-    log.info("saved %s (%d bytes)", dest, received)
-    return model
+    url = entry.url
+    return download_verified(url, entry.cache_path, progress=progress,
+                             verify=lambda tmp, sha256: _verify(tmp, entry, source=url, sha256=sha256),
+                             unavailable=lambda reason: _unavailable(entry, url, reason))
 
 
 def _obtain(name: str, progress: bool) -> tuple[Path, DepthModel]:
