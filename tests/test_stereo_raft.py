@@ -124,13 +124,20 @@ def test_validity_rules_and_signs_on_constructed_flows(small_file, monkeypatch):
     expected[40:50, 60 + shift:70 + shift] = False    # left x -> right x - shift in 60..69
     assert np.array_equal(valid, expected)
     assert (disp[valid] == shift).all() and (disp[~valid] == 0).all()
-    # min_disparity_px and texture
-    assert not estimate_disparity(left, right, "raft", StereoSettings(
-        raft_model="small", raft_weights=str(small_file), min_disparity_px=shift + 0.5))[1].any()
-    flat = np.full_like(left, 128)
-    assert not estimate_disparity(flat, flat, "raft", settings)[1].any()
     loose = StereoSettings(raft_model="small", raft_weights=str(small_file), max_vertical=2, lr_tolerance=float("inf"))
     assert estimate_disparity(left, right, "raft", loose)[1].all()  # no left-right check: the border counts too
+    # negative disparity (content behind the screen) is kept; a non-finite flow never is
+    forward[:], backward[:] = 0, 0
+    forward[0], backward[0] = 3, -3
+    forward[0, 5, 5] = np.nan
+    disp, valid = estimate_disparity(*_pair(-3), "raft", settings)
+    expected = np.ones((H, W), bool)
+    expected[:, W - 3:] = False
+    expected[5, 5] = False
+    assert np.array_equal(valid, expected) and (disp[valid] == -3).all() and (disp[~valid] == 0).all()
+    # texture
+    flat = np.full_like(left, 128)
+    assert not estimate_disparity(flat, flat, "raft", settings)[1].any()
 
 
 def test_missing_default_weights_is_one_line_and_downloads_nothing(tmp_path, monkeypatch, no_network):

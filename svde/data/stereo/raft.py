@@ -9,8 +9,11 @@ left->right and right->left in one batch and keeps a left pixel when
   rectification and of the match),
 * the backward flow confirms it (:func:`~svde.data.stereo.matching.left_right_consistent`
   within ``lr_tolerance`` px; a pixel that maps outside the right view is invalid),
-* its disparity is at least ``min_disparity_px`` and the left image has texture there
-  (grey-level standard deviation over :data:`TEXTURE_WINDOW` px ``>= min_texture``, when > 0).
+* the flow is finite and the left image has texture there (grey-level standard deviation over
+  :data:`TEXTURE_WINDOW` px ``>= min_texture``, when > 0).
+
+Negative disparities (converged footage: 3D films put content behind the screen) are kept, as
+the ``sgbm`` matcher keeps them.
 
 Sign conventions. torchvision's RAFT returns ``flow = coords1 - coords0`` (``RAFT.forward``),
 channel 0 horizontal (``make_coords_grid`` stacks x then y), where ``coords1`` index the
@@ -219,7 +222,7 @@ def disparity_from_flows(forward: np.ndarray, backward: np.ndarray, gray: np.nda
     valid = left_right_consistent(d_left, d_right, settings.lr_tolerance)
     with np.errstate(invalid="ignore"):
         valid &= np.abs(forward[1]) <= settings.max_vertical
-        valid &= d_left >= settings.min_disparity_px
+        valid &= np.isfinite(d_left)
     if settings.min_texture > 0:
         valid &= texture(gray, TEXTURE_WINDOW) >= settings.min_texture
     return np.where(valid, d_left, 0.0).astype(np.float32), valid
