@@ -224,3 +224,43 @@ def test_unreachable_server_fails_fast_with_one_line(tmp_path, monkeypatch):
     cache = tmp_path / "torch" / "hub" / "checkpoints" / "raft_large_C_T_SKHT_V2-ff5fadd5.pth"
     assert "\n" not in message and f"{url}/{cache.name}" in message and str(cache) in message
     assert "SVDE_RAFT_URL" in message and not cache.exists()
+
+
+def test_prepare_stereo_with_raft_checks_weights_first_then_runs(small_file, tmp_path, monkeypatch, capsys, no_network):
+    """The command: missing weights fail before any frame (one line, exit 1, nothing written);
+    a local weights file runs the whole tool and records the matcher and its settings."""
+    from svde.cli.common import run_main
+    from svde.cli.prepare_stereo import main
+    from svde.data.io import write_rgb
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    left, right = _pair(shift=6)
+    write_rgb(tmp_path / "pairs/left/000.png", left)
+    write_rgb(tmp_path / "pairs/right/000.png", right)
+    base = [str(tmp_path / "pairs"), "--matcher", "raft", "--raft-model", "small", "--raft-iters", "1",
+            "--no-progress", "--min-kept", "0", "--min-range", "0"]
+    assert run_main(main, base + ["--out", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "--download-weights" in err and not (tmp_path / "missing").exists()
+    assert run_main(main, base + ["--out", str(tmp_path / "out"), "--raft-weights", str(small_file)]) == 0
+    import json
+    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    assert manifest["settings"]["matcher"] == "raft"
+    assert manifest["settings"]["stereo"]["raft_weights"] == str(small_file)
+    assert [f["status"] for f in manifest["frames"]] == ["kept"]  # random weights: no accuracy claim here
+
+
+def test_download_weights_flag_fetches_once_then_runs(raft_server, small_file, tmp_path, monkeypatch):
+    from svde.cli.common import run_main
+    from svde.cli.prepare_stereo import main
+    from svde.data.io import write_rgb
+
+    name = _serve(raft_server.folder / "v1.0", _random_state())
+    monkeypatch.setattr(raft, "default_weights_name", lambda model: name)
+    left, right = _pair(shift=6)
+    write_rgb(tmp_path / "pairs/left/000.png", left)
+    write_rgb(tmp_path / "pairs/right/000.png", right)
+    args = [str(tmp_path / "pairs"), "--out", str(tmp_path / "out"), "--matcher", "raft", "--raft-model", "small",
+            "--raft-iters", "1", "--no-progress", "--min-kept", "0", "--min-range", "0", "--download-weights"]
+    assert run_main(main, args) == 0
+    assert (tmp_path / "torch/hub/checkpoints" / name).is_file()

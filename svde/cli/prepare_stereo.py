@@ -30,10 +30,12 @@ import argparse
 from pathlib import Path
 
 import cv2
+import torch
 
 from svde.cli.common import add_debug_argument, command_parser
 from svde.device import resolve_device
 from svde.data.stereo.estimate import MATCHERS
+from svde.data.stereo.raft import fetch_raft_weights
 from svde.data.stereo.matching import RAFT_MODELS, SGBM_MODES, StereoSettings
 from svde.data.stereo.pipeline import PrepareOptions, prepare
 from svde.data.stereo.sources import LAYOUTS, Sampling
@@ -95,7 +97,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    help="drop frames whose valid disparities span fewer px, 5th..95th percentile (default: %(default)s)")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N", help="prepare frames K, K+N, ... (0 <= K < N)")
     p.add_argument("--workers", type=int, default=1, help="matching processes (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="OpenCV threads per process (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="OpenCV and torch threads (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_argument(p)
     return p.parse_args(argv)
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     opts.check()
     device = str(resolve_device(args.device))
     cv2.setNumThreads(max(1, args.threads))
+    torch.set_num_threads(max(1, args.threads))
+    if args.download_weights and args.matcher == "raft" and not args.raft_weights:
+        fetch_raft_weights(args.raft_model, progress=not args.no_progress)  # opt-in; once, then cached
     summary = prepare(args.inputs, args.out, opts, shard=args.shard, workers=args.workers,
                       progress=not args.no_progress, device=device)
     print(f"{summary['kept']} frames kept, {summary['dropped']} dropped ({summary['processed']} processed now, "

@@ -38,10 +38,12 @@ from typing import Any, Iterator
 
 import cv2
 import numpy as np
+import torch
 
 from svde.atomic import check_writable, write_bytes, write_json
 from svde.data.io import write_npy, write_rgb
 from svde.errors import RunFailed, UserError
+from svde.data.stereo import raft
 from svde.data.stereo.estimate import estimate_disparity, matcher_function
 from svde.data.stereo.matching import StereoSettings, check_pair, vertical_offset
 from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frames
@@ -187,13 +189,19 @@ def _save(path: Path, settings: dict[str, Any], shard: tuple[int, int], records:
                       "frames_kept": len(kept), "frames_dropped": len(frames) - len(kept), "frames": frames})
 
 
+def _one_thread() -> None:
+    """A worker's thread budget: one OpenCV and one torch thread (the pool shares the cores)."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def _results(tasks: Iterator[tuple], workers: int) -> Iterator[dict[str, Any]]:
     """Records of ``tasks`` in order; with workers, fed a few frames at a time (``Pool.imap`` alone
     would decode the whole video into its queue)."""
     if workers <= 1:
         yield from map(process_frame, tasks)
         return
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
         while batch := list(itertools.islice(tasks, 4 * workers)):
             yield from pool.imap(process_frame, batch, chunksize=1)
 
@@ -213,6 +221,8 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
         raise UserError(f"--workers must be >= 1, got {workers}")
     settings = opts.settings()
     check_existing(out, settings)  # before the (slow) pass over the videos
+    if opts.matcher == "raft":
+        raft.network(opts.stereo, device)  # the weights exist and load, before any frame
     frames = list_frames(list(inputs), opts.sampling)[k::n]
     check_writable(out)
     manifest = out / manifest_name(shard)
