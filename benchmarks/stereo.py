@@ -19,27 +19,40 @@ rooms as a film (one shot of 6 moving frames per room, MJPG side-by-side ``.avi`
 whole tool (:func:`svde.data.stereo.pipeline.prepare`, every 2nd frame): kept frames, their
 scores, and frames per second of the tool end to end.
 
+``--matcher raft`` scores torchvision's RAFT (``--raft-model``, ``--raft-iters``, weights from
+torchvision's cache or ``--raft-weights FILE``) instead. Where the weights are absent,
+``--untrained`` still times RAFT with randomly initialised weights (its cost does not depend on
+the weights) and prints no accuracy.
+
 Usage:
     python benchmarks/stereo.py [--root ../shared/data/real/stereo] [--threads 1] [--synthetic 20]
         [--block-size 5] [--uniqueness-ratio 10]
+    python benchmarks/stereo.py --matcher raft [--raft-model large|small] [--raft-iters 12]
+        [--raft-weights FILE | --untrained] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+import torchvision
 
 from svde.data.io import read_depth_any, read_gray, read_image, read_pfm
 from svde.data.stereo import StereoSettings, estimate_disparity
+from svde.data.stereo import raft
+from svde.data.stereo.matching import RAFT_MODELS
 from svde.data.stereo.pipeline import PrepareOptions, prepare
 from svde.data.stereo.sources import Sampling
 from svde.data.stereo.synthetic import synthetic_pair
+from svde.errors import SvdeError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,11 +83,14 @@ def real_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray
     return out
 
 
-def timed(left: np.ndarray, right: np.ndarray, settings: StereoSettings, repeat: int) -> tuple[np.ndarray, np.ndarray, float]:
+def timed(left: np.ndarray, right: np.ndarray, settings: StereoSettings, repeat: int, matcher: str = "sgbm",
+          device: str = "cpu") -> tuple[np.ndarray, np.ndarray, float]:
+    """The matcher's output on one pair and its median seconds per megapixel over ``repeat`` runs."""
+    estimate_disparity(left[:8 * 16], right[:8 * 16], matcher, settings, device)  # load RAFT once, outside the timing
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        disp, valid = estimate_disparity(left, right, "sgbm", settings)
+        disp, valid = estimate_disparity(left, right, matcher, settings, device)
         times.append(time.perf_counter() - t)
     return disp, valid, float(np.median(times)) / (left.shape[0] * left.shape[1] / 1e6)
 
@@ -102,6 +118,40 @@ def film(rooms: int, settings: StereoSettings) -> str:
             f"| all | {kept:.1%} | {d1:.1%} | {bad2:.1%} | {len(frames) / seconds:.1f} frames/s |")
 
 
+def untrained_weights(model: str, folder: Path) -> str:
+    """A file of randomly initialised ``raft_<model>`` weights: RAFT's cost without its real weights."""
+    torch.manual_seed(0)
+    path = folder / f"raft_{model}_untrained.pth"
+    net = getattr(torchvision.models.optical_flow, f"raft_{model}")(weights=None, progress=False)
+    torch.save(net.state_dict(), path)
+    return str(path)
+
+
+def raft_rows(args: argparse.Namespace, folder: Path) -> None:
+    """The RAFT table: accuracy with real weights, or (``--untrained``) timing only."""
+    weights = untrained_weights(args.raft_model, folder) if args.untrained else args.raft_weights
+    settings = StereoSettings(raft_model=args.raft_model, raft_iters=args.raft_iters, raft_weights=weights).check()
+    try:
+        raft.weights_file(settings)
+    except SvdeError as e:  # the weights are not here: one clear line, before any work
+        sys.exit(f"error: {e}\n(--untrained times RAFT without them)")
+    print(f"raft settings: {settings.as_dict()} on {args.device}" + (" (UNTRAINED weights: timing only)" if args.untrained else ""))
+    print("| pair | size | region | kept | D1 | bad-2.0 | s/MP | s/pair |")
+    print("|---|---|---|---|---|---|---|---|")
+    pairs = real_pairs(args.root)
+    for i in range(min(args.synthetic, 3)):  # RAFT is slow on a CPU: three rooms
+        room = synthetic_pair(i)
+        pairs.append((f"synthetic room {i}", room["left"], room["right"], room["disparity"], {"all": np.ones((96, 128), bool)}))
+    for name, left, right, gt, regions in pairs:
+        disp, valid, s_mp = timed(left, right, settings, args.repeat, "raft", args.device)
+        size = f"{left.shape[1]}x{left.shape[0]}"
+        s_pair = s_mp * left.shape[0] * left.shape[1] / 1e6
+        for region, mask in regions.items():
+            r = score(disp, valid, gt, mask)
+            cells = "n/a | n/a | n/a" if args.untrained else f"{r['kept']:.1%} | {r['d1']:.1%} | {r['bad2']:.1%}"
+            print(f"| {name} | {size} | {region} | {cells} | {s_mp:.2f} | {s_pair:.2f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, default=REPO.parent / "shared/data/real/stereo")
@@ -110,8 +160,19 @@ def main() -> None:
     p.add_argument("--synthetic", type=int, default=20, help="synthetic rooms to score (0: none)")
     p.add_argument("--block-size", type=int, default=StereoSettings.block_size, help="SGBM block (odd)")
     p.add_argument("--uniqueness-ratio", type=int, default=StereoSettings.uniqueness_ratio, help="SGBM uniqueness, %%")
+    p.add_argument("--matcher", choices=("sgbm", "raft"), default="sgbm")
+    p.add_argument("--raft-model", choices=RAFT_MODELS, default=StereoSettings.raft_model)
+    p.add_argument("--raft-iters", type=int, default=StereoSettings.raft_iters)
+    p.add_argument("--raft-weights", default="", help="local RAFT weights (default: torchvision's cache)")
+    p.add_argument("--untrained", action="store_true", help="time RAFT with random weights (no accuracy)")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     cv2.setNumThreads(args.threads)
+    torch.set_num_threads(args.threads)
+    if args.matcher == "raft":
+        with tempfile.TemporaryDirectory() as tmp:
+            raft_rows(args, Path(tmp))
+        return
     settings = StereoSettings(block_size=args.block_size, uniqueness_ratio=args.uniqueness_ratio).check()
     print(f"sgbm settings: {settings.as_dict()}")
     print("| pair | region | kept | D1 | bad-2.0 | s/MP |")

@@ -264,3 +264,39 @@ def test_download_weights_flag_fetches_once_then_runs(raft_server, small_file, t
             "--raft-iters", "1", "--no-progress", "--min-kept", "0", "--min-range", "0", "--download-weights"]
     assert run_main(main, args) == 0
     assert (tmp_path / "torch/hub/checkpoints" / name).is_file()
+
+
+def _benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stereo_benchmark", Path(__file__).resolve().parents[1] / "benchmarks/stereo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench_args(root: Path, **overrides):
+    import argparse
+
+    values = dict(root=root, synthetic=1, raft_model="small", raft_iters=1, raft_weights="", untrained=False,
+                  repeat=1, device="cpu")
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def test_benchmark_times_untrained_raft_and_claims_no_accuracy(tmp_path, capsys, no_network):
+    bench = _benchmark()
+    bench.raft_rows(_bench_args(tmp_path / "no-real-pairs", untrained=True), tmp_path)
+    out = capsys.readouterr().out
+    assert "UNTRAINED weights: timing only" in out
+    row = next(line for line in out.splitlines() if line.startswith("| synthetic room 0"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:6] == ["128x96", "all", "n/a", "n/a", "n/a"]
+    assert float(cells[6]) > 0 and float(cells[7]) > 0
+
+
+def test_benchmark_without_raft_weights_stops_with_one_error_line(tmp_path, monkeypatch, no_network):
+    monkeypatch.setattr(raft, "default_weights_path", lambda model: tmp_path / "absent.pth")
+    bench = _benchmark()
+    with pytest.raises(SystemExit) as stop:
+        bench.raft_rows(_bench_args(tmp_path), tmp_path)
+    assert str(stop.value).startswith("error: torchvision's raft_small weights are not at")
