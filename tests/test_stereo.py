@@ -310,6 +310,30 @@ def test_corrupt_pair_is_skipped_with_its_reason(tmp_path):
     assert sorted(p.name for p in (out / "left").iterdir()) == ["000.png"]
 
 
+def test_corrupt_video_frame_is_dropped_and_the_frames_after_it_kept(tmp_path, caplog):
+    """Frame 3's JPEG data zeroed in an MJPG .avi (its grab() fails, OpenCV's reader goes on)."""
+    truth = shots(rooms=(0,), length=6)
+    video = write_sbs_video(tmp_path / "film.avi", [(p["left"], p["right"]) for p in truth])
+    data = bytearray(video.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]  # JPEG start-of-image markers
+    assert len(starts) == 6
+    data[starts[3] + 2:starts[4] - 64] = bytes(starts[4] - 64 - starts[3] - 2)
+    video.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert cli([video, "--out", out, "--dup-threshold", "0"]) == 0
+    frames = {f["frame_index"]: f for f in json.loads((out / "manifest.json").read_text())["frames"]}
+    assert sorted(frames) == list(range(6))
+    assert frames[3]["status"] == "dropped" and "could not be decoded (corrupt frame)" in frames[3]["reason"]
+    assert [i for i, f in frames.items() if f["status"] == "kept"] == [0, 1, 2, 4, 5]
+    kept, bad = score(out, [frames[i] for i in (0, 1, 2, 4, 5)], truth)
+    assert kept >= 0.75 and bad <= 0.05, (kept, bad)
+    for i in (4, 5):  # the frames after the corrupt one are themselves, not shifted by one
+        left = read_image(out / "left" / f"{frames[i]['name']}.png").astype(float)
+        errors = [np.abs(left - truth[j]["left"]).mean() for j in range(6)]
+        assert int(np.argmin(errors)) == i, errors
+    assert "1 corrupt frame(s) do not decode (first: 3)" in caplog.text
+
+
 @pytest.mark.parametrize("case", ["junk", "truncated", "missing", "no_right"])
 def test_bad_inputs_are_refused_before_any_work(tmp_path, capsys, case):
     p = synthetic_pair(0, H, W, BASELINE)

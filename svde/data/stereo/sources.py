@@ -180,9 +180,15 @@ def video_info(path: Path, layout: str, crop_bars: bool) -> tuple[int, float, Pa
             raise UserError(f"{path}: a top-bottom video must have an even height (left on top), got {width}x{height}")
         probe = set(np.linspace(0, max(declared - 1, 0), PROBE_FRAMES).round().astype(int).tolist()) \
             if declared > 0 else set(range(0, 10 * PROBE_FRAMES, 10))
-        rows, cols, count = None, None, 0
-        while cap.grab():
-            if crop_bars and count in probe:
+        rows, cols, count, failed = None, None, 0, []
+        # A corrupt frame fails its grab() and the next grab() goes on with the frame after it
+        # (OpenCV's FFmpeg reader), so up to the declared count a failure is not the end.
+        while True:
+            if not cap.grab():
+                if count >= declared:
+                    break
+                failed.append(count)
+            elif crop_bars and count in probe:
                 ok, frame = cap.retrieve()
                 if ok:
                     views = split_views(frame, Packing(layout, False))
@@ -192,10 +198,16 @@ def video_info(path: Path, layout: str, crop_bars: bool) -> tuple[int, float, Pa
             count += 1
     finally:
         cap.release()
+    while failed and failed[-1] == count - 1:  # failures up to the end: the file stops early
+        failed.pop()
+        count -= 1
     if count == 0:
         raise UserError(f"{path}: no frame could be decoded (unreadable or empty video)")
     if declared > 0 and count < declared:
         raise UserError(f"{path}: truncated video: its header declares {declared} frames but only {count} decode")
+    if failed:
+        log.warning("%s: %d corrupt frame(s) do not decode (first: %s); those sampled are dropped with that reason",
+                    path, len(failed), ", ".join(map(str, failed[:5])))
     crop = (*_bars(rows), *_bars(cols)) if rows is not None else (0, 0, 0, 0)
     if any(crop):
         log.info("%s: cropping bars (top, bottom, left, right) = %s px", path, crop)
