@@ -114,15 +114,20 @@ def mobilenet_v2_features(weights: str) -> dict[str, torch.Tensor]:
         # Fills the cache (the file name's hash prefix is checked); the file is then read below.
         log.info("downloading %s from %s", what, url)
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(cached), hash_prefix=_hash_prefix(cached.name), progress=False)
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=hash_prefix(cached.name), progress=False)
     state = load_tensors(cached, what)
     if not isinstance(state, dict):
         raise UnsafeWeightsFile(f"{what} {cached} holds a {type(state).__name__}, expected a dict of tensors")
     return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
 
 
-def _hash_prefix(filename: str) -> str | None:
-    # torchvision names its files <name>-<first hex digits of the SHA-256>.pth
+def hash_prefix(filename: str) -> str | None:
+    """The SHA-256 prefix in a torchvision file name (``<name>-<first hex digits>.pth``, as
+    ``torch.hub.HASH_REGEX`` reads it), or None.
+
+    >>> hash_prefix("raft_small_C_T_V2-01064c6d.pth"), hash_prefix("mine.pth")
+    ('01064c6d', None)
+    """
     found = re.search(r"-([a-f0-9]{6,})\.", filename)
     return found[1] if found else None
 

@@ -67,7 +67,7 @@ import torch
 from svde.data.stereo.matching import RAFT_MODELS, StereoSettings, left_right_consistent, texture
 from svde.download import download_verified, sha256_of
 from svde.errors import UnknownName, UserError
-from svde.models.pretrained import PretrainedWeightsUnavailable, _hash_prefix, load_tensors
+from svde.models.pretrained import PretrainedWeightsUnavailable, hash_prefix, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def _unavailable(model: str, url: str, dest: Path, reason: str) -> RaftWeightsUn
 
 
 def _verify(model: str, path: Path, sha256: str, source: str) -> None:
-    prefix = _hash_prefix(default_weights_name(model))
+    prefix = hash_prefix(default_weights_name(model))
     if prefix and not sha256.lower().startswith(prefix):
         raise RaftWeightsInvalid(f"{source}: sha256 {sha256[:16]}... does not start with {prefix}, the hash "
                                  f"prefix of torchvision's {default_weights_name(model)}; refusing it")
