@@ -113,7 +113,9 @@ def test_pair_folder_to_stereo_folder_loads_and_resumes(tmp_path):
     assert cli([tmp_path / "pairs", "--out", out]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [f["status"] for f in manifest["frames"]] == ["kept"] * 3
-    assert manifest["settings"]["matcher"] == "sgbm" and manifest["settings"]["sampling"]["layout"] == "auto"
+    settings = manifest["settings"]
+    assert settings["matcher"] == "sgbm" and settings["stereo"]["block_size"] == 5
+    assert "sampling" not in settings and "raft_iters" not in settings["stereo"]  # they cannot shape this output
     for rec, pair in zip(manifest["frames"], pairs):
         disp = read_depth_any(out / "disparity" / f"{rec['name']}.npy")
         mask = read_gray(out / "mask" / f"{rec['name']}.png") > 0
@@ -134,6 +136,10 @@ def test_pair_folder_to_stereo_folder_loads_and_resumes(tmp_path):
     (out / "left" / "001.png").unlink()
     assert cli([tmp_path / "pairs", "--out", out]) == 0
     assert (out / "left" / "001.png").is_file()
+    # the same input spelled another way, with settings that do not apply to it: still a resume
+    spelled = tmp_path / "pairs" / ".." / "pairs"
+    assert cli([spelled, "--out", out, "--every", "5", "--raft-iters", "20", "--workers", "2"]) == 0
+    assert (out / "left" / "000.png").stat().st_mtime_ns == stamp
 
 
 def test_other_settings_are_refused_naming_them(tmp_path, capsys):
@@ -480,3 +486,136 @@ def test_search_range_follows_the_feature_matches():
     assert search_range(pair["left"], pair["right"], StereoSettings(num_disparities=48, min_disparity=-7)) == (-7, 48)
     tiny = synthetic_pair(0, 48, 64)  # too few features: the fixed range [min_disparity, + width / 6)
     assert search_range(tiny["left"], tiny["right"], StereoSettings(min_disparity=-3)) == (-3, 16)
+
+
+def test_an_input_given_twice_is_read_once(tmp_path, caplog):
+    write_pairs(tmp_path / "pairs", range(2))
+    video = write_sbs_video(tmp_path / "film.avi", [(p["left"], p["right"]) for p in shots(rooms=(0,), length=4)])
+    out = tmp_path / "out"
+    assert cli([video, tmp_path / "pairs", video, tmp_path / "pairs" / ".", "--out", out, "--dup-threshold", "0"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    kept = sorted(f["name"] for f in manifest["frames"] if f["status"] == "kept")
+    assert manifest["frames_kept"] == len(kept) == 6 and manifest["frames_dropped"] == 0
+    assert kept == sorted(p.stem for p in (out / "left").iterdir())
+    assert caplog.text.count("given twice") == 2
+
+
+def test_two_images_of_one_name_in_a_pair_folder_are_refused(tmp_path, capsys):
+    write_pairs(tmp_path / "pairs", [0])
+    write_rgb(tmp_path / "pairs/left/000.jpg", read_image(tmp_path / "pairs/left/000.png"))
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "out"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "000.jpg and 000.png would both be frame '000'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_video_open_at_a_time(tmp_path, monkeypatch):
+    import svde.data.stereo.sources as sources
+
+    frames = [(p["left"], p["right"]) for p in shots(rooms=(0,), length=2)]
+    videos = [write_sbs_video(tmp_path / f"clip{i}.avi", frames) for i in range(4)]
+    opened, real = [], cv2.VideoCapture
+
+    class Counted:
+        def __init__(self, path):
+            self.cap = real(path)
+            opened.append(self)
+            self.open = True
+
+        def release(self):
+            self.open = False
+            self.cap.release()
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", Counted)
+    live = []
+    original = sources._VideoReader.advance_to
+
+    def watch(self, *args):
+        live.append(sum(c.open for c in opened))
+        return original(self, *args)
+
+    monkeypatch.setattr(sources._VideoReader, "advance_to", watch)
+    assert cli([*videos, "--out", tmp_path / "out", "--dup-threshold", "0"]) == 0
+    assert max(live) == 1 and not any(c.open for c in opened)
+
+
+def test_a_run_killed_before_its_first_frame_resumes(tmp_path, monkeypatch):
+    import svde.data.stereo.pipeline as pipeline
+
+    write_pairs(tmp_path / "pairs", range(2))
+    out = tmp_path / "out"
+
+    def killed(task):
+        ref = task[0]
+        (out / "disparity").mkdir(parents=True, exist_ok=True)
+        (out / "disparity" / f".{ref.name}.npy.abc123.tmp").write_bytes(b"half")  # a writer killed mid-file
+        (out / "disparity" / ".other_shard_frame.npy.xyz789.tmp").write_bytes(b"theirs")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "process_frame", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.prepare([str(tmp_path / "pairs")], str(out))  # str paths work too
+    assert json.loads((out / "manifest.json").read_text())["frames"] == []
+    monkeypatch.undo()
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    assert sorted(p.name for p in (out / "disparity").iterdir()) == [".other_shard_frame.npy.xyz789.tmp",
+                                                                     "000.npy", "001.npy"]
+
+
+def test_an_empty_shard_still_writes_its_manifest(tmp_path):
+    write_pairs(tmp_path / "pairs", range(2))
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "out", "--shard", "3/4"]) == 0
+    manifest = json.loads((tmp_path / "out/manifest.shard-3-of-4.json").read_text())
+    assert manifest["frames"] == [] and manifest["shard"] == "3/4"
+
+
+def test_all_dropped_message_stays_short(tmp_path, capsys):
+    write_pairs(tmp_path / "pairs", range(6))
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "out", "--min-kept", "0.999"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: all 6 frames were dropped (6 x too few valid pixels: ")
+    assert len(err.splitlines()) == 1 and err.count("too few valid pixels") == 1
+
+
+def test_frames_without_valid_pixels_or_too_small_are_dropped(tmp_path):
+    write_pairs(tmp_path / "pairs", [0])
+    tiny = np.random.default_rng(0).integers(0, 255, (1, 40, 3), dtype=np.uint8)
+    write_rgb(tmp_path / "pairs/left/tiny.png", tiny)
+    write_rgb(tmp_path / "pairs/right/tiny.png", np.roll(tiny, 2, axis=1))
+    flat = np.full((H, W, 3), 128, np.uint8)
+    write_rgb(tmp_path / "pairs/left/flat.png", flat)
+    write_rgb(tmp_path / "pairs/right/flat.png", flat + np.uint8(3))  # differs, but nothing to match
+    out = tmp_path / "out"
+    assert cli([tmp_path / "pairs", "--out", out, "--min-kept", "0", "--min-range", "0"]) == 0
+    frames = {f["name"]: f for f in json.loads((out / "manifest.json").read_text())["frames"]}
+    assert frames["000"]["status"] == "kept"
+    assert "expected at least 16 px a side" in frames["tiny"]["reason"]
+    assert frames["flat"]["status"] == "dropped" and frames["flat"]["reason"].startswith("no valid pixel")
+    assert sorted(p.stem for p in (out / "left").iterdir()) == ["000"]
+
+
+def test_out_that_is_a_file_is_refused_before_reading_the_videos(tmp_path, capsys, monkeypatch):
+    import svde.data.stereo.sources as sources
+
+    video = write_sbs_video(tmp_path / "film.avi", [(p["left"], p["right"]) for p in shots(rooms=(0,), length=2)])
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(sources, "video_info", lambda *a: pytest.fail("the videos were read first"))
+    assert cli([video, "--out", tmp_path / "afile"]) == 2
+    assert "--out " + str(tmp_path / "afile") + ": exists and is not a folder" in capsys.readouterr().err
+    assert cli([video, "--out", tmp_path / "afile" / "sub"]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+
+
+def test_a_damaged_manifest_is_one_error_line(tmp_path, capsys):
+    write_pairs(tmp_path / "pairs", [0])
+    out = tmp_path / "out"
+    assert cli([tmp_path / "pairs", "--out", out]) == 0
+    (out / "manifest.json").write_text(json.dumps({"settings": {}, "frames": {"000": 1}}))
+    assert cli([tmp_path / "pairs", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a stereo manifest" in err and "Traceback" not in err
+    assert cli([tmp_path / "pairs", "--out", tmp_path / "o2", "--threads", "-5"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from svde.cli.common import add_debug_argument, command_parser
+from svde.cli.common import add_debug_argument, check_positive, command_parser
 from svde.device import resolve_device
 from svde.data.stereo.estimate import MATCHERS
 from svde.data.stereo.raft import fetch_raft_weights
@@ -115,9 +115,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                         cut_threshold=args.cut_threshold, dup_threshold=args.dup_threshold)
     opts = PrepareOptions(args.matcher, stereo, sampling, min_kept=args.min_kept, min_range=args.min_range)
     opts.check()
+    check_positive("--threads", args.threads)
     device = str(resolve_device(args.device))
-    cv2.setNumThreads(max(1, args.threads))
-    torch.set_num_threads(max(1, args.threads))
+    cv2.setNumThreads(args.threads)
+    torch.set_num_threads(args.threads)
     if args.download_weights and args.matcher == "raft" and not args.raft_weights:
         fetch_raft_weights(args.raft_model, progress=not args.no_progress)  # opt-in; once, then cached
     summary = prepare(args.inputs, args.out, opts, shard=args.shard, workers=args.workers,

@@ -35,6 +35,7 @@ import numpy as np
 
 from svde.errors import UserError
 
+MIN_SIDE = 16  # smaller views break OpenCV's feature pyramid (1 px) and hold nothing to learn from
 RAFT_MODELS = ("large", "small")  # torchvision.models.optical_flow.raft_large / raft_small
 SGBM_MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "3way": cv2.STEREO_SGBM_MODE_SGBM_3WAY,
               "hh": cv2.STEREO_SGBM_MODE_HH}
@@ -137,13 +138,16 @@ def texture(gray: np.ndarray, block_size: int) -> np.ndarray:
 
 
 def check_pair(left: np.ndarray, right: np.ndarray, what: str = "stereo pair") -> None:
-    """Both views must be uint8 (H, W, 3) of one size."""
+    """Both views must be uint8 (H, W, 3) of one size, at least :data:`MIN_SIDE` px a side."""
     for name, img in (("left", left), ("right", right)):
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise UserError(f"{what}: the {name} view must be uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}")
     if left.shape != right.shape:
         raise UserError(f"{what}: left is {left.shape[1]}x{left.shape[0]} but right is "
                         f"{right.shape[1]}x{right.shape[0]} (WxH); expected one size")
+    if min(left.shape[:2]) < MIN_SIDE:
+        raise UserError(f"{what}: the views are {left.shape[1]}x{left.shape[0]} (WxH); expected at least "
+                        f"{MIN_SIDE} px a side")
 
 
 def left_right_consistent(d_left: np.ndarray, d_right: np.ndarray, tolerance: float) -> np.ndarray:

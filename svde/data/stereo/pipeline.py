@@ -18,11 +18,11 @@ below as invalid, and UTSS is shift-invariant.
 A frame is dropped, with its reason in the manifest, when it cannot be read, sits at a scene cut
 or repeats the previous sampled frame (:mod:`~svde.data.stereo.sources`), when its views are
 identical (mono footage passed as stereo: no disparity), when they are not rectified (median
-vertical offset of feature matches above ``max_vertical``), when fewer than ``min_kept`` of its
-pixels are valid, or when its valid disparities span less than ``min_range`` pixels (5th..95th
-percentile). Each file is
-written atomically and ``left/`` last, so an interrupted run leaves only whole frames; a rerun
-skips the frames its manifest records. With ``shard=(k, n)`` only frames ``k, k + n, ...`` are
+vertical offset of feature matches above ``max_vertical``), when none or fewer than ``min_kept``
+of its pixels are valid, or when its valid disparities span less than ``min_range`` pixels
+(5th..95th percentile). Each file is written atomically and ``left/`` last, and the manifest is
+written before the first frame, so an interrupted (even killed) run leaves only whole frames; a
+rerun skips the frames its manifest records. With ``shard=(k, n)`` only frames ``k, k + n, ...`` are
 prepared and the manifest is ``manifest.shard-<k>-of-<n>.json``: shards may share one folder.
 """
 
@@ -32,6 +32,8 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,7 +42,7 @@ import cv2
 import numpy as np
 import torch
 
-from svde.atomic import check_writable, write_bytes, write_json
+from svde.atomic import TMP_SUFFIX, check_writable, write_bytes, write_json
 from svde.data.io import write_npy, write_rgb
 from svde.errors import RunFailed, UserError
 from svde.data.stereo import raft
@@ -51,6 +53,8 @@ from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frame
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "svde-stereo/1"
 SAVE_EVERY = 20  # frames between manifest saves
+SGBM_ONLY = ("num_disparities", "min_disparity", "block_size", "uniqueness_ratio", "speckle_window", "speckle_range", "mode")
+IGNORED_BY = {"sgbm": ("raft_model", "raft_iters", "raft_weights"), "raft": SGBM_ONLY}  # settings a matcher never reads
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,11 @@ class PrepareOptions:
     min_kept: float = 0.2
     min_range: float = 1.0
 
-    def settings(self) -> dict[str, Any]:
-        return {"matcher": self.matcher, "stereo": self.stereo.as_dict(), "sampling": self.sampling.as_dict(),
-                "min_kept": self.min_kept, "min_range": self.min_range}
+    def settings(self, videos: bool = True) -> dict[str, Any]:
+        """The settings that shape this run's output: the matcher's own, and sampling only with ``videos``."""
+        stereo = {k: v for k, v in self.stereo.as_dict().items() if k not in IGNORED_BY[self.matcher]}
+        return {"matcher": self.matcher, "stereo": stereo, "min_kept": self.min_kept, "min_range": self.min_range,
+                **({"sampling": self.sampling.as_dict()} if videos else {})}
 
     def check(self) -> PrepareOptions:
         matcher_function(self.matcher)
@@ -95,7 +101,13 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def check_existing(out: Path, settings: dict[str, Any]) -> None:
     """Refuse an output folder whose manifests were made with other settings, naming them, and a
-    folder that already holds data this tool did not make (frames would mix with it)."""
+    folder that already holds data this tool did not make (frames would mix with it).
+
+    Only settings that both runs recorded are compared (a run of pair folders records no video
+    sampling; a matcher's settings differ anyway when ``matcher`` does).
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; expected a folder (new, or made by prepare-stereo)")
     mine = _flatten(settings)
     manifests = sorted(out.glob("manifest*.json"))
     foreign = [d for d in ("left", "disparity", "mask") if (out / d).is_dir() and any((out / d).iterdir())]
@@ -103,15 +115,26 @@ def check_existing(out: Path, settings: dict[str, Any]) -> None:
         raise UserError(f"{out} already holds {', '.join(d + '/' for d in foreign)} but no manifest.json: not made "
                         f"by prepare-stereo; use an empty or new --out")
     for path in manifests:
-        try:
-            theirs = _flatten(json.loads(path.read_text()).get("settings", {}))
-        except (ValueError, AttributeError) as exc:
-            raise UserError(f"{path}: not a readable stereo manifest ({exc}); remove it or use another --out") from None
-        diff = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in sorted(set(mine) | set(theirs))
-                if theirs.get(k) != mine.get(k)]
+        theirs = _flatten(read_manifest(path)["settings"])
+        diff = [f"{k}: {theirs[k]!r} there, {mine[k]!r} now" for k in sorted(set(mine) & set(theirs))
+                if theirs[k] != mine[k]]
         if diff:
             raise UserError(f"{out} was prepared with other settings ({path.name}): {'; '.join(diff)}; "
                             f"use another --out or the same settings")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A manifest written by :func:`prepare`, checked: ``settings`` a mapping, ``frames`` a list of records."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable stereo manifest ({exc}); remove it or use another --out") from None
+    frames = data.get("frames", []) if isinstance(data, dict) else None
+    if not (isinstance(data, dict) and isinstance(data.get("settings", {}), dict) and isinstance(frames, list)
+            and all(isinstance(r, dict) and {"name", "source", "frame_index", "status"} <= set(r) for r in frames)):
+        raise UserError(f"{path}: not a stereo manifest (expected settings: {{...}} and frames: [records with name, "
+                        f"source, frame_index, status]); remove it or use another --out")
+    return {"settings": data.get("settings", {}), "frames": frames}
 
 
 def _drop(ref: FrameRef, reason: str, **extra: Any) -> dict[str, Any]:
@@ -152,10 +175,15 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
     if dy is not None and abs(dy) > opts.stereo.max_vertical:
         return _drop(ref, f"views not rectified: median vertical offset {dy:+.1f} px of feature matches "
                           f"> max_vertical {opts.stereo.max_vertical:g} px")
-    disp, valid = estimate_disparity(left, right, opts.matcher, opts.stereo, device)
+    try:
+        disp, valid = estimate_disparity(left, right, opts.matcher, opts.stereo, device)
+    except cv2.error as exc:  # one frame OpenCV cannot match must not end a film's run
+        return _drop(ref, f"the matcher failed on this frame: {' '.join(str(exc).split())[-200:]}")
     kept = float(valid.mean())
     lo, hi = (float(v) for v in np.percentile(disp[valid], [5, 95])) if valid.any() else (0.0, 0.0)
     stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)]}
+    if not valid.any():
+        return _drop(ref, "no valid pixel (the consistency and texture checks rejected every one)", **stats)
     if kept < opts.min_kept:
         return _drop(ref, f"too few valid pixels: {kept:.1%} < min_kept {opts.min_kept:.0%}", **stats)
     if hi - lo < opts.min_range:
@@ -170,13 +198,14 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
         raise RunFailed(f"{out / 'mask' / ref.name}.png: cannot encode the mask")
     write_bytes(out / "mask" / f"{ref.name}.png", png.tobytes())
     write_rgb(out / "left" / f"{ref.name}.png", left)  # last: the loader indexes left/
+    # vertical_offset None: too few feature matches to check the rectification (small or flat frames)
     return {**_base(ref), "status": "kept", **stats, "stored_offset": offset,
-            **({} if dy is None else {"vertical_offset": round(dy, 2)})}
+            "vertical_offset": None if dy is None else round(dy, 2)}
 
 
 def _done(out: Path, records: dict[str, dict[str, Any]], ref: FrameRef) -> bool:
     rec = records.get(ref.name)
-    if rec is None or rec.get("source") != ref.source or rec.get("frame_index") != ref.index:
+    if rec is None or Path(rec["source"]).resolve() != Path(ref.source) or rec["frame_index"] != ref.index:
         return False
     return rec["status"] == "dropped" or (out / "left" / f"{ref.name}.png").is_file()
 
@@ -187,6 +216,40 @@ def _save(path: Path, settings: dict[str, Any], shard: tuple[int, int], records:
     write_json(path, {"format": MANIFEST_FORMAT, "settings": settings, "shard": f"{shard[0]}/{shard[1]}",
                       "layout": "left/<name>.png, disparity/<name>.npy (px + the record's stored_offset), mask/<name>.png",
                       "frames_kept": len(kept), "frames_dropped": len(frames) - len(kept), "frames": frames})
+
+
+def reason_summary(records: list[dict[str, Any]], examples: int = 3) -> str:
+    """The drop reasons of ``records`` in one short line: each kind (its numbers aside) with a count.
+
+    Example:
+        >>> reason_summary([{"reason": "too few valid pixels: 3.1% < min_kept 20%"},
+        ...                 {"reason": "too few valid pixels: 9.0% < min_kept 20%"}, {"reason": "left equals right"}])
+        '2 x too few valid pixels: 3.1% < min_kept 20%; 1 x left equals right'
+    """
+    kinds: dict[str, list[str]] = {}
+    for rec in records:
+        kinds.setdefault(re.sub(r"[-+]?\d[\d.]*", "#", rec["reason"]), []).append(rec["reason"])
+    ranked = sorted(kinds.values(), key=len, reverse=True)
+    text = "; ".join(f"{len(r)} x {r[0]}" for r in ranked[:examples])
+    return text + (f"; and {len(ranked) - examples} other kinds (manifest)" if len(ranked) > examples else "")
+
+
+def _check_creatable(out: Path) -> None:
+    """``out`` can be made (or written into) by this user, checked without creating anything."""
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write there ({base} is not a writable folder); expected a writable folder")
+
+
+def _remove_own_temporaries(out: Path, frames: set[str], manifest: str) -> None:
+    """Remove the temporaries a killed run left for this shard's own files (other shards' are theirs)."""
+    for folder in (out, out / "left", out / "disparity", out / "mask"):
+        for tmp in folder.glob(f".*{TMP_SUFFIX}") if folder.is_dir() else ():
+            target = tmp.name[1:-len(TMP_SUFFIX)].rsplit(".", 1)[0]  # .<file name>.<random>.tmp (svde.atomic)
+            if target == manifest or (folder != out and Path(target).stem in frames):
+                tmp.unlink(missing_ok=True)
 
 
 def _one_thread() -> None:
@@ -214,21 +277,26 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     frame was dropped (naming the reasons).
     """
     opts = (opts or PrepareOptions()).check()
+    inputs, out = [Path(p) for p in inputs], Path(out)
     k, n = shard
     if not (n >= 1 and 0 <= k < n):
         raise UserError(f"--shard K/N needs 0 <= K < N, got {k}/{n}")
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
-    settings = opts.settings()
+    settings = opts.settings(videos=any(p.is_file() for p in inputs))
     check_existing(out, settings)  # before the (slow) pass over the videos
+    _check_creatable(out)
     if opts.matcher == "raft":
         raft.network(opts.stereo, device)  # the weights exist and load, before any frame
-    frames = list_frames(list(inputs), opts.sampling)[k::n]
-    check_writable(out)
+    frames = list_frames(inputs, opts.sampling)[k::n]
+    try:
+        check_writable(out)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc}); expected a writable folder") from None
     manifest = out / manifest_name(shard)
-    records: dict[str, dict[str, Any]] = {}
-    if manifest.is_file():
-        records = {r["name"]: r for r in json.loads(manifest.read_text()).get("frames", [])}
+    records = {r["name"]: r for r in read_manifest(manifest)["frames"]} if manifest.is_file() else {}
+    _remove_own_temporaries(out, {f.name for f in frames}, manifest.name)
+    _save(manifest, settings, shard, records)  # at once: a run killed before its first save stays resumable
     todo = [f for f in frames if not _done(out, records, f)]
     log.info("stereo: %d frames (%d done before), %s", len(frames), len(frames) - len(todo), out)
     tasks = ((ref, left, right, reason, str(out), opts, device)
@@ -249,12 +317,10 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     finally:
         if bar is not None:
             bar.close()
-        if records or todo:
-            _save(manifest, settings, shard, records)
+        _save(manifest, settings, shard, records)
     mine = [records[f.name] for f in frames if f.name in records]
     kept = sum(r["status"] == "kept" for r in mine)
     if mine and kept == 0:
-        reasons = sorted({r["reason"] for r in mine})
-        raise RunFailed(f"all {len(mine)} frames were dropped ({'; '.join(reasons)}); nothing to train on in {out}")
+        raise RunFailed(f"all {len(mine)} frames were dropped ({reason_summary(mine)}); nothing to train on in {out}")
     return {"frames": len(frames), "processed": len(todo), "kept": kept, "dropped": len(mine) - kept,
             "manifest": str(manifest)}

@@ -115,20 +115,33 @@ class FrameRef:
     previous: int = -1
 
 
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    """The images of a pair folder's view by name; two files of one name (``a.png``, ``a.jpg``) are refused."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in USER_IMAGE_EXTS:
+            if p.stem in found:
+                raise UserError(f"{folder}: {found[p.stem].name} and {p.name} would both be frame {p.stem!r}; "
+                                f"keep one image per name")
+            found[p.stem] = p
+    return found
+
+
 def _pair_frames(root: Path) -> list[FrameRef]:
     left_dir, right_dir = root / "left", root / "right"
     if not left_dir.is_dir() or not right_dir.is_dir():
         raise UserError(f"{root}: expected a pair folder with left/ and right/ sub-folders "
                         f"(left/<name>.png + right/<name>.png), or a 3D video file")
-    rights = {p.stem: p for p in right_dir.iterdir() if p.is_file() and p.suffix.lower() in USER_IMAGE_EXTS}
-    lefts = sorted(p for p in left_dir.iterdir() if p.is_file() and p.suffix.lower() in USER_IMAGE_EXTS)
+    rights = _images_by_stem(right_dir)
+    lefts = sorted(_images_by_stem(left_dir).values())
     if not lefts:
         raise UserError(f"{left_dir}: no images ({', '.join(USER_IMAGE_EXTS)})")
     missing = [p.name for p in lefts if p.stem not in rights]
     if missing:
         raise UserError(f"{right_dir}: no right view for {', '.join(missing[:5])}"
                         f"{' ...' if len(missing) > 5 else ''}; expected right/<name>.<ext> for every left/<name>.<ext>")
-    return [FrameRef(p.stem, str(root), "pairs", i, None, str(p), str(rights[p.stem])) for i, p in enumerate(lefts)]
+    source = str(root.resolve())  # resume must not depend on how the input was spelled
+    return [FrameRef(p.stem, source, "pairs", i, None, str(p), str(rights[p.stem])) for i, p in enumerate(lefts)]
 
 
 def split_views(frame: np.ndarray, packing: Packing) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +237,7 @@ def _video_frames(path: Path, sampling: Sampling) -> list[FrameRef]:
             raise UserError(f"{path}: the video does not record its frame rate; use --every N instead of --fps")
         step = max(1, int(round(video_fps / sampling.fps)))
     rate = video_fps if video_fps > 0 else None
-    return [FrameRef(f"{path.stem}_f{i:06d}", str(path), "video", i, None if rate is None else round(i / rate, 6),
+    return [FrameRef(f"{path.stem}_f{i:06d}", str(path.resolve()), "video", i, None if rate is None else round(i / rate, 6),
                      packing=packing, previous=i - step) for i in range(0, count, step)]
 
 
@@ -232,7 +245,12 @@ def list_frames(inputs: list[Path], sampling: Sampling | None = None) -> list[Fr
     """Every frame to prepare from ``inputs`` (pair folders and 3D videos), checked, in order."""
     sampling = (sampling or Sampling()).check()
     frames: list[FrameRef] = []
-    for path in inputs:
+    given: dict[Path, Path] = {}
+    for path in map(Path, inputs):
+        if path.exists() and path.resolve() in given:  # e.g. overlapping shell globs: once is enough
+            log.warning("%s: given twice (also as %s); read once", path, given[path.resolve()])
+            continue
+        given[path.resolve()] = path
         if path.is_dir():
             if sampling.layout not in ("auto", "pairs"):
                 raise UserError(f"{path}: a folder is read as pairs (left/, right/), not as --layout {sampling.layout}")
@@ -276,7 +294,7 @@ class _VideoReader:
     the last decoded frame (the look-ahead frame is often the next one sampled)."""
 
     def __init__(self, path: str) -> None:
-        self.cap, self.pos = cv2.VideoCapture(path), 0
+        self.path, self.cap, self.pos = path, cv2.VideoCapture(path), 0
         self.thumbs: dict[int, np.ndarray] = {}
         self.last: tuple[int, np.ndarray] | None = None
 
@@ -314,13 +332,16 @@ def read_frames(frames: list[FrameRef], sampling: Sampling | None = None
     """``(ref, left, right, reason)`` for each of ``frames`` in order; ``reason`` is set (and the
     views ``None``) when a frame is not used. Videos are decoded sequentially, once."""
     sampling = sampling or Sampling()
-    readers: dict[str, _VideoReader] = {}
+    reader: _VideoReader | None = None
     try:
         for ref in frames:
             if ref.kind == "pairs":
                 yield (ref, *_read_pair(ref))
                 continue
-            reader = readers.setdefault(ref.source, _VideoReader(ref.source))
+            if reader is None or reader.path != ref.source:  # frames come grouped by video: one open at a time
+                if reader is not None:
+                    reader.cap.release()
+                reader = _VideoReader(ref.source)
             needed = {ref.previous, ref.index - 1, ref.index, ref.index + 1}
             frame = reader.advance_to(ref.index, needed, ref.packing)
             if frame is None:
@@ -334,5 +355,5 @@ def read_frames(frames: list[FrameRef], sampling: Sampling | None = None
             else:
                 yield (ref, *split_views(frame, ref.packing), None)
     finally:
-        for reader in readers.values():
+        if reader is not None:
             reader.cap.release()
