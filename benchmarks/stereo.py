@@ -43,7 +43,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torchvision
 
 from svde.data.io import read_depth_any, read_gray, read_image, read_pfm
 from svde.data.stereo import StereoSettings, estimate_disparity
@@ -86,7 +85,8 @@ def real_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray
 def timed(left: np.ndarray, right: np.ndarray, settings: StereoSettings, repeat: int, matcher: str = "sgbm",
           device: str = "cpu") -> tuple[np.ndarray, np.ndarray, float]:
     """The matcher's output on one pair and its median seconds per megapixel over ``repeat`` runs."""
-    estimate_disparity(left[:8 * 16], right[:8 * 16], matcher, settings, device)  # load RAFT once, outside the timing
+    if matcher == "raft":  # load the network once, outside the timing
+        estimate_disparity(left[:128], right[:128], matcher, settings, device)
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -122,8 +122,7 @@ def untrained_weights(model: str, folder: Path) -> str:
     """A file of randomly initialised ``raft_<model>`` weights: RAFT's cost without its real weights."""
     torch.manual_seed(0)
     path = folder / f"raft_{model}_untrained.pth"
-    net = getattr(torchvision.models.optical_flow, f"raft_{model}")(weights=None, progress=False)
-    torch.save(net.state_dict(), path)
+    torch.save(raft.build_raft(model).state_dict(), path)
     return str(path)
 
 

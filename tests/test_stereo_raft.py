@@ -29,10 +29,8 @@ def _closed_port() -> int:
 
 
 def _random_state(model: str = "small", seed: int = 0) -> dict:
-    from torchvision.models.optical_flow import raft_large, raft_small
-
     torch.manual_seed(seed)
-    return (raft_small if model == "small" else raft_large)(weights=None, progress=False).state_dict()
+    return raft.build_raft(model).state_dict()
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +245,7 @@ def test_prepare_stereo_with_raft_checks_weights_first_then_runs(small_file, tmp
     manifest = json.loads((tmp_path / "out/manifest.json").read_text())
     assert manifest["settings"]["matcher"] == "raft"
     assert manifest["settings"]["stereo"]["raft_weights"] == str(small_file)
+    assert "block_size" not in manifest["settings"]["stereo"]  # SGBM's settings cannot shape a raft run
     assert [f["status"] for f in manifest["frames"]] == ["kept"]  # random weights: no accuracy claim here
 
 
@@ -262,6 +261,9 @@ def test_download_weights_flag_fetches_once_then_runs(raft_server, small_file, t
     write_rgb(tmp_path / "pairs/right/000.png", right)
     args = [str(tmp_path / "pairs"), "--out", str(tmp_path / "out"), "--matcher", "raft", "--raft-model", "small",
             "--raft-iters", "1", "--no-progress", "--min-kept", "0", "--min-range", "0", "--download-weights"]
+    (tmp_path / "afile").write_text("x")  # a bad --out is refused before anything is downloaded
+    assert run_main(main, args + ["--out", str(tmp_path / "afile")]) == 2
+    assert not (tmp_path / "torch/hub/checkpoints" / name).exists()
     assert run_main(main, args) == 0
     assert (tmp_path / "torch/hub/checkpoints" / name).is_file()
 

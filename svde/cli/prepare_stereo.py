@@ -35,7 +35,6 @@ import torch
 from svde.cli.common import add_debug_argument, check_positive, command_parser
 from svde.device import resolve_device
 from svde.data.stereo.estimate import MATCHERS
-from svde.data.stereo.raft import fetch_raft_weights
 from svde.data.stereo.matching import RAFT_MODELS, SGBM_MODES, StereoSettings
 from svde.data.stereo.pipeline import PrepareOptions, prepare
 from svde.data.stereo.sources import LAYOUTS, Sampling
@@ -119,10 +118,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     device = str(resolve_device(args.device))
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
-    if args.download_weights and args.matcher == "raft" and not args.raft_weights:
-        fetch_raft_weights(args.raft_model, progress=not args.no_progress)  # opt-in; once, then cached
     summary = prepare(args.inputs, args.out, opts, shard=args.shard, workers=args.workers,
-                      progress=not args.no_progress, device=device)
+                      progress=not args.no_progress, device=device, download_weights=args.download_weights)
     print(f"{summary['kept']} frames kept, {summary['dropped']} dropped ({summary['processed']} processed now, "
           f"{summary['frames']} in this shard) -> {args.out} ({Path(summary['manifest']).name})")
     return 0

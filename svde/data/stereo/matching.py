@@ -51,17 +51,17 @@ class StereoSettings:
     finds the negative disparities of converged footage (3D films: content behind the screen).
     """
 
-    num_disparities: int = 0
+    num_disparities: int = 0  # sgbm only (up to mode)
     min_disparity: int = 0
     block_size: int = 5
     uniqueness_ratio: int = 10
     speckle_window: int = 100
     speckle_range: int = 2
     mode: str = "3way"
-    lr_tolerance: float = 1.0
+    lr_tolerance: float = 1.0  # both matchers
     min_texture: float = 1.0
     max_vertical: float = 1.0
-    raft_model: str = "large"
+    raft_model: str = "large"  # raft only
     raft_iters: int = 12
     raft_weights: str = ""
 
@@ -96,10 +96,23 @@ class StereoSettings:
             raise UserError("stereo settings: " + "; ".join(problems))
         return self
 
-    def as_dict(self) -> dict[str, Any]:
-        """The settings as JSON values (``inf``, "no left-right check", as the string ``"inf"``)."""
+    def as_dict(self, matcher: str | None = None) -> dict[str, Any]:
+        """The settings as JSON values (``inf``, "no left-right check", as the string ``"inf"``);
+        with ``matcher``, only those it reads.
+
+        >>> sorted(StereoSettings().as_dict("raft"))
+        ['lr_tolerance', 'max_vertical', 'min_texture', 'raft_iters', 'raft_model', 'raft_weights']
+        """
         return {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v)
-                for k, v in dataclasses.asdict(self).items()}
+                for k, v in dataclasses.asdict(self).items() if k not in UNREAD_BY.get(matcher, ())}
+
+
+_RAFT_ONLY = ("raft_model", "raft_iters", "raft_weights")
+UNREAD_BY = {  # the settings a matcher never reads (left out of its manifest: they cannot shape the data)
+    "sgbm": _RAFT_ONLY,
+    "raft": tuple(f.name for f in dataclasses.fields(StereoSettings) if f.name not in
+                  _RAFT_ONLY + ("lr_tolerance", "min_texture", "max_vertical")),
+}
 
 
 def _sgbm(settings: StereoSettings, min_disparity: int, num_disparities: int) -> cv2.StereoSGBM:

@@ -53,8 +53,6 @@ from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frame
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "svde-stereo/1"
 SAVE_EVERY = 20  # frames between manifest saves
-SGBM_ONLY = ("num_disparities", "min_disparity", "block_size", "uniqueness_ratio", "speckle_window", "speckle_range", "mode")
-IGNORED_BY = {"sgbm": ("raft_model", "raft_iters", "raft_weights"), "raft": SGBM_ONLY}  # settings a matcher never reads
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,7 @@ class PrepareOptions:
 
     def settings(self, videos: bool = True) -> dict[str, Any]:
         """The settings that shape this run's output: the matcher's own, and sampling only with ``videos``."""
-        stereo = {k: v for k, v in self.stereo.as_dict().items() if k not in IGNORED_BY[self.matcher]}
-        return {"matcher": self.matcher, "stereo": stereo, "min_kept": self.min_kept, "min_range": self.min_range,
+        return {"matcher": self.matcher, "stereo": self.stereo.as_dict(self.matcher), "min_kept": self.min_kept, "min_range": self.min_range,
                 **({"sampling": self.sampling.as_dict()} if videos else {})}
 
     def check(self) -> PrepareOptions:
@@ -106,8 +103,6 @@ def check_existing(out: Path, settings: dict[str, Any]) -> None:
     Only settings that both runs recorded are compared (a run of pair folders records no video
     sampling; a matcher's settings differ anyway when ``matcher`` does).
     """
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder; expected a folder (new, or made by prepare-stereo)")
     mine = _flatten(settings)
     manifests = sorted(out.glob("manifest*.json"))
     foreign = [d for d in ("left", "disparity", "mask") if (out / d).is_dir() and any((out / d).iterdir())]
@@ -179,11 +174,11 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
         disp, valid = estimate_disparity(left, right, opts.matcher, opts.stereo, device)
     except cv2.error as exc:  # one frame OpenCV cannot match must not end a film's run
         return _drop(ref, f"the matcher failed on this frame: {' '.join(str(exc).split())[-200:]}")
-    kept = float(valid.mean())
-    lo, hi = (float(v) for v in np.percentile(disp[valid], [5, 95])) if valid.any() else (0.0, 0.0)
-    stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)]}
     if not valid.any():
-        return _drop(ref, "no valid pixel (the consistency and texture checks rejected every one)", **stats)
+        return _drop(ref, "no valid pixel (the consistency and texture checks rejected every one)", kept_fraction=0.0)
+    kept = float(valid.mean())
+    lo, hi = (float(v) for v in np.percentile(disp[valid], [5, 95]))
+    stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)]}
     if kept < opts.min_kept:
         return _drop(ref, f"too few valid pixels: {kept:.1%} < min_kept {opts.min_kept:.0%}", **stats)
     if hi - lo < opts.min_range:
@@ -205,7 +200,7 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
 
 def _done(out: Path, records: dict[str, dict[str, Any]], ref: FrameRef) -> bool:
     rec = records.get(ref.name)
-    if rec is None or Path(rec["source"]).resolve() != Path(ref.source) or rec["frame_index"] != ref.index:
+    if rec is None or rec["source"] != ref.source or rec["frame_index"] != ref.index:
         return False
     return rec["status"] == "dropped" or (out / "left" / f"{ref.name}.png").is_file()
 
@@ -234,13 +229,22 @@ def reason_summary(records: list[dict[str, Any]], examples: int = 3) -> str:
     return text + (f"; and {len(ranked) - examples} other kinds (manifest)" if len(ranked) > examples else "")
 
 
-def _check_creatable(out: Path) -> None:
-    """``out`` can be made (or written into) by this user, checked without creating anything."""
+def _check_out(out: Path, create: bool) -> None:
+    """``out`` is a folder this user can write (``create``: made and probed, :func:`svde.atomic.check_writable`;
+    otherwise its nearest existing folder is checked and nothing is created)."""
     base = out
-    while not base.exists() and base != base.parent:
+    while not create and not base.exists() and base != base.parent:
         base = base.parent
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: cannot write there ({base} is not a writable folder); expected a writable folder")
+    try:
+        if create:
+            check_writable(out)
+        elif not base.is_dir():
+            raise NotADirectoryError(f"{base} exists and is not a folder")
+        elif not os.access(base, os.W_OK | os.X_OK):
+            raise PermissionError(f"{base} is not writable")
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc}); expected a writable folder "
+                        f"(new, or made by prepare-stereo)") from None
 
 
 def _remove_own_temporaries(out: Path, frames: set[str], manifest: str) -> None:
@@ -270,11 +274,13 @@ def _results(tasks: Iterator[tuple], workers: int) -> Iterator[dict[str, Any]]:
 
 
 def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, shard: tuple[int, int] = (0, 1),
-            workers: int = 1, progress: bool = False, device: str = "cpu") -> dict[str, Any]:
+            workers: int = 1, progress: bool = False, device: str = "cpu",
+            download_weights: bool = False) -> dict[str, Any]:
     """Prepare ``inputs`` into ``out`` (see the module docstring); returns the manifest's counts.
 
     Everything is checked before the first frame; a :class:`~svde.errors.RunFailed` when every
-    frame was dropped (naming the reasons).
+    frame was dropped (naming the reasons). ``download_weights``: fetch torchvision's RAFT
+    weights into its cache for the ``raft`` matcher (after the cheap checks, before the videos).
     """
     opts = (opts or PrepareOptions()).check()
     inputs, out = [Path(p) for p in inputs], Path(out)
@@ -284,15 +290,14 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     settings = opts.settings(videos=any(p.is_file() for p in inputs))
-    check_existing(out, settings)  # before the (slow) pass over the videos
-    _check_creatable(out)
+    _check_out(out, create=False)  # before the (slow) pass over the videos
+    check_existing(out, settings)
     if opts.matcher == "raft":
+        if download_weights and not opts.stereo.raft_weights:  # opt-in; a verified cached file is kept
+            raft.fetch_raft_weights(opts.stereo.raft_model, progress=progress)
         raft.network(opts.stereo, device)  # the weights exist and load, before any frame
     frames = list_frames(inputs, opts.sampling)[k::n]
-    try:
-        check_writable(out)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc}); expected a writable folder") from None
+    _check_out(out, create=True)
     manifest = out / manifest_name(shard)
     records = {r["name"]: r for r in read_manifest(manifest)["frames"]} if manifest.is_file() else {}
     _remove_own_temporaries(out, {f.name for f in frames}, manifest.name)

@@ -113,9 +113,11 @@ def weights_url(model: str) -> str:
     return f"{base.rstrip('/')}/{name}" if base else _default_weights(model).url
 
 
-def _build(model: str) -> torch.nn.Module:
+def build_raft(model: str) -> torch.nn.Module:
+    """torchvision's ``raft_<model>`` with randomly initialised weights (nothing is downloaded)."""
     from torchvision.models.optical_flow import raft_large, raft_small
 
+    _check_model(model)
     return (raft_large if model == "large" else raft_small)(weights=None, progress=False)
 
 
@@ -150,7 +152,7 @@ def load_raft(model: str, path: str | os.PathLike, source: str | None = None) ->
         state = load_tensors(path, f"RAFT weights (raft_{model})")
     except PretrainedWeightsUnavailable as exc:  # name the source (a URL), not a download's temporary
         raise RaftWeightsInvalid(str(exc).replace(str(path), source)) from None
-    net = _build(model)
+    net = build_raft(model)
     problem = _state_problem(state, net.state_dict())
     if problem:
         raise RaftWeightsInvalid(f"{source}: not a state dict of torchvision's raft_{model} ({problem}); "

@@ -247,10 +247,11 @@ def list_frames(inputs: list[Path], sampling: Sampling | None = None) -> list[Fr
     frames: list[FrameRef] = []
     given: dict[Path, Path] = {}
     for path in map(Path, inputs):
-        if path.exists() and path.resolve() in given:  # e.g. overlapping shell globs: once is enough
-            log.warning("%s: given twice (also as %s); read once", path, given[path.resolve()])
+        resolved = path.resolve()
+        if path.exists() and resolved in given:  # e.g. overlapping shell globs: once is enough
+            log.warning("%s: given twice (also as %s); read once", path, given[resolved])
             continue
-        given[path.resolve()] = path
+        given[resolved] = path
         if path.is_dir():
             if sampling.layout not in ("auto", "pairs"):
                 raise UserError(f"{path}: a folder is read as pairs (left/, right/), not as --layout {sampling.layout}")
