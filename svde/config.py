@@ -84,11 +84,13 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Eq. 5: ``si_weight * I[type in si_types] * L_SI + ssi_weight * L_SSI``."""
+    """Eq. 5: ``si_weight * I[type in si_types] * L_SI + ssi_weight * L_SSI``; ``si_reduction``:
+    how SI is averaged over a batch (``svde.losses.mixture_loss``; both measured in docs/poc.md)."""
 
     si_weight: float = 1.0
     ssi_weight: float = 1.0
     si_types: list[str] = field(default_factory=lambda: [t.value for t in SCALE_INVARIANT])  # plain names (YAML)
+    si_reduction: str = "si_samples"
 
 
 @dataclass
@@ -127,9 +129,16 @@ class TrainConfig:
 
 @dataclass
 class ValConfig:
-    """Periodic validation with ``svde.evaluation.evaluate_entry``; ``every: 0`` turns it off."""
+    """Periodic validation with ``svde.evaluation.evaluate_entry``; ``every: 0`` turns it off.
+
+    Validation runs on ``dataset``, or, with ``holdout: N`` and ``dataset: null``, on N samples
+    kept out of training of each training set with depth ground truth (absolute, UTS; not UTSS)
+    (:func:`svde.training.loaders.val_sets`), scored by the mean ``metric``. ``best.pt``
+    records which data selected it (``selected_on``).
+    """
 
     dataset: DatasetEntry | None = field(default_factory=lambda: DatasetEntry(split="val", options={"length": 32}))
+    holdout: int = 0  # samples of each depth training set kept out for validation (0: validate on `dataset`)
     every: int = 100
     protocol: str | None = None  # svde.evaluation protocol; None = the dataset's own
     short_side: int | None = None  # input resolution override (the protocol's 384 is slow on CPU)
@@ -323,7 +332,7 @@ def validate(cfg: Config) -> Config:
     # Local imports: keep ``import svde.config`` light.
     from svde.data import DATASETS
     from svde.models import MODELS
-    from svde.losses import SI_TYPES
+    from svde.losses import SI_REDUCTIONS, SI_TYPES
     from svde.training.optim import OPTIMIZERS, SCHEDULES
 
     problems = []
@@ -365,6 +374,8 @@ def validate(cfg: Config) -> Config:
     bad_types = [t for t in cfg.loss.si_types if t not in SI_TYPES]
     if bad_types:
         problems.append(f"loss.si_types may hold {list(SI_TYPES)} only (SI needs unbiased depth), got {bad_types}")
+    if cfg.loss.si_reduction not in SI_REDUCTIONS:
+        problems.append(f"loss.si_reduction {cfg.loss.si_reduction!r} is not one of {', '.join(SI_REDUCTIONS)}")
     if cfg.optim.name not in OPTIMIZERS:
         problems.append(f"optim.name {cfg.optim.name!r} is not one of {', '.join(OPTIMIZERS)}")
     if cfg.optim.schedule not in SCHEDULES:
@@ -426,6 +437,11 @@ def _check_val(cfg: Config) -> list[str]:
     from svde.evaluation import DATASET_PROTOCOLS, METRIC_NAMES, PROTOCOLS
 
     v, problems = cfg.val, []
+    if v.holdout < 0:
+        problems.append(f"val.holdout must be >= 0 (0: validate on val.dataset), got {v.holdout}")
+    if v.holdout > 0 and v.dataset is not None:
+        problems.append("val.holdout and val.dataset exclude each other: set val.dataset to null to validate on "
+                        "held-out training samples, or val.holdout to 0")
     if v.max_images is not None and v.max_images < 1:
         problems.append(f"val.max_images must be null (all) or >= 1, got {v.max_images}")
     if v.short_side is not None and v.short_side < 32:
@@ -440,6 +456,8 @@ def _check_val(cfg: Config) -> list[str]:
                             f"or a dataset name ({', '.join(DATASET_PROTOCOLS)})")
         else:
             protocol = PROTOCOLS[known[v.protocol]]
+    elif v.holdout > 0:
+        protocol = PROTOCOLS["folder"]  # the default for held-out training samples (depth, no cap)
     elif v.dataset is not None and v.every:
         if v.dataset.name in known:
             protocol = PROTOCOLS[known[v.dataset.name]]

@@ -41,6 +41,8 @@ from svde.types import DENSE, SCALE_INVARIANT, DepthType
 # Per-sample depth types each term applies to (see the sample contract, svde.data.base).
 SI_TYPES = tuple(t.value for t in SCALE_INVARIANT)  # eq. 5: L_SI applies to these
 SSI_TYPES = tuple(t.value for t in DENSE)  # L_SSI applies to every dense type
+# How eq. 5's SI term is averaged over a batch (mixture_loss): over its own samples, or over all.
+SI_REDUCTIONS = ("si_samples", "batch")
 
 # Placed in masked-out slots before sorting: residuals are scaled into [-1, 1] first, so any
 # value above 1 sorts after every valid residual (finite, so no inf * 0 anywhere).
@@ -243,7 +245,7 @@ def _check_depth_types(depth_types: Sequence[str], batch: int) -> list[str]:
 
 def mixture_loss(pred_logdisp: Tensor, target: Tensor, mask: Tensor, depth_types: Sequence[str],
                  si_weight: float = 1.0, ssi_weight: float = 1.0,
-                 si_types: Sequence[str] = SI_TYPES) -> dict[str, Tensor]:
+                 si_types: Sequence[str] = SI_TYPES, si_reduction: str = "si_samples") -> dict[str, Tensor]:
     """The training loss of eq. (5), gated per sample by its depth type.
 
     ``pred_logdisp`` is the model output (log-disparity), ``target``/``mask`` follow the sample
@@ -256,8 +258,15 @@ def mixture_loss(pred_logdisp: Tensor, target: Tensor, mask: Tensor, depth_types
     * ``ssi``: :func:`ssi_loss` of (exp(pred_logdisp), disparity) over all samples, disparity
       being 1/depth (absolute/uts) or the target (utss).
 
-    Each term is the mean over the samples it applies to (so the SI weight does not shrink with
-    the fraction of UTS samples in a batch); a term with none is 0. Returns
+    ``ssi`` is the mean over all samples. How ``si`` is reduced over the batch is a choice that
+    eq. 5 leaves open (``si_reduction``, one of :data:`SI_REDUCTIONS`):
+
+    * ``"si_samples"``: the mean over the samples SI applies to, so the SI weight does not
+      shrink with the share of UTS samples in a batch;
+    * ``"batch"``: eq. 5 read per sample, ``I_UTS * L_SI``, averaged over the whole batch (the
+      UTSS samples count as 0): the same as ``"si_samples"`` times the share of SI samples.
+
+    A term with no sample to apply to is 0. Returns
     ``{"loss": si_weight * si + ssi_weight * ssi, "si": si, "ssi": ssi}`` (unweighted terms).
 
     Since SSI ignores any positive per-image scale, the disparities it sees are scaled per
@@ -273,6 +282,8 @@ def mixture_loss(pred_logdisp: Tensor, target: Tensor, mask: Tensor, depth_types
     """
     _check_inputs(pred_logdisp, target, mask, "mixture_loss")
     types = _check_depth_types(depth_types, pred_logdisp.shape[0])
+    if si_reduction not in SI_REDUCTIONS:
+        raise ValueError(f"mixture_loss: si_reduction must be one of {SI_REDUCTIONS}, got {si_reduction!r}")
     if any(t not in SI_TYPES for t in si_types):
         raise ValueError(f"mixture_loss: si_types may hold {SI_TYPES} only (SI needs unbiased depth), got {list(si_types)}")
     bad = mask & ~(target > 0)
@@ -296,10 +307,12 @@ def mixture_loss(pred_logdisp: Tensor, target: Tensor, mask: Tensor, depth_types
         neg_log = torch.where(m_si, -torch.log(depth), 0.0)
         gated = [j for j, i in enumerate(depth_rows) if types[i] in si_types]
         if len(gated) == len(depth_rows):
-            si = _si_core(pick(logp), neg_log, m_si)
+            si, si_used = _si_core(pick(logp), neg_log, m_si), m_si
         else:
             g = torch.tensor(gated, device=m.device, dtype=torch.long)
-            si = _si_core(pick(logp)[g], neg_log[g], m_si[g])
+            si, si_used = _si_core(pick(logp)[g], neg_log[g], m_si[g]), m_si[g]
+        if si_reduction == "batch":  # sum over the SI samples that count, / batch size
+            si = si * ((si_used.sum(1) >= 2).sum() / len(types))
 
         # SSI targets: min_depth / depth (a disparity scaled into (0, 1], which SSI ignores) for
         # absolute/uts rows; utss disparities as given (SSI rescales them internally).
@@ -326,15 +339,19 @@ class MixtureLoss(nn.Module):
         ['loss', 'si', 'ssi']
     """
 
-    def __init__(self, si_weight: float = 1.0, ssi_weight: float = 1.0, si_types: Sequence[str] = SI_TYPES) -> None:
+    def __init__(self, si_weight: float = 1.0, ssi_weight: float = 1.0, si_types: Sequence[str] = SI_TYPES,
+                 si_reduction: str = "si_samples") -> None:
         super().__init__()
         self.si_weight = float(si_weight)
         self.ssi_weight = float(ssi_weight)
         self.si_types = tuple(si_types)
+        self.si_reduction = si_reduction
 
     def forward(self, pred_logdisp: Tensor, target: Tensor, mask: Tensor,
                 depth_types: Sequence[str]) -> dict[str, Tensor]:
-        return mixture_loss(pred_logdisp, target, mask, depth_types, self.si_weight, self.ssi_weight, self.si_types)
+        return mixture_loss(pred_logdisp, target, mask, depth_types, self.si_weight, self.ssi_weight, self.si_types,
+                            self.si_reduction)
 
     def extra_repr(self) -> str:
-        return f"si_weight={self.si_weight}, ssi_weight={self.ssi_weight}, si_types={self.si_types}"
+        return (f"si_weight={self.si_weight}, ssi_weight={self.ssi_weight}, si_types={self.si_types}, "
+                f"si_reduction={self.si_reduction!r}")

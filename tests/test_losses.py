@@ -436,3 +436,32 @@ def test_mixture_si_types_gates_si_per_sample():
     assert torch.allclose(none["ssi"], as_utss["ssi"], rtol=1e-5)
     with pytest.raises(ValueError, match="si_types"):
         mixture_loss(pred, depth, mask, ["uts", "absolute"], si_types=("utss",))
+
+
+def test_si_reduction_batch_is_eq5_per_sample_averaged_over_the_batch():
+    """``batch``: (1/B) Σ_i I_UTS(i) SI_i; ``si_samples``: the mean over the UTS samples only."""
+    g = torch.Generator().manual_seed(5)
+    depth = torch.rand(4, 1, 5, 6, generator=g) + 0.5
+    pred = torch.randn(4, 1, 5, 6, generator=g)
+    mask = torch.ones_like(depth, dtype=torch.bool)
+    target = torch.cat([depth[:1], 1 / depth[1:]])  # one UTS sample, three UTSS (disparity)
+    types = ["uts", "utss", "utss", "utss"]
+    per_sample_si = si_loss(pred[:1], -depth[:1].log(), mask[:1]).item()
+    mean_over_si = mixture_loss(pred, target, mask, types)
+    over_batch = mixture_loss(pred, target, mask, types, si_reduction="batch")
+    assert mean_over_si["si"].item() == pytest.approx(per_sample_si, rel=1e-5)
+    assert over_batch["si"].item() == pytest.approx(per_sample_si / 4, rel=1e-5)
+    assert over_batch["ssi"].item() == pytest.approx(mean_over_si["ssi"].item(), rel=1e-6)
+    # A sample without 2 valid pixels contributes 0 to the sum but still counts in the batch.
+    few = mask.clone()
+    few[0] = False
+    few[0, 0, 0, :2] = True
+    few[1] = False  # no valid pixel at all
+    out = mixture_loss(pred, target, few, types, si_reduction="batch")
+    assert out["si"].item() == pytest.approx(si_loss(pred[:1], -depth[:1].log(), few[:1]).item() / 4, rel=1e-5)
+    # With SI on every sample the two reductions agree.
+    all_uts = mixture_loss(pred, depth, mask, ["uts"] * 4, si_reduction="batch")
+    assert all_uts["si"].item() == pytest.approx(mixture_loss(pred, depth, mask, ["uts"] * 4)["si"].item(), rel=1e-6)
+    assert "si_reduction='batch'" in repr(MixtureLoss(si_reduction="batch"))
+    with pytest.raises(ValueError, match="si_reduction"):
+        mixture_loss(pred, target, mask, types, si_reduction="mean")

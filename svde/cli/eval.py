@@ -37,6 +37,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,9 @@ from svde.data.registry import DATASETS
 from svde.device import resolve_device
 from svde.errors import UserError
 from svde.evaluation import MODES, format_table, write_results
-from svde.evaluation.entry import EvalEntry, evaluate_entry
+from svde.evaluation.entry import EvalEntry, evaluate_entry, selection_warning
 from svde.evaluation.metrics import METRIC_NAMES
+from svde.models.checkpoint import checkpoint_selection
 
 # What each printed column means (the table's footer); lower is better for every one.
 METRIC_NOTES = {
@@ -161,6 +163,10 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     datasets = prepare(entries, args.short_side)
     check_output_folder(args.out)  # after the entries: a bad config leaves no empty folder behind
     model = load_network(args)
+    selected_on = checkpoint_selection(args.checkpoint) if args.checkpoint else None
+    warnings = [w for w in (selection_warning(selected_on, entry, str(args.checkpoint)) for entry in entries.values()) if w]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     results = []
     for name, entry in entries.items():
         res = evaluate_entry(model, entry, dataset=datasets[name], modes=args.modes, short_side=args.short_side,
@@ -172,7 +178,7 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     print(table)
     run = {"model": model.name, "weights": weights_source(args), "official": args.official is not None,
            "device": str(device), "batch_size": args.batch_size, "modes": args.modes, "max_images": args.max_images,
-           "short_side": args.short_side}
+           "short_side": args.short_side, "selected_on": selected_on, "warnings": warnings}
     paths = write_results(results, args.out, run_info=run)
     paths["table"] = write_text(args.out / "results.md", table + "\n")
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")

@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from svde.cli.common import add_debug_argument, check_output_folder, check_posit
 from svde.data.registry import build_dataset
 from svde.device import resolve_device
 from svde.errors import UserError
+from svde.evaluation.entry import EvalEntry, selection_warning
+from svde.models.checkpoint import checkpoint_selection
 from svde.evaluation.paper import (
     PAPER_DATASETS,
     PAPER_MODELS,
@@ -97,17 +100,41 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     check_output_folder(args.out)
     data = {d: build_dataset(d, roots[d]) for d in datasets}  # fails on a bad layout before any model runs
     nets = load_models(models, files)
+    warnings = data_warnings(data, files)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     table = paper_table(nets, data, device=device, batch_size=args.batch_size, num_workers=args.num_workers,
                         max_images=args.max_images, progress=not args.no_progress)
     run_info = {"models": list(models), "datasets": list(datasets), "device": str(device),
                 "weights": {k: str(v) for k, v in (files or {}).items()} or "random",
-                "roots": {k: str(v) for k, v in roots.items() if k in datasets}, "max_images": args.max_images}
+                "roots": {k: str(v) for k, v in roots.items() if k in datasets}, "max_images": args.max_images,
+                "warnings": warnings}
     markdown = format_markdown(table)
     if args.max_images is not None:
         markdown += f"\n- measured on at most the first {args.max_images} images of each dataset, not the full sets"
     write_json(table, args.out / "paper_table.json", run_info=run_info)
     write_text(args.out / "paper_table.md", markdown + "\n")
     return table, markdown
+
+
+def data_warnings(data: dict[str, Any], files: dict[str, Path] | None) -> list[str]:
+    """What makes a measured number not comparable with the published one: an svde checkpoint
+    selected on a dataset of the table (``best.pt``'s ``selected_on``), ETH3D in the official
+    release's layout instead of the authors' rendering."""
+    warnings = []
+    for model, path in (files or {}).items():
+        selected_on = checkpoint_selection(path)
+        for name in data:
+            warning = selection_warning(selected_on, EvalEntry(name=name), f"{model} ({path})")
+            if warning:
+                warnings.append(warning)
+    eth3d = data.get("eth3d")
+    release = eth3d.release_frames() if hasattr(eth3d, "release_frames") else 0
+    if release:
+        warnings.append(f"eth3d: {release} of {len(eth3d)} frames are in the official release's layout; the published "
+                        "ETH3D numbers come from the authors' own rendering (SamsungLabs/geometry-preserving-de, "
+                        "datasets/validation_datasets.py), so the eth3d column is not comparable with them")
+    return warnings
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

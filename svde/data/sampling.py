@@ -40,6 +40,32 @@ def take_subset(dataset: Dataset, subset: Sequence[float] | None, name: str = ""
     return Subset(dataset, order[start:end].tolist())
 
 
+# The held-out validation slice (split_holdout) is drawn with its own fixed seed, not the run's:
+# every run of a config keeps the same samples out, and they differ from take_subset's order.
+HOLDOUT_SEED = 1
+
+
+def split_holdout(dataset: Dataset, n: int, name: str = "") -> tuple[Dataset, Dataset]:
+    """``(train, heldout)``: ``n`` samples of ``dataset`` kept out of training, and the rest.
+
+    The held-out samples are the first ``n`` of one fixed shuffled order (:data:`HOLDOUT_SEED`,
+    whatever the run's seed), so every run of a config validates on the same samples and never
+    trains on them. The two parts are disjoint and together are the whole dataset.
+
+    Example:
+        >>> from svde.data.synthetic import SyntheticDataset
+        >>> train, held = split_holdout(SyntheticDataset(length=10, height=32, width=48), 3)
+        >>> len(train), len(held), sorted(set(train.indices) | set(held.indices)) == list(range(10))
+        (7, 3, True)
+    """
+    size = len(dataset)
+    if not 0 < n < size:
+        raise DataError(f"dataset {name or type(dataset).__name__!r}: cannot hold out {n} of its {size} samples "
+                        f"for validation (val.holdout must be at least 1 and leave samples to train on)")
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(size)
+    return Subset(dataset, sorted(order[n:].tolist())), Subset(dataset, sorted(order[:n].tolist()))
+
+
 class SeededSamples(Dataset):
     """A :class:`MixedDataset` whose sample at ``(epoch, position)`` is drawn with its own seed.
 

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,31 +143,69 @@ class MegaDepthDataset(DepthDataset):
     Layout: ``.../<scene>/dense*/imgs/<name>.jpg`` with ``.../<scene>/dense*/depths/<name>.h5``
     (HDF5 dataset ``/depth``, float32, 0 = no reconstruction), found recursively under ``root``
     (e.g. ``<root>/phoenix/S6/zl548/MegaDepth_v1/``). Or, with ``list_file`` (relative to
-    ``root``), one sample per line: ``<image path> [<depth path>]`` relative to ``root``; the
-    depth path defaults to the image path with ``/imgs/`` -> ``/depths/`` and ``.h5``.
-    Only the metric-SfM depth maps are meant: negative values are masked by the base class.
-    Source of the key and layout: the MegaDepth authors' loader (lixx2938/MegaDepth,
-    data/image_folder.py, ``load_MD``: ``h5py.File(depth_path).get('/depth')``, same H x W as
-    the image, 0 = no depth).
+    ``root``), one sample per line: ``<image> [<depth>]`` relative to ``root``; the depth path
+    defaults to the image path with ``/imgs/`` -> ``/depths/`` and ``.h5``. Source of the key,
+    the layout and 0 = no depth: the authors' loader, zhengqili/MegaDepth (formerly
+    lixx2938/MegaDepth) data/image_folder.py, ``ImageFolder.load_MD``:
+    ``h5py.File(depth_path).get('/depth')``, same H x W as the image, ``mask = gt > 1e-8``.
+
+    **Ordinal maps.** The release also holds the automatically labelled ordinal ("semantic")
+    depth maps of the paper's section 3.3, under the same key and in the same ``depths/``
+    folders: zhengqili/MegaDepth issue #1, the maintainer's answer ("ordinal depth and dense map
+    are stored as the same name in HDF5"). They hold labels, not depth: -1 and positive values,
+    0 being unlabelled (faustoTapia/PhoneDepth dataset_utils/md_utils.py, ``load_depth``:
+    "Should be -1 for ordinal images"; its ordinal loss, depth_utils.py ``error_ordinal``,
+    samples background pixels where < 0 and foreground ones where > 0). Only their values tell
+    them apart: the authors' released code is evaluation code with no such test, and public
+    loaders filter the maps by value, as done here, a map with any negative value being
+    ordinal: ubc-vision/COTR prepare_data.md ("Some depth maps provided by Megadepth are
+    actually semantic depth, which is an ordering mask [...] filter out any depth map that the
+    minimum depth value is less than 0") and scripts/prepare_megadepth_valid_list.py (keeps a
+    map iff ``depth.min() >= 0``); faustoTapia/PhoneDepth dataset_utils/create_noOrdinal_list.py
+    (removes a map from its MegaDepth train list iff ``np.amin(gt) < 0``). Read as depth, the
+    positive labels would become UTS targets, so an ordinal map never reaches a target here:
+
+    * at read time, always (no extra I/O: the map is read anyway): an ordinal map comes out with
+      an all-False mask and a zero target, so it adds no pixel to any SI/SSI term; it still takes
+      a place in the batch, and a warning (once per process) says so;
+    * with ``drop_ordinal=True``, the index also reads every depth map once and drops the
+      ordinal ones, with a warning giving the count (their images in :attr:`ordinal`). It is
+      off by default because it reads every HDF5 map of the release each time the dataset is
+      built; a ``list_file`` of the dense maps, written once, avoids both costs.
 
     Args:
         list_file: optional list of samples (e.g. a train or validation list).
         depth_key: the HDF5 dataset holding the depth.
+        drop_ordinal: read every depth map while indexing and drop the ordinal ones.
+
+    Example:
+        >>> MegaDepthDataset.is_ordinal(np.array([[-1.0, 0.0], [1.0, 2.0]], np.float32))
+        True
     """
 
     name = "megadepth"
     depth_type = DepthType.UTS
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None,
-                 list_file: str | os.PathLike | None = None, depth_key: str = "depth") -> None:
+                 list_file: str | os.PathLike | None = None, depth_key: str = "depth",
+                 drop_ordinal: bool = False) -> None:
         check_split(self.name, split, TRAIN_SPLITS)
         self.list_file = None if list_file is None else Path(root) / list_file
         self.depth_key = depth_key
+        self.drop_ordinal = bool(drop_ordinal)
+        self.ordinal: list[str] = []  # images of the ordinal maps dropped by the index
+        self.ordinal_masked = 0  # ordinal maps read (and masked) by this process
         super().__init__(root, split, transform)
 
     def layout_hint(self) -> str:
         return ("expected <root>/**/dense*/imgs/<name>.jpg with <root>/**/dense*/depths/<name>.h5 ('/depth'), "
                 "or list_file lines '<image> [<depth.h5>]' relative to <root>")
+
+    @staticmethod
+    def is_ordinal(depth: np.ndarray) -> bool:
+        """True for an ordinal ("semantic") map: one with a negative value (see the class docstring)."""
+        with np.errstate(invalid="ignore"):
+            return bool(np.any(depth < 0))
 
     @staticmethod
     def depth_for(image: Path) -> Path:
@@ -176,31 +215,66 @@ class MegaDepthDataset(DepthDataset):
         return image.parent.parent / "depths" / (image.stem + ".h5")
 
     def index(self) -> list[tuple[Path, Path]]:
+        records = self._listed() if self.list_file is not None else self._found()
+        return self._without_ordinal(records) if self.drop_ordinal else records
+
+    def _listed(self) -> list[tuple[Path, Path]]:
         root = self.require(self.root)
-        if self.list_file is not None:
-            path = self.require(self.list_file)
-            records = []
-            for n, tokens in parse_list(path):
-                image = root / tokens[0]
-                try:
-                    depth = root / tokens[1] if len(tokens) > 1 else self.depth_for(image)
-                except DataError as e:
-                    raise DataError(f"{path}:{n}: {e}; give the depth path as a second field") from None
-                for p in (image, depth):
-                    if not p.is_file():
-                        raise DataError(f"{path}:{n}: {p} not found; {self.layout_hint()}")
-                records.append((image, depth))
-            return records
+        path = self.require(self.list_file)
+        records = []
+        for n, tokens in parse_list(path):
+            image = root / tokens[0]
+            try:
+                depth = root / tokens[1] if len(tokens) > 1 else self.depth_for(image)
+            except DataError as e:
+                raise DataError(f"{path}:{n}: {e}; give the depth path as a second field") from None
+            for p in (image, depth):
+                if not p.is_file():
+                    raise DataError(f"{path}:{n}: {p} not found; {self.layout_hint()}")
+            records.append((image, depth))
+        return records
+
+    def _found(self) -> list[tuple[Path, Path]]:
+        root = self.require(self.root)
         records = []
         for imgs in sorted(p for p in root.rglob("imgs") if p.is_dir() and p.parent.name.startswith("dense")):
             records += pair_by_stem(imgs, imgs.parent / "depths", lambda p: [p.stem + ".h5"],
                                     image_exts=IMAGE_EXTS, dataset=self.name)
         return records
 
-    def read(self, record: tuple[Path, Path]) -> dict[str, Any]:
-        image, depth = record
+    def _without_ordinal(self, records: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+        dense = []
+        for image, depth in records:
+            if self.is_ordinal(self._read_depth(depth)):
+                self.ordinal.append(str(image))
+            else:
+                dense.append((image, depth))
+        if self.ordinal:
+            warnings.warn(f"{self.name}: {len(self.ordinal)} of {len(records)} depth maps are ordinal ('semantic') "
+                          f"maps, not depth, and are dropped (see .ordinal)", stacklevel=5)
+        if records and not dense:
+            raise DataError(f"{self.name}: all {len(records)} depth maps under {self.root} are ordinal ('semantic') "
+                            f"maps (negative values), none is depth; e.g. {self.ordinal[0]}")
+        return dense
+
+    def _read_depth(self, depth: Path) -> np.ndarray:
         target = np.asarray(read_h5(depth, self.depth_key), dtype=np.float32)
         if target.ndim != 2:
             raise DataError(f"{depth}: /{self.depth_key} must be (H, W), got shape {target.shape}")
-        return {"image": read_image(image), "target": target, "intrinsics": None, "file": str(image)}
+        return target
 
+    def read(self, record: tuple[Path, Path]) -> dict[str, Any]:
+        image, depth = record
+        target = self._read_depth(depth)
+        raw = {"image": read_image(image), "target": target, "intrinsics": None, "file": str(image)}
+        if self.is_ordinal(target):
+            # Ordinal labels are not depth: no pixel of this map may reach an SI/SSI target.
+            raw["target"] = np.zeros_like(target)
+            raw["mask"] = np.zeros(target.shape, bool)
+            self.ordinal_masked += 1
+            if self.ordinal_masked == 1:
+                warnings.warn(f"{self.name}: {depth} is an ordinal ('semantic') map (negative values), not depth: "
+                              "every pixel of such maps is masked, so they add nothing to the loss but take "
+                              "batch places; build the dataset with drop_ordinal=True (or a list_file of dense "
+                              "maps) to drop them from the index", stacklevel=3)
+        return raw

@@ -6,7 +6,7 @@ Example:
     72.0
 """
 
-from svde.evaluation.entry import EvalEntry, evaluate_entry
+from svde.evaluation.entry import ZERO_SHOT_DATASETS, EvalEntry, evaluate_entry, selection_warning
 from svde.evaluation.evaluator import MODES, aggregate, evaluate_model, evaluate_prediction
 from svde.evaluation.metrics import (
     METRIC_NAMES,
@@ -38,6 +38,7 @@ __all__ = [
     "PAPER_MODELS",
     "PROTOCOLS",
     "Protocol",
+    "ZERO_SHOT_DATASETS",
     "aggregate",
     "align_lstsq_disparity",
     "align_median_log",
@@ -48,6 +49,7 @@ __all__ = [
     "evaluate_prediction",
     "format_table",
     "geometry_error",
+    "selection_warning",
     "get_protocol",
     "load_published",
     "network_size",

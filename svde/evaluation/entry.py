@@ -34,6 +34,10 @@ from svde.errors import SvdeError, UserError
 from svde.evaluation.evaluator import evaluate_model
 from svde.evaluation.protocols import DATASET_PROTOCOLS, PROTOCOLS, Protocol, get_protocol
 
+# The sets the paper evaluates zero-shot (§4.2, Tables 1-3; KITTI in the supplementary): no model
+# meant to be judged on them may be selected on them (svde.training's validation warns).
+ZERO_SHOT_DATASETS = ("nyu", "tum", "tum_raw", "kitti", "sintel", "diw", "eth3d")
+
 # The generated set needs no root; unless an entry says otherwise it is 100 test scenes.
 DEFAULT_SPLITS = {"synthetic": "test"}
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"synthetic": {"length": 100}}
@@ -138,3 +142,26 @@ def evaluate_entry(model: nn.Module, entry: EvalEntry, *, dataset: Dataset | Non
     results["dataset"] = entry.name
     results["source"] = entry.to_dict()
     return results
+
+
+def selection_warning(selected_on: Mapping[str, Any] | None, entry: EvalEntry, weights: str = "the checkpoint") -> str | None:
+    """A warning when a checkpoint was selected (``best.pt``'s ``selected_on``) on the data ``entry``
+    asks to evaluate: the same dataset and split (a split left unset matches any), or None.
+
+    Example:
+        >>> sel = {"metric": "delta1_err", "datasets": [{"name": "nyu", "split": "test", "holdout": None}]}
+        >>> selection_warning(sel, EvalEntry(name="nyu", split="test"), "best.pt")[:60]
+        'best.pt was selected on nyu (split test) by delta1_err, the '
+        >>> selection_warning(sel, EvalEntry(name="tum")) is None
+        True
+    """
+    if not selected_on:
+        return None
+    for record in selected_on.get("datasets") or []:
+        same_split = record.get("split") is None or entry.split is None or record.get("split") == entry.split
+        if record.get("name") == entry.name and same_split:
+            held = f", {record['holdout']} held-out samples" if record.get("holdout") else ""
+            return (f"{weights} was selected on {entry.name} (split {record.get('split')}{held}) by "
+                    f"{selected_on.get('metric')}, the data it is now evaluated on: the score is not zero-shot")
+    return None
+

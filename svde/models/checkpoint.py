@@ -219,6 +219,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return dict(obj)
 
 
+def checkpoint_selection(path: str | os.PathLike) -> dict[str, Any] | None:
+    """What selected a project checkpoint (``best.pt``'s ``selected_on``: the validation metric and
+    datasets), or None: ``last.pt``, older checkpoints and the authors' files record none."""
+    obj, _ = _read(path, "checkpoint")
+    selected = obj.get("selected_on") if obj.get("format") == FORMAT else None
+    return dict(selected) if isinstance(selected, Mapping) else None
+
+
 def load_model(path: str | os.PathLike) -> DepthModel:
     """Rebuild the network stored in a project checkpoint; returns it in eval mode.
 

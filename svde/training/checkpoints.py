@@ -66,8 +66,9 @@ class Checkpointer:
         except NonFiniteStateError as exc:
             raise TrainingError(f"step {at}: the run diverged: {exc}. {self.last_good(state)}. {ADVICE}") from None
 
-    def save_best(self, state: TrainState, at: int) -> None:
-        self._save(self.best, state, at, best=state.best)
+    def save_best(self, state: TrainState, at: int, selected_on: dict[str, Any] | None = None) -> None:
+        """``best.pt``, with the data that selected it (``selected_on``: the metric and the sets)."""
+        self._save(self.best, state, at, best=state.best, selected_on=selected_on)
 
     def save_last(self, state: TrainState, at: int, rngs: list[dict[str, Any]] | None) -> None:
         """Write ``last.pt``, unless the loss is far above its running level (the weights may be diverging)."""

@@ -16,9 +16,9 @@ from svde.config import Config, DatasetEntry
 from svde.data import DataError, build_dataset
 from svde.data.base import DepthDataset, valid_depth_mask
 from svde.data.mixing import MixedDataset, collate
-from svde.data.sampling import ResumableSampler, SeededSamples, take_subset
+from svde.data.sampling import ResumableSampler, SeededSamples, split_holdout, take_subset
 from svde.data.transforms import Compose, ToUTS, ToUTSS, build_train_transform
-from svde.evaluation import EvalEntry
+from svde.evaluation import DATASET_PROTOCOLS, EvalEntry
 from svde.training.distributed import DistContext
 from svde.training.errors import TrainingError
 from svde.types import SCALE_INVARIANT, DepthType
@@ -64,11 +64,15 @@ def build_train_loader(cfg: Config, ctx: DistContext) -> DataLoader:
                 for e in cfg.data.train]
     for i, ds in enumerate(datasets):
         check_depth_present(ds, f"data.train.{i}")
+    depth_types = [e.convert or ds.depth_type for e, ds in zip(cfg.data.train, datasets)]  # as trained on
     for entry, ds in zip(cfg.data.train, datasets):
         if entry.convert and ds.depth_type not in SCALE_INVARIANT:
             raise TrainingError(f"data.train entry {entry.name!r}: convert={entry.convert!r} needs "
                                 f"{' or '.join(map(str, SCALE_INVARIANT))} depth, but the dataset gives {ds.depth_type!r}")
     datasets = [take_subset(ds, e.subset, e.name) for e, ds in zip(cfg.data.train, datasets)]
+    # Validation samples never train (val.holdout; ValSet.holdout takes the same ones, untransformed).
+    datasets = [split_holdout(ds, cfg.val.holdout, e.name)[0] if holds_out(cfg, depth_type) else ds
+                for e, ds, depth_type in zip(cfg.data.train, datasets, depth_types)]
     mixed = MixedDataset(datasets, weights=[e.weight for e in cfg.data.train], epoch_length=cfg.data.epoch_length,
                          seed=cfg.train.seed)
     per_rank, rest = divmod(cfg.data.batch_size, ctx.world_size)
@@ -83,10 +87,49 @@ def build_train_loader(cfg: Config, ctx: DistContext) -> DataLoader:
                       collate_fn=collate, num_workers=cfg.data.num_workers, pin_memory=ctx.device.type == "cuda")
 
 
+def holds_out(cfg: Config, depth_type: str) -> bool:
+    """Whether a training dataset trained on as ``depth_type`` (after its ``convert``) gives
+    ``val.holdout`` samples to validation: only sets whose ground truth is depth (absolute, UTS)
+    can be scored; UTSS ones train whole."""
+    return cfg.val.holdout > 0 and depth_type in SCALE_INVARIANT
+
+
 def val_entry(cfg: Config) -> EvalEntry | None:
-    """The validation set as the evaluation's one dataset entry (None when validation is off)."""
+    """The validation set as the evaluation's one dataset entry (None when validation is off or
+    runs on held-out training samples: :func:`val_sets`)."""
     entry = cfg.val.dataset
     if entry is None or cfg.val.every == 0:
         return None
     return EvalEntry(name=entry.name, root=entry.root, split=entry.split, protocol=cfg.val.protocol,
                      options=dict(entry.options), subset=entry.subset)
+
+
+def val_sets(cfg: Config) -> list[tuple[EvalEntry, Dataset, dict]]:
+    """What validation scores: ``(entry, dataset, record)`` for each set, built and checked now.
+
+    ``val.dataset``: that one set. ``val.holdout``: for each training dataset whose ground truth
+    is depth, the ``val.holdout`` samples that :func:`build_train_loader` keeps out of training,
+    read without augmentation, under ``val.protocol`` or the dataset's own (``folder``: no cap).
+    ``record`` says which data it is, for ``best.pt``'s ``selected_on``.
+    """
+    if cfg.val.every == 0:
+        return []
+    entry = val_entry(cfg)
+    if entry is not None:
+        return [(entry, entry.build(), {**entry.to_dict(), "holdout": None})]
+    sets = []
+    for i, e in enumerate(cfg.data.train):
+        if cfg.val.holdout == 0:
+            break
+        ds = build_dataset(e.name, e.root, e.split, **e.options)
+        if not holds_out(cfg, e.convert or ds.depth_type):
+            continue
+        held = split_holdout(take_subset(ds, e.subset, e.name), cfg.val.holdout, e.name)[1]
+        protocol = cfg.val.protocol or (e.name if e.name in DATASET_PROTOCOLS else "folder")
+        entry = EvalEntry(name=e.name, root=e.root, split=e.split, protocol=protocol, options=dict(e.options),
+                          subset=e.subset)
+        sets.append((entry, held, {**entry.to_dict(), "holdout": cfg.val.holdout, "train_entry": i}))
+    if not sets:
+        raise TrainingError(f"val.holdout={cfg.val.holdout}: no training dataset has depth ground truth (absolute "
+                            "or UTS) to validate on; set val.dataset instead, or val.every=0")
+    return sets

@@ -65,7 +65,8 @@ def _losses(state: TrainState, batch: dict[str, Any], cfg: Config, device: torch
         pred = state.model(image)
     try:  # the losses sort and normalise: always in float32
         terms = losses.mixture_loss(pred.float(), batch["target"], batch["mask"], batch["depth_type"],
-                             si_weight=cfg.loss.si_weight, ssi_weight=cfg.loss.ssi_weight, si_types=cfg.loss.si_types)
+                             si_weight=cfg.loss.si_weight, ssi_weight=cfg.loss.ssi_weight, si_types=cfg.loss.si_types,
+                             si_reduction=cfg.loss.si_reduction)
     except FloatingPointError as exc:
         # A NaN/inf prediction (e.g. an fp16 overflow). Backward still runs, so that DDP ranks
         # stay in step, on a NaN loss that makes every rank skip this update.

@@ -27,12 +27,12 @@ from typing import Any
 from svde.config import Config, ConfigError, DatasetEntry
 from svde.data.sampling import batches
 from svde.data.sampling import take_subset as subset_of
-from svde.evaluation import evaluate_entry
+from svde.evaluation import ZERO_SHOT_DATASETS, evaluate_entry
 from svde.training.checkpoints import (ADVICE, RESUME_SAFE, Checkpointer, check_resume_config, flatten_config,
                                        resume_config)
 from svde.training.distributed import DistContext, all_gather_objects, barrier, cleanup, init_distributed
 from svde.training.errors import RunFolderError, TrainingError
-from svde.training.loaders import build_train_loader, build_train_transform_for, val_entry
+from svde.training.loaders import build_train_loader, build_train_transform_for, val_sets
 from svde.training.state import TrainState, rng_state, seed_everything, set_rng_state
 from svde.training.step import StepResult, train_step
 from svde.types import DepthType
@@ -129,7 +129,8 @@ def divergence_error(state: TrainState, result: StepResult, cfg: Config, checkpo
 
 def validation_due(cfg: Config, at: int) -> bool:
     """Whether step ``at`` validates: every ``val.every`` steps and at the end (never when off)."""
-    return cfg.val.dataset is not None and cfg.val.every > 0 and (at % cfg.val.every == 0 or at == cfg.train.steps)
+    validates = cfg.val.dataset is not None or cfg.val.holdout > 0
+    return validates and cfg.val.every > 0 and (at % cfg.val.every == 0 or at == cfg.train.steps)
 
 
 def checkpoint_and_validate(state: TrainState, rngs: list[dict[str, Any]] | None, checkpoints: Checkpointer,
@@ -143,7 +144,7 @@ def checkpoint_and_validate(state: TrainState, rngs: list[dict[str, Any]] | None
             score = validation.run(state, run)
             if score is not None and math.isfinite(score) and score < state.best and not state.monitor.suspicious:
                 state.best = score
-                checkpoints.save_best(state, at)
+                checkpoints.save_best(state, at, validation.selected_on)
         if save_last:
             checkpoints.save_last(state, at, rngs)
         if run is not None:
@@ -152,24 +153,57 @@ def checkpoint_and_validate(state: TrainState, rngs: list[dict[str, Any]] | None
 
 
 class Validation:
-    """Periodic validation on ``cfg.val`` through the one evaluation path (``evaluate_entry``)."""
+    """Periodic validation on ``cfg.val`` through the one evaluation path (``evaluate_entry``):
+    one set, or the held-out samples of the training mixture (:func:`~svde.training.loaders.val_sets`)."""
 
     def __init__(self, cfg: Config, ctx: DistContext) -> None:
         self.cfg, self.device = cfg, ctx.device
-        self.entry = val_entry(cfg)
-        self.dataset = self.entry.build() if self.entry is not None else None  # built once, checked early
+        chosen_on = [cfg.val.dataset] if cfg.val.dataset is not None else cfg.data.train if cfg.val.holdout else []
+        for entry in chosen_on:
+            if entry.name in ZERO_SHOT_DATASETS:
+                log.warning("validating on %s (split %s), a set the paper evaluates zero-shot: best.pt will be "
+                            "selected on it, so its score there is not a zero-shot result", entry.name, entry.split)
+        self.sets = val_sets(cfg)  # built once, checked early
+        names = [entry.name for entry, _, _ in self.sets]
+        self.labels = [n if names.count(n) == 1 else f"{n}{i}" for i, n in enumerate(names)]
+        # What best.pt was chosen on: svde eval / paper-table warn when asked to evaluate it.
+        self.selected_on = {"metric": cfg.val.metric, "datasets": [record for _, _, record in self.sets]}
 
     def run(self, state: TrainState, run: "RunLog") -> float | None:
-        """Evaluate ``state.raw_model`` (UTS alignment), log it, return the ``val.metric`` score."""
+        """Evaluate ``state.raw_model`` (UTS alignment) on every set, log it, return the ``val.metric``
+        score (the mean over the sets)."""
         v = self.cfg.val
         saved_rng = rng_state()  # validation must not shift the training's random streams
-        results = evaluate_entry(state.raw_model, self.entry, dataset=self.dataset, modes=(DepthType.UTS,),
-                                 short_side=v.short_side, max_images=v.max_images, batch_size=v.batch_size,
-                                 device=self.device)
+        scores = []
+        for entry, dataset, _ in self.sets:
+            results = evaluate_entry(state.raw_model, entry, dataset=dataset, modes=(DepthType.UTS,),
+                                     short_side=v.short_side, max_images=v.max_images, batch_size=v.batch_size,
+                                     device=self.device)
+            scores.append(results[DepthType.UTS])
         set_rng_state(saved_rng)
-        uts = results[DepthType.UTS]
-        run.validation(state.step, uts)
-        return uts.get(v.metric)
+        combined = scores[0] if len(scores) == 1 else mean_scores(scores, self.labels)
+        run.validation(state.step, combined)
+        return combined.get(v.metric)
+
+
+def mean_scores(scores: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+    """Several sets' metrics as one record: each metric's mean over the sets (None if any set has
+    none), plus every set's own value as ``<label>/<metric>``.
+
+    Example:
+        >>> mean_scores([{"rel": 0.2}, {"rel": 0.4}], ["a", "b"])
+        {'rel': 0.30000000000000004, 'a/rel': 0.2, 'b/rel': 0.4}
+    """
+    out: dict[str, Any] = {}
+    for key in scores[0]:
+        values = [s.get(key) for s in scores]
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values):
+            out[key] = math.fsum(values) / len(values)
+        elif all(x is None or isinstance(x, (int, float)) for x in values):
+            out[key] = None
+    for label, s in zip(labels, scores):
+        out.update({f"{label}/{k}": x for k, x in s.items() if isinstance(x, (int, float)) or x is None})
+    return out
 
 
 class RunLog:

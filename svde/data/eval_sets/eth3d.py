@@ -52,6 +52,11 @@ class ETH3DDataset(DepthDataset):
                 f"<root>/<scene>/{self.RELEASE_IMAGES.as_posix()}/*.JPG with "
                 f"<root>/<scene>/{self.RELEASE_DEPTHS.as_posix()}/<same name> (raw float32, inf = no data)")
 
+    def release_frames(self) -> int:
+        """How many frames are in the official release's layout: the paper's ETH3D numbers come
+        from the authors' own rendering (sizes and depth differ), so these do not reproduce them."""
+        return sum(1 for _, _, raw in self.records if raw)
+
     def index(self) -> list[tuple[Path, Path, bool]]:
         root = self.require(self.root)
         records = []
