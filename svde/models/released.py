@@ -119,7 +119,9 @@ def published_metrics_table() -> str:
     """The published metrics as a Markdown table (one row per released model), with the source."""
     keys = list(METRIC_DEFINITIONS)
     rows = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    rows += [f"| {e.name} | " + " | ".join(f"{e.metrics[k]:g}" for k in keys) + " |" for e in RELEASED.values()]
+    # With the source's digits (0.360, 12.80): % metrics to 2 decimals, fractions to 3.
+    rows += [f"| {e.name} | " + " | ".join(f"{e.metrics[k]:.{3 if k.endswith('abs_rel') else 2}f}" for k in keys) + " |"
+             for e in RELEASED.values()]
     notes = [f"- `{k}`: {v}" for k, v in METRIC_DEFINITIONS.items()]
     return "\n".join(rows + ["", f"Source: {METRICS_SOURCE}."] + notes) + "\n"
 
