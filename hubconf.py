@@ -4,10 +4,12 @@
     >>> model = torch.hub.load("<owner>/<repo>", "b5_lrn4", pretrained=True)  # doctest: +SKIP
     >>> model = torch.hub.load("path/to/clone", "mn_lrn4", source="local", pretrained=True)  # doctest: +SKIP
 
-``pretrained=True`` loads the authors' released weights (svde.models.released: downloaded once
-into ``torch.hub.get_dir()/checkpoints``, verified; ``SVDE_WEIGHTS_URL`` points elsewhere);
-otherwise the network is randomly initialised (``encoder_weights="imagenet"`` for an ImageNet
-encoder). torch.hub lists every public callable of this module, so helpers are private.
+By default (``pretrained=True``, as MiDaS' hub entries) an entry loads the authors' released
+weights through ``svde.load`` (downloaded once into ``torch.hub.get_dir()/checkpoints``,
+verified; ``SVDE_WEIGHTS_URL`` points elsewhere); ``pretrained=False`` gives random weights
+(``encoder_weights="imagenet"`` for an ImageNet encoder). There is one entry per model with
+released weights (``svde.models.RELEASED``): a model added without a release has none.
+torch.hub lists every public callable of this module, so helpers are private.
 """
 
 from typing import Any as _Any, Callable as _Callable
@@ -20,7 +22,7 @@ dependencies = ["torch", "torchvision", "timm", "segmentation_models_pytorch", "
 
 
 def _entry(name: str) -> _Callable[..., _Any]:
-    def entry(pretrained: bool = False, **kwargs: _Any) -> _Any:
+    def entry(pretrained: bool = True, **kwargs: _Any) -> _Any:
         return _released.hub_model(name, pretrained=pretrained, **kwargs)
 
     metrics = _released.RELEASED[name].metrics
@@ -28,14 +30,14 @@ def _entry(name: str) -> _Callable[..., _Any]:
     entry.__module__ = __name__
     entry.__doc__ = (
         f"{name} (encoder {_MODELS[name]}, LRN decoder): predicts log-disparity (B, 1, H, W).\n\n"
-        f"pretrained=True: the authors' released weights ({_released.RELEASED[name].filename}; published "
+        f"pretrained=True (the default): the authors' released weights ({_released.RELEASED[name].filename}; published "
         f"NYU delta1 error {metrics['nyu_delta1_err']} %, DIW WHDR {metrics['diw_whdr']} %). "
-        "Otherwise random weights; kwargs: encoder_weights='imagenet' (pretrained=False) or progress "
-        "(pretrained=True).\n"
+        "pretrained=False: random weights; kwargs: encoder_weights='imagenet' (pretrained=False) or "
+        "progress (pretrained=True).\n"
     )
     return entry
 
 
-for _name in _MODELS:
+for _name in _released.RELEASED:
     globals()[_name] = _entry(_name)
 del _name

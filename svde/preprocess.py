@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 STRIDE = 32  # the encoders' output stride: network inputs must be multiples of it
+# The paper's evaluation size: the shorter side becomes 384 (the authors' eval.py); prediction's default.
+EVAL_SHORT_SIDE = 384
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 

@@ -77,7 +77,7 @@ def test_network_size_rounds_to_multiples_of_32():
 @pytest.mark.parametrize("shape", [(50, 70), (33, 97), (64, 96)])
 def test_predict_any_size_matches_network_at_rounded_size(mn_model, shape):
     rgb = random_rgb(*shape)
-    out = predict(mn_model, rgb)
+    out = predict(mn_model, rgb, short_side=None)  # the native size, rounded to 32
     assert out.shape == shape and out.dtype == np.float32 and np.isfinite(out).all()
     # At a size that is already a multiple of 32 no resizing happens: identical to the network.
     if shape == (64, 96):
@@ -216,7 +216,7 @@ def test_predict_cli_folder_npy(tmp_path, mn_checkpoint, mn_model, capsys):
         depth = np.load(f"{stem}.depth.npy")
         assert depth.shape == rgb.shape[:2] and depth.dtype == np.float32 and (depth > 0).all()
         # Same numbers as the library on the decoded file (the jpg is lossy, so decode it again).
-        expected = convert_domain(predict(mn_model, read_image(tmp_path / "in" / rel)), "depth")
+        expected = convert_domain(predict(mn_model, read_image(tmp_path / "in" / rel), short_side=None), "depth")
         np.testing.assert_allclose(depth, expected, rtol=1e-5)
         vis = read_image(f"{stem}.vis.png")
         assert vis.shape == rgb.shape

@@ -97,7 +97,7 @@ def test_infer_image_rejects_what_is_not_an_rgb_array():
     # float RGB in [0, 1] is the same image as its uint8 form
     assert np.allclose(model.infer_image(rgb.astype(np.float32) / 255.0), model.infer_image(rgb), rtol=1e-4)
     for bad in (np.zeros((32, 32), np.uint8), torch.zeros(32, 32, 3)):
-        with pytest.raises(ValueError, match=r"expected an RGB numpy array of shape \(H, W, 3\)"):
+        with pytest.raises(ValueError, match=r"expected an RGB image: a PIL image or a numpy array of shape \(H, W, 3\)"):
             model.infer_image(bad)
 
 

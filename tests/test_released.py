@@ -74,11 +74,13 @@ def test_torch_hub_lists_one_entry_point_per_model(tmp_path, monkeypatch):
     hub_dir.mkdir(parents=True)
     (hub_dir / "owner_svde_main").symlink_to(REPO, target_is_directory=True)
     github = "owner/svde:main"
-    assert sorted(torch.hub.list(github, trust_repo=True, verbose=False)) == sorted(MODELS)
+    assert sorted(torch.hub.list(github, trust_repo=True, verbose=False)) == sorted(RELEASED)
     doc = torch.hub.help(github, "b5_lrn4", trust_repo=True)
     assert "b5_lrn4 (encoder efficientnet_b5" in doc and "NYU delta1 error 10.64" in doc
-    model = torch.hub.load(str(REPO), "mn_lrn4", source="local")
+    model = torch.hub.load(str(REPO), "mn_lrn4", source="local", pretrained=False)  # random: asked for
     assert model.name == "mn_lrn4" and not any(p.name == "checkpoints" for p in hub_dir.iterdir())
+    with pytest.raises(TypeError, match="pretrained must be True or False"):
+        torch.hub.load(str(REPO), "mn_lrn4", source="local", pretrained="no")
 
 
 def test_hub_load_downloads_once_and_reproduces_the_release(release_server, shared_dir, official_state, tmp_path):

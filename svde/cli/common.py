@@ -30,12 +30,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from svde.api import load_depth_model
 from svde.atomic import check_writable
 from svde.errors import EXIT_USER, UserError, exit_code
 from svde.models.model import DepthModel
 from svde.models.registry import MODELS
-from svde.models.released import load_released
+from svde.models.loading import load
 from svde.preprocess import STRIDE
 
 DEBUG_FLAG = "--debug"
@@ -148,11 +147,11 @@ def uses_released_weights(args: argparse.Namespace) -> bool:
 
 
 def load_network(args: argparse.Namespace, device: str | torch.device = "cpu") -> DepthModel:
-    """The network the model arguments name (:func:`add_model_arguments`), in eval mode on ``device``:
-    the released weights by name, a project checkpoint, a released file, or random weights."""
-    if uses_released_weights(args):
-        return load_released(args.model).to(device).eval()
-    return load_depth_model(args.checkpoint, args.official, args.model, device)
+    """The network the model arguments name (:func:`add_model_arguments`), in eval mode on ``device``,
+    through :func:`svde.load`: the released weights by name, a project checkpoint, a released file,
+    or (``--random-weights``) random weights."""
+    source = args.checkpoint or args.official or args.model
+    return load(source, device=device, model=args.model, pretrained=not getattr(args, "random_weights", False))
 
 
 def weights_source(args: argparse.Namespace) -> str:

@@ -49,6 +49,7 @@ from svde.data.layout import list_images
 from svde.device import resolve_device
 from svde.errors import RunFailed
 from svde.geometry import depth_to_mesh, intrinsics_from_fov, point_cloud
+from svde.preprocess import EVAL_SHORT_SIDE
 from svde.viz import colorize
 
 
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    help="output domain; depth/disparity are up to scale for UTS models (default: %(default)s)")
     p.add_argument("--format", choices=("npy", "png"), default="npy",
                    help="npy: float32; png: 16-bit, min..max normalised, with a .json sidecar (default: %(default)s)")
-    p.add_argument("--short-side", type=int, default=384,
+    p.add_argument("--short-side", type=int, default=EVAL_SHORT_SIDE,
                    help="rescale so the shorter side has this length (then to multiples of 32); "
                         "0 keeps the native size (default: %(default)s, as in the paper)")
     p.add_argument("--no-vis", action="store_true", help="do not write the colourised .vis.png")

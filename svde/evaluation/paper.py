@@ -29,20 +29,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from svde.evaluation.evaluator import MODES, check_modes, evaluate_model
 from svde.evaluation.protocols import get_protocol
 from svde.atomic import write_text
-from svde.models import MODELS, DepthModel, build_model, load_model, load_official_checkpoint
-from svde.models.checkpoint import FORMAT, CheckpointError
+from svde.models import DepthModel, build_model
+from svde.models.loading import load
+from svde.models.released import RELEASED
 
 log = logging.getLogger(__name__)
 
 PAPER_DATASETS = ("nyu", "tum", "sintel", "eth3d", "diw")
-PAPER_MODELS = tuple(MODELS)
+PAPER_MODELS = tuple(RELEASED)  # the models with released weights (a new model joins with its release)
 SOURCES = ("readme", "paper_table3")
 # the authors' data folder (their config.py): dataset -> sub-folder, "" for the folder itself
 AUTHORS_LAYOUT = {"nyu": "", "tum": "TUM", "sintel": "sintel", "diw": "DIW", "eth3d": "ETH3D"}
@@ -105,20 +105,13 @@ def check_names(models: Sequence[str], datasets: Sequence[str]) -> tuple[tuple[s
 
 
 def load_weights(name: str, path: str | os.PathLike) -> DepthModel:
-    """Model ``name`` with the weights of ``path``: an authors' released ``.pth`` or an svde checkpoint."""
+    """Model ``name`` with the weights of ``path``, an authors' released ``.pth`` or an svde
+    checkpoint, through :func:`svde.load` (a file holding another model is refused)."""
     check_names([name], PAPER_DATASETS[:1])
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights of {name}: {path} does not exist")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        net = load_model(path)
-        if net.name != name:
-            raise CheckpointError(f"{path} holds a {net.name} model, but it was given for {name}")
-        return net
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict or an svde checkpoint, got {type(obj).__name__}")
-    return load_official_checkpoint(obj, name)
+    return load(path, model=name)
 
 
 def _in_unit(value: float | None, unit: str) -> float | None:

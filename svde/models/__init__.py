@@ -17,7 +17,7 @@ from svde.models.checkpoint import (
 from svde.models.encoders import ENCODERS, build_encoder
 from svde.models.fast import InferenceModel, fold_batchnorm, for_inference, optimize_for_inference
 from svde.models.model import DepthModel
-from svde.models.predict import DOMAINS, convert_domain, predict
+from svde.models.prediction import DOMAINS, convert_domain, predict
 from svde.models.pretrained import PretrainedWeightsUnavailable
 from svde.models.registry import MODELS, build_model
 from svde.models.released import RELEASED, ReleasedWeightsInvalid, load_released, released_path

@@ -207,7 +207,7 @@ def save_checkpoint(path: str | os.PathLike, model: DepthModel, config: Mapping[
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """Read a project checkpoint and check its format (clear error for released files)."""
     obj, source = _read(path, "checkpoint")
     if obj.get("format") != FORMAT:
@@ -227,8 +227,9 @@ def checkpoint_selection(path: str | os.PathLike) -> dict[str, Any] | None:
     return dict(selected) if isinstance(selected, Mapping) else None
 
 
-def load_model(path: str | os.PathLike) -> DepthModel:
-    """Rebuild the network stored in a project checkpoint; returns it in eval mode.
+def load_model(path: str | os.PathLike | Mapping[str, Any], source: str | None = None) -> DepthModel:
+    """Rebuild the network stored in a project checkpoint (a path, or its already read dict;
+    ``source`` names it in errors); returns it in eval mode.
 
     Example:
         >>> model = load_model("runs/quickstart/best.pt")  # doctest: +SKIP
@@ -237,7 +238,7 @@ def load_model(path: str | os.PathLike) -> DepthModel:
     model = build_model(ckpt["model_name"])
     problems = _mismatches(ckpt["model"], model)
     if problems:
-        raise CheckpointError(f"{path} does not fit {ckpt['model_name']}: {', '.join(problems)}")
+        raise CheckpointError(f"{source or path} does not fit {ckpt['model_name']}: {', '.join(problems)}")
     model.load_state_dict(ckpt["model"])
     return model.eval()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -9,7 +11,8 @@ from torch import nn
 from svde import preprocess
 from svde.models.decoder import LRNDecoder
 from svde.models.layers import DepthHead
-from svde.models.predict import convert_domain, predict
+from svde.models.prediction import convert_domain, predict
+from svde.preprocess import EVAL_SHORT_SIDE
 
 class DepthModel(nn.Module):
     """Predicts log-disparity (log inverse depth), (B, 1, H, W), from ImageNet-normalised RGB.
@@ -78,20 +81,29 @@ class DepthModel(nn.Module):
         features = self.encoder(image)
         return self.head(self.decoder(features), size=image.shape[-2:])
 
-    # ---- prediction: a thin method over svde.models.predict -----------------------------------
-    def infer_image(self, rgb: np.ndarray, domain: str = "depth", short_side: int | None = None) -> np.ndarray:
-        """Predict one photo: RGB (H, W, 3) uint8 (or float in [0, 1]) in, float32 (H, W) in ``domain`` out.
+    # ---- prediction: a thin method over svde.models.prediction----------------------------------
+    def infer_image(self, rgb: Any, domain: str = "depth", short_side: int | None = EVAL_SHORT_SIDE,
+                    bgr: bool = False) -> np.ndarray:
+        """Predict one photo: RGB (H, W, 3) uint8 (or float in [0, 1]) or a PIL image in, float32
+        (H, W) in ``domain`` out.
 
-        :func:`svde.models.predict.predict` then :func:`~svde.models.predict.convert_domain`:
-        the model's own input contract, the cached fast snapshot, no gradients, the model's mode
-        untouched. ``domain``: ``log_disparity`` (the network's output), ``disparity``, ``depth``
-        or ``log_depth``; the released models are scale-invariant (UTS), so depth and disparity
-        are known up to one unknown scale. ``short_side``: rescale the shorter side (e.g. 384, as
-        the paper's evaluation) before rounding to the stride.
+        :func:`svde.models.prediction.predict` then :func:`~svde.models.prediction.convert_domain`,
+        exactly as ``svde.api.predict`` and ``svde predict``: the model's own input contract, the
+        cached fast snapshot, no gradients, the model's mode untouched. ``domain``:
+        ``log_disparity`` (the network's output), ``disparity``, ``depth`` or ``log_depth``; the
+        released models are scale-invariant (UTS), so depth and disparity are known up to one
+        unknown scale. ``short_side``: the network runs with the shorter side at 384 px (the
+        paper's evaluation size) by default, so time and memory do not grow with the photo;
+        ``None`` runs it at the native size. ``bgr=True`` takes a BGR array as ``cv2.imread``
+        gives (or use :meth:`infer_bgr`).
 
         Example:
             >>> from svde.models import build_model
             >>> build_model("mn_lrn4").infer_image(np.zeros((50, 70, 3), np.uint8)).shape
             (50, 70)
         """
-        return convert_domain(predict(self, rgb, short_side=short_side), domain)
+        return convert_domain(predict(self, rgb, short_side=short_side, bgr=bgr), domain)
+
+    def infer_bgr(self, bgr: np.ndarray, domain: str = "depth", short_side: int | None = EVAL_SHORT_SIDE) -> np.ndarray:
+        """:meth:`infer_image` for a BGR array, as ``cv2.imread`` returns it."""
+        return self.infer_image(bgr, domain=domain, short_side=short_side, bgr=True)

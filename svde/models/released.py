@@ -226,21 +226,25 @@ def load_released(name: str, progress: bool = True) -> DepthModel:
     return _obtain(name, progress)[1]
 
 
-def hub_model(name: str, pretrained: bool = False, **kwargs: Any) -> DepthModel:
-    """What the ``hubconf.py`` entry point ``name`` returns.
+def hub_model(name: str, pretrained: bool = True, **kwargs: Any) -> DepthModel:
+    """What the ``hubconf.py`` entry point ``name`` returns (through :func:`svde.load`).
 
-    ``pretrained=True``: the released weights (:func:`load_released`; ``progress`` may be
-    passed). Otherwise the network built by :func:`~svde.models.build_model` (``encoder_weights``
-    may be passed, e.g. ``"imagenet"``).
+    ``pretrained=True`` (the default, as MiDaS' hub entries): the released weights (``progress``
+    may be passed). ``pretrained=False``: random weights, :func:`~svde.models.build_model`
+    (``encoder_weights`` may be passed, e.g. ``"imagenet"``). ``pretrained`` must be a bool: a
+    string such as ``"no"`` is refused rather than read as true.
     """
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"{name}: pretrained must be True or False, got {pretrained!r}")
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
-    if pretrained:
-        unknown = sorted(set(kwargs) - {"progress"})
-        if unknown:
-            raise TypeError(f"{name}(pretrained=True) takes only 'progress', got {', '.join(unknown)}")
-        return load_released(name, **kwargs)
-    unknown = sorted(set(kwargs) - {"encoder_weights"})
+    allowed = {"progress"} if pretrained else {"encoder_weights"}
+    unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise TypeError(f"{name}(pretrained=False) takes only 'encoder_weights', got {', '.join(unknown)}")
-    return build_model(name, **kwargs)
+        raise TypeError(f"{name}(pretrained={pretrained}) takes only {', '.join(repr(a) for a in sorted(allowed))}, "
+                        f"got {', '.join(unknown)}")
+    if not pretrained:
+        return build_model(name, **kwargs)
+    from svde.models.loading import load  # loading builds on this module
+
+    return load(name, **kwargs)

@@ -1,6 +1,6 @@
 """From an image to depth: the one prediction path (API, scripts, ``DepthModel.infer_image``).
 
-:func:`predict` takes an RGB image of any size, prepares it with the model's own input
+:func:`predict` takes an RGB image of any size (numpy or PIL), prepares it with the model's own input
 contract (:mod:`svde.preprocess`: the evaluator's exact resizing and normalisation, so a
 prediction reproduces an evaluated one to the pixel), runs the fast inference snapshot
 (:func:`svde.models.fast.for_inference`, cached until the weights change) and resizes the
@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,7 +27,7 @@ from torch import nn
 
 from svde.errors import RunFailed, UnknownName, UserError
 from svde.models.fast import for_inference
-from svde.preprocess import network_size, prepare_input
+from svde.preprocess import EVAL_SHORT_SIDE, network_size, prepare_input
 
 # What a prediction can be returned as; the network itself predicts log-disparity.
 DOMAINS = ("log_disparity", "disparity", "depth", "log_depth")
@@ -35,34 +37,64 @@ class NonFiniteOutput(RunFailed, FloatingPointError):
     """The network or a domain conversion produced NaN or infinite values."""
 
 
+def as_rgb_array(image: Any, bgr: bool = False) -> np.ndarray:
+    """An (H, W, 3) RGB array from a numpy image (RGB, or BGR with ``bgr``, as cv2 reads it) or a
+    PIL image (any mode; converted to RGB). A clear :class:`~svde.errors.UserError` otherwise.
+
+    Example:
+        >>> as_rgb_array(np.zeros((2, 3, 3), np.uint8)).shape
+        (2, 3, 3)
+    """
+    if hasattr(image, "convert") and hasattr(image, "mode") and not isinstance(image, np.ndarray):  # PIL.Image
+        if bgr:
+            raise UserError("bgr=True is for numpy arrays read with cv2; a PIL image knows its channel order")
+        image = np.array(image.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        what = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise UserError(f"expected an RGB image: a PIL image or a numpy array of shape (H, W, 3), uint8 or float "
+                        f"in [0, 1]; got {what}")
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.floating):
+            raise UserError(f"expected a uint8 image (0..255) or a float one in [0, 1], got {image.dtype}; "
+                            f"convert it first, e.g. (img / 65535).astype(np.float32) for 16-bit")
+        finite = np.isfinite(image)
+        if not finite.all():
+            raise UserError(f"the image holds {int((~finite).sum())} NaN or infinite values")
+        if image.size and (float(image.max()) > 1.0 + 1e-3 or float(image.min()) < -1e-3):
+            raise UserError(f"a float RGB image must hold values in [0, 1] (uint8 images may be 0..255), "
+                            f"got values in {float(image.min()):g}..{float(image.max()):g}")
+    return image[..., ::-1] if bgr else image
+
+
 @torch.no_grad()
-def predict(model: nn.Module, rgb: np.ndarray, short_side: int | None = None,
-            device: str | torch.device | None = None) -> np.ndarray:
-    """Log-disparity, float32 (H, W), for an RGB image of any size (uint8, or float in [0, 1]).
+def predict(model: nn.Module, rgb: Any, short_side: int | None = EVAL_SHORT_SIDE,
+            device: str | torch.device | None = None, bgr: bool = False) -> np.ndarray:
+    """Log-disparity, float32 (H, W), for an RGB image of any size.
 
     Args:
         model: a :class:`~svde.models.DepthModel` (run as its cached BatchNorm-folded snapshot)
             or any module mapping (1, 3, h, w) -> (1, 1, h, w) log-disparity.
-        rgb: (H, W, 3) RGB.
-        short_side: rescale so the shorter side has this length before rounding to multiples
-            of 32, as the evaluation does (384); ``None``: the native size, rounded.
+        rgb: (H, W, 3) RGB numpy array (uint8, or float in [0, 1]) or a PIL image.
+        short_side: the network runs with the shorter side rescaled to this length, then both
+            rounded to multiples of 32: the paper's evaluation size, 384, by default (the authors'
+            size rule, so a prediction equals an evaluated one and its cost does not grow with the
+            photo). ``None``: the native size (rounded), only when asked for.
         device: the model's device (the default); another one is an error.
+        bgr: ``rgb`` is a BGR array, as ``cv2.imread`` gives.
 
     The output is upsampled in the log-disparity domain, as the authors' UTS evaluation does
     (SamsungLabs/geometry-preserving-de ``metrics/logdisp_metrics.py``), so the result equals
-    what svde's UTS evaluation scores for the same image.
+    what svde's UTS evaluation scores for the same image. ``infer_image``, ``svde.api.predict``
+    and ``svde predict`` all call this function.
 
     Example:
         >>> from svde.models import build_model
         >>> predict(build_model("mn_lrn4"), np.zeros((50, 70, 3), np.uint8)).shape
         (50, 70)
     """
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
-        what = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
-        raise UserError(f"expected an RGB numpy array of shape (H, W, 3), uint8 or float in [0, 1]; got {what}")
-    if rgb.dtype != np.uint8 and rgb.size and float(np.nanmax(rgb)) > 1.0 + 1e-3:
-        raise UserError(f"a float RGB image must hold values in [0, 1] (uint8 images may be 0..255), "
-                        f"got values up to {float(np.nanmax(rgb)):g}")
+    rgb = as_rgb_array(rgb, bgr=bgr)
+    if short_side is not None and (isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < 1):
+        raise UserError(f"short_side must be a positive number of pixels or None (native size), got {short_side!r}")
     net = for_inference(model)
     ref = next(net.parameters(), None)
     if device is not None and ref is not None and torch.device(device) != ref.device:
@@ -74,7 +106,7 @@ def predict(model: nn.Module, rgb: np.ndarray, short_side: int | None = None,
     x = prepare_input(rgb, size=network_size(height, width, short_side)).to(device, dtype)
     out = net(x)
     out = F.interpolate(out.float(), size=(height, width), mode="bilinear", align_corners=False)
-    out = out[0, 0].cpu().numpy().astype(np.float32)
+    out = out[0, 0].cpu().numpy().astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         raise NonFiniteOutput(f"{getattr(model, 'name', '') or 'the network'} produced {int((~np.isfinite(out)).sum())} "
                               f"non-finite values "
