@@ -14,7 +14,7 @@ torch.hub lists every public callable of this module, so helpers are private.
 
 from typing import Any as _Any, Callable as _Callable
 
-from svde.models import released as _released
+from svde.models import loading as _loading, released as _released
 from svde.models.registry import MODELS as _MODELS
 
 # Checked by torch.hub before an entry point runs (module names, as importlib finds them).
@@ -23,7 +23,7 @@ dependencies = ["torch", "torchvision", "timm", "segmentation_models_pytorch", "
 
 def _entry(name: str) -> _Callable[..., _Any]:
     def entry(pretrained: bool = True, **kwargs: _Any) -> _Any:
-        return _released.hub_model(name, pretrained=pretrained, **kwargs)
+        return _loading.hub_model(name, pretrained=pretrained, **kwargs)
 
     metrics = _released.RELEASED[name].metrics
     entry.__name__ = entry.__qualname__ = name

@@ -11,6 +11,7 @@ import torch
 from svde.errors import UserError
 from svde.models import MODELS
 from svde.models.pretrained import PretrainedWeightsUnavailable
+from svde.models.loading import hub_model
 from svde.models.released import (
     METRIC_DEFINITIONS,
     RELEASE_URL,
@@ -18,7 +19,6 @@ from svde.models.released import (
     ReleasedWeights,
     ReleasedWeightsInvalid,
     check_released_layout,
-    hub_model,
     load_released,
     published_metrics_table,
     released_path,

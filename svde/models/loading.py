@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,7 +41,7 @@ from svde.models.sharing import _REPO_ID, from_pretrained
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load"]
+__all__ = ["hub_model", "load"]
 
 # A missing path with one of these endings is a missing file, not a hub repo id or a name.
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".tar")
@@ -111,3 +112,23 @@ def _load_file(path: Path, model: str | None) -> tuple[DepthModel, str]:
         raise CheckpointError(f"{path}: an authors' file that fits none of {', '.join(MODELS)}; "
                               "pass model=NAME to see what differs")
     return load_official_checkpoint(obj, name), f"the authors' file {path} ({name})"
+
+
+def hub_model(name: str, pretrained: bool = True, **kwargs: Any) -> DepthModel:
+    """What the ``hubconf.py`` entry point ``name`` returns.
+
+    ``pretrained=True`` (the default, as MiDaS' hub entries): the released weights through
+    :func:`load` (``progress`` may be passed). ``pretrained=False``: random weights,
+    :func:`~svde.models.build_model` (``encoder_weights`` may be passed, e.g. ``"imagenet"``).
+    ``pretrained`` must be a bool: a string such as ``"no"`` is refused rather than read as true.
+    """
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"{name}: pretrained must be True or False, got {pretrained!r}")
+    if name not in MODELS:
+        raise UnknownName(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    allowed = {"progress"} if pretrained else {"encoder_weights"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"{name}(pretrained={pretrained}) takes only {', '.join(repr(a) for a in sorted(allowed))}, "
+                        f"got {', '.join(unknown)}")
+    return load(name, **kwargs) if pretrained else build_model(name, **kwargs)

@@ -43,7 +43,6 @@ from svde.errors import UserError
 from svde.models.checkpoint import CheckpointError, load_official_checkpoint
 from svde.models.model import DepthModel
 from svde.models.pretrained import PretrainedWeightsUnavailable
-from svde.models.registry import MODELS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -224,27 +223,3 @@ def load_released(name: str, progress: bool = True) -> DepthModel:
         >>> depth = model.infer_image(rgb)  # doctest: +SKIP
     """
     return _obtain(name, progress)[1]
-
-
-def hub_model(name: str, pretrained: bool = True, **kwargs: Any) -> DepthModel:
-    """What the ``hubconf.py`` entry point ``name`` returns (through :func:`svde.load`).
-
-    ``pretrained=True`` (the default, as MiDaS' hub entries): the released weights (``progress``
-    may be passed). ``pretrained=False``: random weights, :func:`~svde.models.build_model`
-    (``encoder_weights`` may be passed, e.g. ``"imagenet"``). ``pretrained`` must be a bool: a
-    string such as ``"no"`` is refused rather than read as true.
-    """
-    if not isinstance(pretrained, bool):
-        raise TypeError(f"{name}: pretrained must be True or False, got {pretrained!r}")
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
-    allowed = {"progress"} if pretrained else {"encoder_weights"}
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise TypeError(f"{name}(pretrained={pretrained}) takes only {', '.join(repr(a) for a in sorted(allowed))}, "
-                        f"got {', '.join(unknown)}")
-    if not pretrained:
-        return build_model(name, **kwargs)
-    from svde.models.loading import load  # loading builds on this module
-
-    return load(name, **kwargs)

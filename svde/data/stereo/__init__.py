@@ -4,6 +4,9 @@
   (``sgbm`` in :mod:`~svde.data.stereo.matching`, ``raft`` in :mod:`~svde.data.stereo.raft`);
 * :mod:`svde.data.stereo.sources`: frames from pair folders and 3D videos;
 * :mod:`svde.data.stereo.pipeline`: the resumable, shardable preparation into ``stereo_folder``;
+* :mod:`svde.data.stereo.midas` and :mod:`svde.data.stereo.shots`: MiDaS' 3D-movie acquisition
+  (lasinger/3DVideos2Stereo) step by step, ``--preset midas``: its frame filter, storage, sky,
+  FFmpeg's scene score and clip sampling;
 * :mod:`svde.data.stereo.synthetic`: rectified synthetic pairs with exact disparity.
 """
 

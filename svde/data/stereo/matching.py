@@ -7,8 +7,11 @@ and, on the mirrored pair, from the right view, then keeps a left pixel only whe
 * both views agree (left-right consistency: ``|d_L(x) - d_R(x - d_L(x))| <= lr_tolerance`` px),
 * the matcher found a unique minimum (SGBM's ``uniquenessRatio``; speckles are removed by its
   ``speckleWindowSize``/``speckleRange``),
-* the left image has texture there (grey-level standard deviation over the matching window
-  ``>= min_texture``), and the disparity is at least ``min_disparity_px``.
+* and the left image has texture there (grey-level standard deviation over the matching window
+  ``>= min_texture``, when > 0).
+
+Any disparity in the search range is kept, zero and negative ones included (converged footage: 3D
+films put content behind the screen); there is no minimum-disparity rule.
 
 Disparity is in pixels of the left image, larger = closer (``x_right = x_left - d``), as in the
 Middlebury 2014 and Scene Flow ground truth (vision.middlebury.edu/stereo/data/scenes2014,
@@ -196,16 +199,23 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, settings: StereoSettings
     ``left``/``right``: rectified uint8 (H, W, 3) RGB views of one size (checked by the caller,
     :func:`svde.data.stereo.estimate_disparity`); ``device`` is unused (OpenCV runs on the CPU).
     """
+    d_left, d_right = sgbm_maps(left, right, settings)
+    valid = left_right_consistent(d_left, d_right, settings.lr_tolerance)
+    if settings.min_texture > 0:
+        valid &= texture(cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), settings.block_size) >= settings.min_texture
+    return np.where(valid, d_left, 0.0).astype(np.float32), valid
+
+
+def sgbm_maps(left: np.ndarray, right: np.ndarray, settings: StereoSettings) -> tuple[np.ndarray, np.ndarray]:
+    """SGBM's unchecked disparities of both views (float32 px, NaN = no match): ``d_left`` with
+    ``x_right = x_left - d_left``, ``d_right`` with ``x_left = x_right + d_right``."""
     matcher = _sgbm(settings, *search_range(left, right, settings))
     gl, gr = cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
     d_left = _match(matcher, gl, gr)
     # The right view's disparity: match the mirrored pair (the mirrored right view is then the
     # "left" one), and mirror the result back.
     d_right = _match(matcher, np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]))[:, ::-1]
-    valid = left_right_consistent(d_left, d_right, settings.lr_tolerance)
-    if settings.min_texture > 0:
-        valid &= texture(gl, settings.block_size) >= settings.min_texture
-    return np.where(valid, d_left, 0.0).astype(np.float32), valid
+    return d_left, np.ascontiguousarray(d_right)
 
 
 def feature_matches(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,17 +17,27 @@ below as invalid, and UTSS is shift-invariant.
 
 A frame is dropped, with its reason in the manifest, when it cannot be read, sits at a scene cut
 or repeats the previous sampled frame (:mod:`~svde.data.stereo.sources`), when its views are
-identical (mono footage passed as stereo: no disparity), when they are not rectified (median
-vertical offset of feature matches above ``max_vertical``), when none or fewer than ``min_kept``
-of its pixels are valid, or when its valid disparities span less than ``min_range`` pixels
-(5th..95th percentile). Each file is written atomically and ``left/`` last, and the manifest is
-written before the first frame, so an interrupted (even killed) run leaves only whole frames; a
-rerun skips the frames its manifest records. With ``shard=(k, n)`` only frames ``k, k + n, ...`` are
-prepared and the manifest is ``manifest.shard-<k>-of-<n>.json``: shards may share one folder.
+identical (mono footage passed as stereo: no disparity), and then by the frame filter:
+
+* ``svde`` (the default): when the views are not rectified (median vertical offset of feature
+  matches above ``max_vertical``), when none or fewer than ``min_kept`` of its pixels are valid,
+  or when its valid disparities span less than ``min_range`` pixels (5th..95th percentile);
+* ``midas``: MiDaS' vertical, range and forward-backward checks (:mod:`svde.data.stereo.midas`),
+  with ``max_vertical``/``max_vertical_share``, ``min_range`` and ``lr_tolerance``/``min_kept``.
+
+Kept frames are stored at ``scale`` times their size (MiDaS: 0.5), with the sky of
+``sky_masks/<name>.png`` (when given) set to the frame's minimum disparity and valid.
+:func:`preset_options` gives the options of a preset (``--preset midas``: MiDaS' 3D-movie
+acquisition, :mod:`svde.data.stereo.midas`). Each file is written atomically and ``left/`` last,
+and the manifest is written before the first frame, so an interrupted (even killed) run leaves
+only whole frames; a rerun skips the frames its manifest records. With ``shard=(k, n)`` only
+frames ``k, k + n, ...`` are prepared and the manifest is ``manifest.shard-<k>-of-<n>.json``:
+shards may share one folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -45,7 +55,7 @@ import torch
 from svde.atomic import TMP_SUFFIX, check_writable, write_bytes, write_json
 from svde.data.io import write_npy, write_rgb
 from svde.errors import RunFailed, UserError
-from svde.data.stereo import raft
+from svde.data.stereo import midas, raft
 from svde.data.stereo.estimate import estimate_disparity, matcher_function
 from svde.data.stereo.matching import StereoSettings, check_pair, vertical_offset
 from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frames
@@ -53,6 +63,11 @@ from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frame
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "svde-stereo/1"
 SAVE_EVERY = 20  # frames between manifest saves
+FRAME_FILTERS = ("svde", "midas")
+SKY_NONE = ("not segmented: sky pixels pass or fail the same checks as any other pixel (a flat sky usually "
+            "fails the texture rule, min_texture; without it, as in the midas preset, it keeps the disparity "
+            "the matcher interpolated there)")
+SKY_MASKS = "sky_masks/<name>.png (non-zero = sky) set to the frame's minimum valid disparity and marked valid (MiDaS)"
 
 
 @dataclass(frozen=True)
@@ -64,11 +79,26 @@ class PrepareOptions:
     sampling: Sampling = Sampling()
     min_kept: float = 0.2
     min_range: float = 1.0
+    frame_filter: str = "svde"
+    max_vertical_share: float = 0.1  # the midas filter only
+    scale: float = 1.0
+    sky_masks: str = ""
+    preset: str = ""  # recorded only: the preset's values are already in the fields above
 
     def settings(self, videos: bool = True) -> dict[str, Any]:
         """The settings that shape this run's output: the matcher's own, and sampling only with ``videos``."""
-        return {"matcher": self.matcher, "stereo": self.stereo.as_dict(self.matcher), "min_kept": self.min_kept, "min_range": self.min_range,
+        sky = str(Path(self.sky_masks).resolve()) if self.sky_masks else None
+        return {"preset": self.preset or None, "matcher": self.matcher, "stereo": self.stereo.as_dict(self.matcher),
+                "frame_filter": self.frame_filter, "min_kept": self.min_kept, "min_range": self.min_range,
+                **({"max_vertical_share": self.max_vertical_share} if self.frame_filter == "midas" else {}),
+                "scale": self.scale, "sky": {"masks": sky, "handling": SKY_MASKS if sky else SKY_NONE},
                 **({"sampling": self.sampling.as_dict()} if videos else {})}
+
+    def rules(self) -> midas.MidasRules:
+        """The midas filter's thresholds (``get_disp_and_uncertainty.py``'s names) from these options."""
+        return midas.MidasRules(v_threshold=self.stereo.max_vertical, max_v_fail=self.max_vertical_share,
+                                fbc_threshold=self.stereo.lr_tolerance, min_fbc_pass=self.min_kept,
+                                range_threshold=self.min_range, min_texture=self.stereo.min_texture)
 
     def check(self) -> PrepareOptions:
         matcher_function(self.matcher)
@@ -78,7 +108,47 @@ class PrepareOptions:
             raise UserError(f"--min-kept must be in [0, 1], got {self.min_kept}")
         if not (np.isfinite(self.min_range) and self.min_range >= 0):
             raise UserError(f"--min-range must be >= 0 px, got {self.min_range}")
+        if self.frame_filter not in FRAME_FILTERS:
+            raise UserError(f"--frame-filter must be one of {', '.join(FRAME_FILTERS)}, got {self.frame_filter!r}")
+        if not 0 < self.max_vertical_share <= 1:
+            raise UserError(f"--max-vertical-share must be in (0, 1], got {self.max_vertical_share}")
+        if not (np.isfinite(self.scale) and 0 < self.scale <= 1):
+            raise UserError(f"--scale must be in (0, 1] (1: as matched, 0.5: MiDaS' half size), got {self.scale}")
+        if self.sky_masks and not Path(self.sky_masks).is_dir():
+            raise UserError(f"--sky-masks {self.sky_masks}: no such folder; expected <name>.png sky masks "
+                            f"(non-zero = sky), one per frame name")
+        if self.preset and self.preset not in midas.PRESETS:
+            raise UserError(f"--preset must be one of {', '.join(midas.PRESETS)}, got {self.preset!r}")
         return self
+
+
+def preset_options(name: str, **overrides: Any) -> PrepareOptions:
+    """:class:`PrepareOptions` with the defaults of preset ``name`` (:data:`svde.data.stereo.midas.PRESETS`,
+    whose keys are field names of the options, :class:`StereoSettings` or :class:`Sampling`),
+    ``overrides`` (the same names) winning, as flags given on the command line do (``every``
+    also replaces the preset's ``fps``, ``cut_detector`` its ``cut_threshold``).
+
+    Example:
+        >>> opts = preset_options("midas", matcher="sgbm")
+        >>> opts.matcher, opts.frame_filter, opts.stereo.lr_tolerance, opts.sampling.fps, opts.preset
+        ('sgbm', 'midas', 2.0, 4.0, 'midas')
+    """
+    if name not in midas.PRESETS:
+        raise UserError(f"unknown preset {name!r}; valid presets: {', '.join(midas.PRESETS)}")
+    preset = {k: v for k, v in midas.PRESETS[name].items()
+              if not any(other in overrides for other in midas.PRESET_EXCLUDES.get(k, ()))}
+    values = {**preset, **overrides}
+    groups: dict[str, dict[str, Any]] = {"stereo": {}, "sampling": {}, "options": {"preset": name}}
+    owners = {"stereo": {f.name for f in dataclasses.fields(StereoSettings)},
+              "sampling": {f.name for f in dataclasses.fields(Sampling)},
+              "options": {f.name for f in dataclasses.fields(PrepareOptions)} - {"stereo", "sampling"}}
+    for key, value in values.items():
+        owner = next((group for group, names in owners.items() if key in names), None)
+        if owner is None:
+            raise UserError(f"preset_options: unknown setting {key!r}")
+        groups[owner][key] = value
+    return PrepareOptions(stereo=StereoSettings(**groups["stereo"]), sampling=Sampling(**groups["sampling"]),
+                          **groups["options"])
 
 
 def manifest_name(shard: tuple[int, int]) -> str:
@@ -154,6 +224,30 @@ def stored_offset(disparity: np.ndarray, valid: np.ndarray) -> float:
     return 0.0 if low >= 1 else float(1 - np.floor(low))
 
 
+def _svde_filter(left: np.ndarray, right: np.ndarray, opts: PrepareOptions, device: str) -> midas.FrameResult:
+    """The default frame filter (see the module): rectification, valid share, 5th..95th percentile range."""
+    dy = vertical_offset(left, right)
+    if dy is not None and abs(dy) > opts.stereo.max_vertical:
+        return midas.FrameResult(f"views not rectified: median vertical offset {dy:+.1f} px of feature matches "
+                                 f"> max_vertical {opts.stereo.max_vertical:g} px")
+    disp, valid = estimate_disparity(left, right, opts.matcher, opts.stereo, device)
+    if not valid.any():
+        return midas.FrameResult("no valid pixel (the consistency and texture checks rejected every one)",
+                                 stats={"kept_fraction": 0.0})
+    kept = float(valid.mean())
+    lo, hi = (float(v) for v in np.percentile(disp[valid], [5, 95]))
+    # vertical_offset None: too few feature matches to check the rectification (small or flat frames)
+    stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)],
+             "vertical_offset": None if dy is None else round(dy, 2)}
+    if kept < opts.min_kept:
+        return midas.FrameResult(f"too few valid pixels: {kept:.1%} < min_kept {opts.min_kept:.0%}", stats=stats)
+    if hi - lo < opts.min_range:
+        hint = "; views nearly equal: mono footage passed as stereo?" if max(abs(lo), abs(hi)) < 1 else ""
+        return midas.FrameResult(f"disparity range {hi - lo:.2f} px < min_range {opts.min_range:g} px "
+                                 f"(no depth to learn from{hint})", stats=stats)
+    return midas.FrameResult(None, disp, valid, stats)
+
+
 def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, str | None, str, PrepareOptions, str]
                   ) -> dict[str, Any]:
     """Match one frame and write its files (or only decide why it is dropped): its manifest record."""
@@ -166,36 +260,42 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
         return _drop(ref, f"bad frame: {exc}")
     if np.array_equal(left, right) or np.mean(cv2.absdiff(left, right)) < 0.5:
         return _drop(ref, "left equals right (mono footage passed as stereo?): no disparity")
-    dy = vertical_offset(left, right)
-    if dy is not None and abs(dy) > opts.stereo.max_vertical:
-        return _drop(ref, f"views not rectified: median vertical offset {dy:+.1f} px of feature matches "
-                          f"> max_vertical {opts.stereo.max_vertical:g} px")
     try:
-        disp, valid = estimate_disparity(left, right, opts.matcher, opts.stereo, device)
+        if opts.frame_filter == "midas":
+            result = midas.midas_frame(left, right, opts.matcher, opts.stereo, opts.rules(), device)
+        else:
+            result = _svde_filter(left, right, opts, device)
     except cv2.error as exc:  # one frame OpenCV cannot match must not end a film's run
         return _drop(ref, f"the matcher failed on this frame: {' '.join(str(exc).split())[-200:]}")
-    if not valid.any():
-        return _drop(ref, "no valid pixel (the consistency and texture checks rejected every one)", kept_fraction=0.0)
-    kept = float(valid.mean())
-    lo, hi = (float(v) for v in np.percentile(disp[valid], [5, 95]))
-    stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)]}
-    if kept < opts.min_kept:
-        return _drop(ref, f"too few valid pixels: {kept:.1%} < min_kept {opts.min_kept:.0%}", **stats)
-    if hi - lo < opts.min_range:
-        hint = "; views nearly equal: mono footage passed as stereo?" if max(abs(lo), abs(hi)) < 1 else ""
-        return _drop(ref, f"disparity range {hi - lo:.2f} px < min_range {opts.min_range:g} px "
-                          f"(no depth to learn from{hint})", **stats)
-    out = Path(out_dir)
+    if result.reason is not None:
+        stats = {k: v for k, v in result.stats.items() if k != "vertical_offset"}
+        return _drop(ref, result.reason, **stats)
+    return _store(ref, Path(out_dir), left, result, opts)
+
+
+def _store(ref: FrameRef, out: Path, left: np.ndarray, result: midas.FrameResult, opts: PrepareOptions) -> dict[str, Any]:
+    """Write a kept frame (at ``opts.scale``, sky applied, shifted by its stored offset): its record."""
+    view, disp, valid = midas.rescale(left, result.disparity, result.valid, opts.scale)
+    extra: dict[str, Any] = {}
+    if opts.sky_masks:
+        sky = midas.read_sky(str(Path(opts.sky_masks) / f"{ref.name}.png"), (disp.shape[1], disp.shape[0]))
+        if sky is None:
+            return _drop(ref, f"no sky mask {Path(opts.sky_masks) / ref.name}.png (--sky-masks: one per kept frame)",
+                         **{k: v for k, v in result.stats.items() if k != "vertical_offset"})
+        disp, valid = midas.apply_sky(disp, valid, sky)
+        extra["sky_fraction"] = round(float(sky.mean()), 6)
+    stats = dict(result.stats)
+    if opts.frame_filter == "midas" or opts.scale != 1 or opts.sky_masks:
+        stats["kept_fraction"] = round(float(valid.mean()), 6)  # of the stored mask
     offset = stored_offset(disp, valid)
     write_npy(out / "disparity" / f"{ref.name}.npy", np.where(valid, disp + offset, 0.0).astype(np.float32))
     ok, png = cv2.imencode(".png", valid.astype(np.uint8) * 255)
     if not ok:
         raise RunFailed(f"{out / 'mask' / ref.name}.png: cannot encode the mask")
     write_bytes(out / "mask" / f"{ref.name}.png", png.tobytes())
-    write_rgb(out / "left" / f"{ref.name}.png", left)  # last: the loader indexes left/
-    # vertical_offset None: too few feature matches to check the rectification (small or flat frames)
-    return {**_base(ref), "status": "kept", **stats, "stored_offset": offset,
-            "vertical_offset": None if dy is None else round(dy, 2)}
+    write_rgb(out / "left" / f"{ref.name}.png", view)  # last: the loader indexes left/
+    vertical = {"vertical_offset": stats.pop("vertical_offset")} if "vertical_offset" in stats else {}
+    return {**_base(ref), "status": "kept", **stats, **extra, "stored_offset": offset, **vertical}
 
 
 def _done(out: Path, records: dict[str, dict[str, Any]], ref: FrameRef) -> bool:
@@ -295,7 +395,12 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     if opts.matcher == "raft":
         if download_weights and not opts.stereo.raft_weights:  # opt-in; a verified cached file is kept
             raft.fetch_raft_weights(opts.stereo.raft_model, progress=progress)
-        raft.network(opts.stereo, device)  # the weights exist and load, before any frame
+        try:
+            raft.network(opts.stereo, device)  # the weights exist and load, before any frame
+        except raft.RaftWeightsUnavailable as exc:
+            if not opts.preset:
+                raise
+            raise raft.RaftWeightsUnavailable(f"{exc}; or run --preset {opts.preset} offline with --matcher sgbm") from None
     frames = list_frames(inputs, opts.sampling)[k::n]
     _check_out(out, create=True)
     manifest = out / manifest_name(shard)

@@ -24,6 +24,13 @@ use PySceneDetect's content score (Breakthrough/PySceneDetect, ``website/pages/a
 "Content-Aware Detector"): the mean absolute difference of two frames in HSV, averaged over the
 three channels, here on 64x36 thumbnails of the left view; a cut is a score above 27, that
 documentation's suggested starting threshold.
+
+With ``cut_detector="ffmpeg"`` (FFmpeg's ``select`` scene score, as the MiDaS pipeline) or with
+clip sampling (``clip_length`` > 0, the ``midas`` preset) the check pass also scores every frame
+against the one before it (:mod:`svde.data.stereo.shots`) and lists the cuts: clip sampling then
+takes only frames of clips that fit inside a shot (:func:`~svde.data.stereo.shots.clip_frames`),
+and plain sampling with the ``ffmpeg`` score drops a frame that opens or closes a shot. The scan
+runs on the uncropped views (bars are found in the same pass).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -39,6 +46,7 @@ import numpy as np
 from svde.data.base import DataError
 from svde.data.io import read_image
 from svde.data.layout import USER_IMAGE_EXTS
+from svde.data.stereo.shots import FFmpegSceneScore, clip_frames
 from svde.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,7 @@ LAYOUTS = ("auto", "pairs", "sbs", "tb")  # auto: folders are pairs, video files
 BAR_LEVEL = 16.0  # a row/column whose mean grey level stays below this in every probed frame is a bar
 PROBE_FRAMES = 24  # frames probed for bars
 THUMB = (64, 36)
+CUT_DETECTORS = {"content": 27.0, "ffmpeg": 0.1}  # each score's default threshold (PySceneDetect's; MiDaS')
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,13 @@ class Sampling:
     """How frames are taken from the inputs (recorded in the manifest: part of what makes a dataset).
 
     ``every``: every N-th video frame (or ``fps``: about that many per second); ``layout`` and
-    ``half``: how a video packs its views; ``crop_bars``: crop letterbox bars; ``cut_threshold``
-    / ``dup_threshold``: content scores above which two consecutive frames are a scene cut, and
-    below which a sampled frame repeats the previous one (0 turns either test off).
+    ``half``: how a video packs its views; ``crop_bars``: crop letterbox bars; ``cut_detector``:
+    the score of two consecutive frames, ``content`` or ``ffmpeg`` (:data:`CUT_DETECTORS`);
+    ``cut_threshold``: the score above which they are a scene cut (``None``: the detector's
+    default); ``dup_threshold``: the content score below which a sampled frame repeats the
+    previous one (0 turns either test off); ``clip_length`` > 0: MiDaS' clip sampling (clips of
+    that many seconds at ``fps``/``every``, one per ``clip_gap`` seconds of a shot;
+    :func:`~svde.data.stereo.shots.clip_frames`).
     """
 
     every: int = 1
@@ -64,8 +77,20 @@ class Sampling:
     layout: str = "auto"
     half: bool = False
     crop_bars: bool = True
-    cut_threshold: float = 27.0
+    cut_threshold: float | None = None
     dup_threshold: float = 1.0
+    cut_detector: str = "content"
+    clip_length: float = 0.0
+    clip_gap: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.cut_threshold is None and self.cut_detector in CUT_DETECTORS:
+            object.__setattr__(self, "cut_threshold", CUT_DETECTORS[self.cut_detector])
+
+    @property
+    def scans_cuts(self) -> bool:
+        """Whether the check pass scores every frame (clip sampling, or FFmpeg's score)."""
+        return self.clip_length > 0 or self.cut_detector == "ffmpeg"
 
     def check(self) -> Sampling:
         problems = []
@@ -75,10 +100,14 @@ class Sampling:
             problems.append(f"--fps must be > 0, got {self.fps}")
         if self.layout not in LAYOUTS:
             problems.append(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        for name in ("cut_threshold", "dup_threshold"):
+        if self.cut_detector not in CUT_DETECTORS:
+            problems.append(f"--cut-detector must be one of {', '.join(CUT_DETECTORS)}, got {self.cut_detector!r}")
+        for name in ("cut_threshold", "dup_threshold", "clip_length"):
             value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
+            if value is None or not (np.isfinite(value) and value >= 0):
                 problems.append(f"{name} must be a finite number >= 0, got {value}")
+        if not (np.isfinite(self.clip_gap) and self.clip_gap > 0):
+            problems.append(f"clip_gap must be > 0 s, got {self.clip_gap}")
         if problems:
             raise UserError("; ".join(problems))
         return self
@@ -102,6 +131,7 @@ class FrameRef:
     """One frame to prepare: its output ``name``, the ``source`` file or folder, and where in it.
 
     ``previous``: the frame index sampled before this one (for the near-duplicate test; -1: none).
+    ``cut``: why the frame is dropped at a scene cut, decided by the check pass (``ffmpeg`` score).
     """
 
     name: str
@@ -113,6 +143,7 @@ class FrameRef:
     right_path: str | None = None
     packing: Packing | None = None
     previous: int = -1
+    cut: str | None = None
 
 
 def _images_by_stem(folder: Path) -> dict[str, Path]:
@@ -177,8 +208,30 @@ def _bars(levels: np.ndarray) -> tuple[int, int]:
     return int(bright[0]), int(levels.size - 1 - bright[-1])
 
 
-def video_info(path: Path, layout: str, crop_bars: bool) -> tuple[int, float, Packing]:
-    """(decodable frames, fps, the packing with its bar crop) of a 3D video, checked."""
+def _cut_scorer(detector: str, layout: str, half: bool) -> Callable[[np.ndarray], float]:
+    """The score of each decoded BGR frame against the previous one, for the check pass's scan."""
+    if detector == "ffmpeg":
+        ffmpeg = FFmpegSceneScore()
+        return lambda frame: ffmpeg(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    previous: list[np.ndarray] = []
+
+    def content(frame: np.ndarray) -> float:
+        thumb = thumbnail(split_views(frame, Packing(layout, half))[0])
+        score = _difference(previous[0], thumb) if previous else 0.0
+        previous[:] = [thumb]
+        return float(score)
+    return content
+
+
+def video_info(path: Path, layout: str, crop_bars: bool, scan: Sampling | None = None
+               ) -> tuple[int, float, Packing, dict[int, float] | None]:
+    """(decodable frames, fps, the packing with its bar crop, cut scores) of a 3D video, checked.
+
+    With ``scan`` (a :class:`Sampling` whose :attr:`~Sampling.scans_cuts`) every frame is decoded
+    and scored against the one decoded before it (``{index: score}``); otherwise scores are None.
+    """
+    score = _cut_scorer(scan.cut_detector, layout, scan.half) if scan is not None else None
+    scores: dict[int, float] | None = {} if score is not None else None
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -201,9 +254,11 @@ def video_info(path: Path, layout: str, crop_bars: bool) -> tuple[int, float, Pa
                 if count >= declared:
                     break
                 failed.append(count)
-            elif crop_bars and count in probe:
+            elif (crop_bars and count in probe) or score is not None:
                 ok, frame = cap.retrieve()
-                if ok:
+                if ok and score is not None:
+                    scores[count] = score(frame)
+                if ok and crop_bars and count in probe:
                     views = split_views(frame, Packing(layout, False))
                     grey = np.maximum(*(cv2.cvtColor(v, cv2.COLOR_RGB2GRAY).astype(np.float32) for v in views))
                     r, c = grey.mean(axis=1), grey.mean(axis=0)
@@ -224,21 +279,46 @@ def video_info(path: Path, layout: str, crop_bars: bool) -> tuple[int, float, Pa
     crop = (*_bars(rows), *_bars(cols)) if rows is not None else (0, 0, 0, 0)
     if any(crop):
         log.info("%s: cropping bars (top, bottom, left, right) = %s px", path, crop)
-    return count, fps, Packing(layout, False, crop)
+    return count, fps, Packing(layout, False, crop), scores
+
+
+def _cut_reasons(scores: dict[int, float], sampling: Sampling) -> dict[int, str]:
+    """Frame index -> why it is dropped at a cut: it opens a shot (its score) or closes one (the next's)."""
+    reasons: dict[int, str] = {}
+    for i, value in sorted(scores.items()):
+        if value > sampling.cut_threshold:
+            text = (f"at a scene cut: frames {i - 1} and {i} score {value:.3f} ({sampling.cut_detector} scene score) "
+                    f"> cut_threshold {sampling.cut_threshold:g}")
+            reasons.setdefault(i - 1, text)
+            reasons.setdefault(i, text)
+    return reasons
 
 
 def _video_frames(path: Path, sampling: Sampling) -> list[FrameRef]:
     layout = "sbs" if sampling.layout == "auto" else sampling.layout
-    count, video_fps, packing = video_info(path, layout, sampling.crop_bars)
+    count, video_fps, packing, scores = video_info(path, layout, sampling.crop_bars,
+                                                   sampling if sampling.scans_cuts else None)
     packing = Packing(layout, sampling.half, packing.crop)
     step = sampling.every
+    if (sampling.fps is not None or sampling.clip_length > 0) and not video_fps > 0:
+        raise UserError(f"{path}: the video does not record its frame rate; use --every N instead of --fps "
+                        f"(and no --clip-length)")
     if sampling.fps is not None:
-        if not video_fps > 0:
-            raise UserError(f"{path}: the video does not record its frame rate; use --every N instead of --fps")
         step = max(1, int(round(video_fps / sampling.fps)))
     rate = video_fps if video_fps > 0 else None
+    cut_reasons: dict[int, str] = {}
+    if sampling.clip_length > 0:  # MiDaS' clips: every listed frame lies inside a shot
+        cuts = [i for i, value in (scores or {}).items() if 0 < sampling.cut_threshold < value]
+        indices = clip_frames(count, video_fps, cuts, video_fps / step, sampling.clip_length, sampling.clip_gap)
+        log.info("%s: %d scene cuts (%s score > %g), %d frames in clips", path, len(cuts), sampling.cut_detector,
+                 sampling.cut_threshold, len(indices))
+    else:
+        indices = list(range(0, count, step))
+        if sampling.cut_detector == "ffmpeg" and sampling.cut_threshold > 0:
+            cut_reasons = _cut_reasons(scores or {}, sampling)
+    previous = [-1] + indices[:-1] if sampling.clip_length > 0 else [i - step for i in indices]
     return [FrameRef(f"{path.stem}_f{i:06d}", str(path.resolve()), "video", i, None if rate is None else round(i / rate, 6),
-                     packing=packing, previous=i - step) for i in range(0, count, step)]
+                     packing=packing, previous=p, cut=cut_reasons.get(i)) for i, p in zip(indices, previous)]
 
 
 def list_frames(inputs: list[Path], sampling: Sampling | None = None) -> list[FrameRef]:
@@ -312,9 +392,14 @@ class _VideoReader:
 
 
 def _selection_reason(ref: FrameRef, thumbs: dict[int, np.ndarray], sampling: Sampling) -> str | None:
-    """Why a decoded video frame is not used (scene cut, near-duplicate), or None."""
+    """Why a decoded video frame is not used (scene cut, near-duplicate), or None.
+
+    Cuts are tested here with the content score and plain sampling only: the ``ffmpeg`` score and
+    clip sampling decided them in the check pass (``ref.cut``; clips hold no cut)."""
     here = thumbs.get(ref.index)
-    if sampling.cut_threshold > 0:
+    if ref.cut is not None:
+        return ref.cut
+    if sampling.cut_threshold > 0 and sampling.cut_detector == "content" and sampling.clip_length == 0:
         for a, b in ((ref.index - 1, ref.index), (ref.index, ref.index + 1)):
             diff = _difference(thumbs.get(a), thumbs.get(b))
             if diff is not None and diff > sampling.cut_threshold:
