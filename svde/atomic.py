@@ -6,6 +6,12 @@ rename itself survives a power cut. A crash therefore leaves either the old file
 never a torn one. Temporaries are named ``.<name>.<random>.tmp``; :func:`remove_stale_temporaries`
 deletes those a killed process left behind.
 
+File modes. The temporary comes from :func:`tempfile.mkstemp`, which creates it readable by its
+owner only (0600); before the rename it is given the mode a plain ``open(path, "w")`` would give,
+``0666 & ~umask`` (:func:`default_file_mode`: 0644 under the usual umask 022, 0664 under 002), so
+that colleagues on a shared server can read checkpoints, predictions and caches as they can any
+other file. A secret file asks for its own mode (``atomic_path(path, mode=0o600)``).
+
 Example:
     >>> import tempfile, pathlib
     >>> folder = pathlib.Path(tempfile.mkdtemp())
@@ -20,10 +26,13 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +40,37 @@ from typing import Any, Iterator
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    Linux reports it in ``/proc/self/status`` (``Umask:``, since Linux 4.7). Elsewhere the only way
+    is to set it and set it back (``os.umask`` is process-wide), done under a lock so that two
+    svde threads never interleave; a file another thread creates in that instant is created under umask 022.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666 & ~umask``.
+
+    Example:
+        >>> old = os.umask(0o027); oct(default_file_mode()); _ = os.umask(old)
+        '0o640'
+    """
+    return 0o666 & ~current_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -56,24 +96,42 @@ def fsync_file(path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed to ``path``.
 
     For writers that want a file name (``torch.save``, ``onnx.save``, ``cv2.imwrite``). If the
-    block raises, the temporary is removed and ``path`` is untouched.
+    block raises, the temporary is removed and ``path`` is untouched. The file gets ``mode``
+    (default: :func:`default_file_mode`, what a plain ``open`` gives; ``0o600`` for a secret).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = default_file_mode() if mode is None else mode
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
+    try:
+        _chmod(tmp_path, mode, fd)
+    finally:
+        os.close(fd)
     try:
         yield tmp_path
         fsync_file(tmp_path)
+        _chmod(tmp_path, mode)  # again: a writer may have replaced the temporary with a file of its own
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _chmod(path: Path, mode: int, fd: int | None = None) -> None:
+    """Give ``path`` (open as ``fd`` when given) ``mode``; a file system without modes (e.g. FAT, some
+    network mounts) is left as it is."""
+    try:
+        if fd is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        else:
+            os.chmod(path, mode)
+    except OSError as exc:
+        log.debug("cannot set the mode of %s to %o: %s", path, mode, exc)
 
 
 def check_writable(folder: str | os.PathLike) -> Path:
@@ -129,21 +187,28 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None,
+                             older_than_s: float | None = None) -> list[Path]:
     """Delete temporaries (``.<name>.*.tmp``) that a killed writer left in ``folder``.
 
     Only call this for a folder that no other live process is writing to (e.g. a run folder at
-    the start of the run). With ``name``, only that target's temporaries go.
+    the start of the run), or pass ``older_than_s``: only temporaries not modified for that many
+    seconds go. With ``name``, only that target's temporaries go.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    pattern = f".{name}.*{TMP_SUFFIX}" if name else f".*{TMP_SUFFIX}"
+    pattern = f".{glob.escape(name)}.*{TMP_SUFFIX}" if name else f".*{TMP_SUFFIX}"
     removed = []
+    now = time.time()
     for tmp in folder.glob(pattern):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+        try:
+            if not tmp.is_file() or (older_than_s is not None and now - tmp.stat().st_mtime <= older_than_s):
+                continue
+        except OSError:  # removed meanwhile
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
     if removed:
         log.info("removed %d stale temporary file(s) in %s", len(removed), folder)
     return removed

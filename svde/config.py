@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -25,13 +24,18 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
-from svde.errors import UserError
+from svde.device import AMP_DTYPES
+from svde.errors import UnknownName, UserError, did_you_mean
 from svde.preprocess import STRIDE
 from svde.types import SCALE_INVARIANT, DepthType
 
 # What ``convert`` may turn a dataset's depth into (None: keep it).
 DEPTH_CONVERSIONS = (None, DepthType.UTS, DepthType.UTSS)
-AMP_MODES = ("none", "bf16", "fp16")
+AMP_MODES = ("none", *AMP_DTYPES)
+# The names svde.training.optim builds (the keys of its OPTIMIZERS and SCHEDULES; a test keeps them
+# equal): named here so that the config checks them without importing the layer above it.
+OPTIMIZER_NAMES = ("ranger", "adam", "adamw", "sgd")
+SCHEDULE_NAMES = ("constant", "cosine", "linear")
 
 
 class ConfigError(UserError):
@@ -95,12 +99,12 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser (see ``svde.training.optim.OPTIMIZERS``), LR schedule and gradient clipping."""
+    """Optimiser (one of :data:`OPTIMIZER_NAMES`), LR schedule and gradient clipping."""
 
     name: str = "ranger"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: str = "constant"  # see svde.training.optim.SCHEDULES
+    schedule: str = "constant"  # one of SCHEDULE_NAMES
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # final lr / lr for decaying schedules
     grad_clip: float | None = None  # max global gradient norm; None = off
@@ -128,7 +132,27 @@ class TrainConfig:
 
 
 @dataclass
-class ValConfig:
+class EvalSettings:
+    """How a dataset entry is evaluated (``svde.evaluation.evaluate_entry``): the keys that the
+    training config's ``val`` and the proof of concept's ``heldout`` share."""
+
+    dataset: DatasetEntry | None = None
+    protocol: str | None = None  # svde.evaluation protocol; None = the dataset's own
+    short_side: int | None = None  # input resolution override (the protocol's 384 is slow on CPU)
+    batch_size: int = 8
+    max_images: int | None = None
+
+    def problems(self, where: str) -> list[str]:
+        """What is wrong with the batch size, image count and resolution (empty: nothing)."""
+        rules = {"batch_size": (self.batch_size > 0, "> 0"),
+                 "max_images": (self.max_images is None or self.max_images >= 1, "null (all) or >= 1"),
+                 "short_side": (self.short_side is None or self.short_side >= STRIDE,
+                                f"null or >= {STRIDE} (the encoder stride)")}
+        return [f"{where}.{key} must be {rule}, got {getattr(self, key)}" for key, (ok, rule) in rules.items() if not ok]
+
+
+@dataclass
+class ValConfig(EvalSettings):
     """Periodic validation with ``svde.evaluation.evaluate_entry``; ``every: 0`` turns it off.
 
     Validation runs on ``dataset``, or, with ``holdout: N`` and ``dataset: null``, on N samples
@@ -140,10 +164,6 @@ class ValConfig:
     dataset: DatasetEntry | None = field(default_factory=lambda: DatasetEntry(split="val", options={"length": 32}))
     holdout: int = 0  # samples of each depth training set kept out for validation (0: validate on `dataset`)
     every: int = 100
-    protocol: str | None = None  # svde.evaluation protocol; None = the dataset's own
-    short_side: int | None = None  # input resolution override (the protocol's 384 is slow on CPU)
-    batch_size: int = 8
-    max_images: int | None = None
     metric: str = "delta1_err"  # key of the "uts" results (svde.evaluation.METRIC_NAMES ...); lower is better
 
 
@@ -193,7 +213,7 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc  # one line
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(raw).__name__}")
     return merge_bases(raw, path, (*_seen, resolved))
@@ -271,9 +291,8 @@ def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown config key '{where}{key}'{hint}; valid keys here: {', '.join(valid)}")
+            raise ConfigError(f"unknown config key '{where}{key}'{did_you_mean(key, valid)}; valid keys here: "
+                              f"{', '.join(valid)}")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -330,10 +349,10 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
 def validate(cfg: Config) -> Config:
     """Check the values that types alone cannot (names, ranges); returns ``cfg``."""
     # Local imports: keep ``import svde.config`` light.
-    from svde.data import DATASETS
-    from svde.models import MODELS
+    from svde.data.registry import DATASETS, option_problems
+    from svde.data.sampling import subset_problem
     from svde.losses import SI_REDUCTIONS, SI_TYPES
-    from svde.training.optim import OPTIMIZERS, SCHEDULES
+    from svde.models import MODELS
 
     problems = []
     if cfg.model.name not in MODELS:
@@ -349,11 +368,11 @@ def validate(cfg: Config) -> Config:
         if entry.name not in DATASETS:
             problems.append(f"{where}.name {entry.name!r} is not one of {', '.join(DATASETS)}")
         if entry.convert not in DEPTH_CONVERSIONS:
-            problems.append(f"{where}.convert must be null, 'uts' or 'utss', got {entry.convert!r}")
+            problems.append(f"{where}.convert must be null, {' or '.join(map(repr, DEPTH_CONVERSIONS[1:]))}, "
+                            f"got {entry.convert!r}")
         if not entry.weight > 0:
             problems.append(f"{where}.weight must be > 0, got {entry.weight}")
-        if entry.subset is not None and not (len(entry.subset) == 2 and 0 <= entry.subset[0] < entry.subset[1] <= 1):
-            problems.append(f"{where}.subset must be [start, end] with 0 <= start < end <= 1, got {entry.subset}")
+        problems += [p for p in [subset_problem(entry.subset, where)] if p]
     for key in ("height", "width"):
         value = getattr(cfg.data, key)
         if value <= 0 or value % STRIDE:
@@ -361,7 +380,7 @@ def validate(cfg: Config) -> Config:
     for where, value in (("data.batch_size", cfg.data.batch_size), ("data.epoch_length", cfg.data.epoch_length),
                          ("train.steps", cfg.train.steps), ("train.log_every", cfg.train.log_every),
                          ("train.checkpoint_every", cfg.train.checkpoint_every),
-                         ("train.max_nonfinite", cfg.train.max_nonfinite), ("val.batch_size", cfg.val.batch_size)):
+                         ("train.max_nonfinite", cfg.train.max_nonfinite)):
         if value <= 0:
             problems.append(f"{where} must be > 0, got {value}")
     if cfg.data.num_workers < 0:
@@ -376,10 +395,10 @@ def validate(cfg: Config) -> Config:
         problems.append(f"loss.si_types may hold {list(SI_TYPES)} only (SI needs unbiased depth), got {bad_types}")
     if cfg.loss.si_reduction not in SI_REDUCTIONS:
         problems.append(f"loss.si_reduction {cfg.loss.si_reduction!r} is not one of {', '.join(SI_REDUCTIONS)}")
-    if cfg.optim.name not in OPTIMIZERS:
-        problems.append(f"optim.name {cfg.optim.name!r} is not one of {', '.join(OPTIMIZERS)}")
-    if cfg.optim.schedule not in SCHEDULES:
-        problems.append(f"optim.schedule {cfg.optim.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if cfg.optim.name not in OPTIMIZER_NAMES:
+        problems.append(f"optim.name {cfg.optim.name!r} is not one of {', '.join(OPTIMIZER_NAMES)}")
+    if cfg.optim.schedule not in SCHEDULE_NAMES:
+        problems.append(f"optim.schedule {cfg.optim.schedule!r} is not one of {', '.join(SCHEDULE_NAMES)}")
     if cfg.optim.warmup_steps < 0 or not 0 <= cfg.optim.min_lr_ratio <= 1:
         problems.append(f"optim.warmup_steps must be >= 0 and optim.min_lr_ratio in [0, 1], got "
                         f"{cfg.optim.warmup_steps} and {cfg.optim.min_lr_ratio}")
@@ -394,8 +413,8 @@ def validate(cfg: Config) -> Config:
     if cfg.val.every < 0:
         problems.append(f"val.every must be >= 0 (0 = off), got {cfg.val.every}")
     problems += _check_ranges(cfg) + _check_val(cfg)
-    for where, entry in entries:
-        problems += _check_dataset_options(where, entry)
+    for where, entry in entries:  # options of unknown datasets: their name is reported above
+        problems += option_problems(entry.name, entry.options, where) if entry.name in DATASETS else []
     reported: set[str] = set()  # one problem per key (a NaN fails both "finite" and its range)
     problems = [p for p in problems if not (p.split(" ", 1)[0] in reported or reported.add(p.split(" ", 1)[0]))]
     if problems:
@@ -407,11 +426,8 @@ def _floats(data: Any, where: str = "") -> list[tuple[str, float]]:
     """Every float in a nested config dict, with its dotted key."""
     if isinstance(data, float):
         return [(where, data)]
-    if isinstance(data, Mapping):
-        return [f for key, value in data.items() for f in _floats(value, f"{where}.{key}" if where else str(key))]
-    if isinstance(data, list):
-        return [f for i, value in enumerate(data) for f in _floats(value, f"{where}.{i}")]
-    return []
+    items = data.items() if isinstance(data, Mapping) else enumerate(data) if isinstance(data, list) else ()
+    return [f for key, value in items for f in _floats(value, f"{where}.{key}" if where else str(key))]
 
 
 def _check_ranges(cfg: Config) -> list[str]:
@@ -435,49 +451,33 @@ def _check_ranges(cfg: Config) -> list[str]:
 def _check_val(cfg: Config) -> list[str]:
     """Validation settings: image count, resolution, protocol and metric names."""
     from svde.evaluation import DATASET_PROTOCOLS, METRIC_NAMES, PROTOCOLS
+    from svde.evaluation.protocols import protocol_name
 
-    v, problems = cfg.val, []
+    v, problems = cfg.val, cfg.val.problems("val")
     if v.holdout < 0:
         problems.append(f"val.holdout must be >= 0 (0: validate on val.dataset), got {v.holdout}")
     if v.holdout > 0 and v.dataset is not None:
         problems.append("val.holdout and val.dataset exclude each other: set val.dataset to null to validate on "
                         "held-out training samples, or val.holdout to 0")
-    if v.max_images is not None and v.max_images < 1:
-        problems.append(f"val.max_images must be null (all) or >= 1, got {v.max_images}")
-    if v.short_side is not None and v.short_side < 32:
-        problems.append(f"val.short_side must be null or >= 32 (the encoder stride), got {v.short_side}")
-    known = {**{name: name for name in PROTOCOLS}, **DATASET_PROTOCOLS}
+    # The protocol validation runs: val.protocol, else "folder" on held-out samples (depth, no cap), else the dataset's
+    name = v.protocol or ("folder" if v.holdout > 0 else v.dataset.name if v.dataset is not None and v.every else None)
     protocol = None
-    if v.protocol is not None:
-        if v.protocol not in known:
-            close = difflib.get_close_matches(v.protocol, list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"val.protocol {v.protocol!r} is not a protocol{hint}; valid: {', '.join(PROTOCOLS)} "
-                            f"or a dataset name ({', '.join(DATASET_PROTOCOLS)})")
-        else:
-            protocol = PROTOCOLS[known[v.protocol]]
-    elif v.holdout > 0:
-        protocol = PROTOCOLS["folder"]  # the default for held-out training samples (depth, no cap)
-    elif v.dataset is not None and v.every:
-        if v.dataset.name in known:
-            protocol = PROTOCOLS[known[v.dataset.name]]
+    try:
+        protocol = PROTOCOLS[protocol_name(name)] if name is not None else None
+    except UnknownName:
+        if v.protocol is not None:
+            problems.append(f"val.protocol {v.protocol!r} is not a protocol"
+                            f"{did_you_mean(v.protocol, [*PROTOCOLS, *DATASET_PROTOCOLS])}; valid: "
+                            f"{', '.join(PROTOCOLS)} or a dataset name ({', '.join(DATASET_PROTOCOLS)})")
         else:
             problems.append(f"val.dataset.name {v.dataset.name!r} has no evaluation protocol of its own: set "
                             f"val.protocol to one of {', '.join(PROTOCOLS)}")
     metrics = ("whdr",) if protocol is not None and protocol.ordinal else (*METRIC_NAMES, "geometry_err")
     valid = metrics if protocol is not None else (*METRIC_NAMES, "geometry_err", "whdr")
     if v.metric not in valid:
-        close = difflib.get_close_matches(v.metric, list(valid), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        problems.append(f"val.metric {v.metric!r} is not a validation metric{hint}; valid: {', '.join(valid)}")
+        problems.append(f"val.metric {v.metric!r} is not a validation metric{did_you_mean(v.metric, valid)}; "
+                        f"valid: {', '.join(valid)}")
     return problems
-
-
-def _check_dataset_options(where: str, entry: DatasetEntry) -> list[str]:
-    """``options`` keys that the dataset class does not take (:func:`svde.data.registry.option_problems`)."""
-    from svde.data.registry import DATASETS, option_problems
-
-    return option_problems(entry.name, entry.options, where) if entry.name in DATASETS else []  # names: elsewhere
 
 
 def build_config(raw: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> Config:

@@ -1,4 +1,5 @@
-"""Device names: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+"""Device names: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps``;
+and the reduced precisions (:data:`AMP_DTYPES`) that training and benchmarks autocast to.
 
 One rule for every entry point (API, commands, training), checked before any work starts.
 
@@ -17,6 +18,8 @@ from svde.errors import UserError
 
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N, mps"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# Autocast precision by name (``train.amp``, ``svde benchmark --amp``; "none" or None: fp32).
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class DeviceError(UserError):

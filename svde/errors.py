@@ -18,6 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 EXIT_FAILED = 1
 EXIT_USER = 2
 
@@ -39,6 +42,30 @@ class UnknownName(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+def did_you_mean(name: object, valid: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``valid`` to ``name``, or ``""``.
+
+    Example:
+        >>> did_you_mean("nyuu", ["nyu", "tum"]), did_you_mean("zzz", ["nyu"])
+        (" (did you mean 'nyu'?)", '')
+    """
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name(kind: str, name: object, valid: Iterable[object], plural: str | None = None) -> UnknownName:
+    """The one "unknown name" error of every registry lookup: names the kind, the closest valid
+    name and all of them (``plural``: the kind's plural, default ``kind + "s"``).
+
+    Example:
+        >>> str(unknown_name("optimizer", "adamm", ["adam", "sgd"]))
+        "unknown optimizer 'adamm' (did you mean 'adam'?); valid optimizers: adam, sgd"
+    """
+    valid = [str(v) for v in valid]
+    return UnknownName(f"unknown {kind} {name!r}{did_you_mean(name, valid)}; valid {plural or kind + 's'}: "
+                       f"{', '.join(valid)}")
 
 
 def exit_code(exc: BaseException) -> int | None:

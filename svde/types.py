@@ -14,12 +14,14 @@ Example:
     >>> DepthType.parse("metric")
     Traceback (most recent call last):
     ...
-    ValueError: unknown depth type 'metric'; valid: absolute, uts, utss, ordinal
+    svde.errors.UnknownName: unknown depth type 'metric'; valid depth types: absolute, uts, utss, ordinal
 """
 
 from __future__ import annotations
 
 from enum import Enum
+
+from svde.errors import unknown_name
 
 
 class DepthType(str, Enum):
@@ -41,11 +43,12 @@ class DepthType(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | DepthType") -> "DepthType":
-        """``DepthType(value)`` with an error that lists the valid names."""
+        """``DepthType(value)``; an unknown name is an :class:`~svde.errors.UnknownName` (a
+        ``ValueError`` too) that lists the valid ones."""
         try:
             return cls(value)
         except ValueError:
-            raise ValueError(f"unknown depth type {value!r}; valid: {', '.join(t.value for t in cls)}") from None
+            raise unknown_name("depth type", value, [t.value for t in cls]) from None
 
 
 # Named subsets, as ordered tuples (messages list them in this order): targets that fix depth up

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from svde.config import Config, ConfigError, apply_override, build_config, load_config, merge
-from svde.models import MODELS
+from svde.models.released import RELEASED
 from svde.training.optim import build_optimizer, build_scheduler, lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +72,8 @@ def test_yaml_exponent_without_dot_reads_as_float(tmp_path):
     ({"val": {"dataset": {"name": "diw"}}}, "val.metric 'delta1_err' is not a validation metric; valid: whdr"),
     ({"val": {"dataset": {"name": "redweb"}}}, "val.dataset.name 'redweb' has no evaluation protocol"),
     ({"val": {"short_side": 8}}, "val.short_side must be null or >= 32"),
+    ({"val": {"batch_size": 0}}, "val.batch_size must be > 0, got 0"),
+    ({"val": {"dataset": {"name": "synthetic", "subset": [0.5, 0.2]}}}, "val.dataset.subset must be [start, end]"),
     ({"train": {"device": "tpu"}}, "train.device must be one of auto, cpu, cuda, cuda:N, mps, got 'tpu'"),
     ({"data": {"train": [{"options": {"lenght": 3}}]}},
      "data.train.0.options.lenght: dataset 'synthetic' has no option 'lenght' (did you mean 'length'?)"),
@@ -152,7 +154,7 @@ def test_quickstart_config_is_cpu_synthetic_mn():
     assert cfg.train.amp == "none" and cfg.model.encoder_weights is None  # nothing to download
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(RELEASED))  # configs/paper/: the paper's (released) models
 def test_paper_configs_follow_the_recipe(name):
     cfg = load_config(CONFIGS / "paper" / f"{name}.yaml")
     assert cfg.model.name == name and cfg.model.encoder_weights == "imagenet"

@@ -27,12 +27,14 @@ OLD_EVAL_SETS = {
     "SINTEL_CAM_TAG": "io", "check_split": "layout", "as_intrinsics": "layout",
     "pair_by_stem": "layout", "parse_list": "layout", "IMAGE_EXTS": "layout", "EVAL_SPLITS": "layout",
 }
+# Old names whose home calls them something else (svde.geometry.as_intrinsics is the one as_intrinsics).
+RENAMED = {"as_intrinsics": "check_intrinsics"}
 
 
 @pytest.mark.parametrize("name, home", sorted(OLD_EVAL_SETS.items()))
 def test_old_eval_sets_names_are_the_new_homes_objects(name, home):
     module = {"io": io, "layout": layout}.get(home) or __import__(f"svde.data.eval_sets.{home}", fromlist=["_"])
-    assert getattr(eval_sets, name) is getattr(module, name)
+    assert getattr(eval_sets, name) is getattr(module, RENAMED.get(name, name))
     assert name in eval_sets.__all__
 
 

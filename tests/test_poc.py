@@ -1,5 +1,6 @@
 """svde.experiments.poc / poc_sweep and ``svde poc``: the §4.4.1 proof-of-concept sweep, end to end on a tiny config."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -228,6 +229,8 @@ def cfg_source_depth(cfg, index: int) -> np.ndarray:
     ("heldout.batchsize=2", "unknown config key 'heldout.batchsize'"),
     ("train.optim.lr=-1", "optim.lr must be > 0"),
     ("heldout.protocol=nope", "unknown protocol 'nope'"),
+    ("heldout.short_side=8", "heldout.short_side must be null or >= 32"),  # the training config's val rule
+    ("heldout.batch_size=0", "heldout.batch_size must be > 0"),
     ("kinds=[uts_only, uts_only_si]", "kinds must hold 'mixture'"),
     ("kinds=[mixture]", "kinds must hold 'mixture' and at least one baseline"),
     ("kinds=[mixture, uts_only, uts_only]", "without repeats"),
@@ -239,6 +242,16 @@ def test_bad_config_is_a_clear_error(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         cfg = poc.load_poc_config(tiny_config(tmp_path), [override])
         poc.build_runs(cfg, 12)
+
+
+def test_heldout_settings_are_the_validation_settings_with_the_stored_keys():
+    from svde.config import EvalSettings, ValConfig
+
+    assert issubclass(poc.HeldoutConfig, EvalSettings) and issubclass(ValConfig, EvalSettings)
+    # results.json stores these keys, in this order: stored runs stay comparable (do_run)
+    held = dataclasses.asdict(poc.HeldoutConfig())
+    assert list(held) == ["dataset", "protocol", "short_side", "batch_size", "max_images"]
+    assert (held["dataset"]["split"], held["dataset"]["options"], held["batch_size"]) == ("test", {"length": 64}, 8)
 
 
 def test_source_must_be_absolute(tmp_path):

@@ -1,4 +1,4 @@
-"""svde.inference (resize, domains, PNG16, point clouds, PLY) and the predict command (svde.cli.predict) end to end."""
+"""Prediction (svde.api: resize, domains; PNG16, point clouds, PLY) and the predict command (svde.cli.predict) end to end."""
 
 import json
 import math
@@ -10,25 +10,20 @@ import numpy as np
 import pytest
 import torch
 
+import svde
+
 from svde.cli.common import run_main
 from svde.cli.main import main as svde_main
 from svde.cli.predict import main as predict_main
 from svde.data.base import DataError
 from svde.data.io import read_image
-from svde.inference import (
-    backproject,
-    colorize,
-    convert_domain,
-    intrinsics_from_fov,
-    list_images,
-    load_depth_model,
-    load_png16,
-    network_size,
-    output_stems,
-    predict,
-    save_png16,
-    write_ply,
-)
+from svde.api import convert_domain, load_depth_model, predict
+from svde.cli.common import output_stems
+from svde.data.io import load_png16, save_png16, write_ply
+from svde.data.layout import list_images
+from svde.geometry import intrinsics_from_fov, point_cloud
+from svde.preprocess import network_size
+from svde.viz import colorize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +135,7 @@ def test_fov_intrinsics_and_backprojection_reproject():
     depth[3, 4] = np.nan
     depth[5, 6] = 0.0
     rgb = random_rgb(48, 64)
-    points, colors = backproject(depth, (fx, fy, cx, cy), rgb)
+    points, colors = point_cloud(depth, (fx, fy, cx, cy), rgb)
     assert len(points) == 48 * 64 - 2 and colors.shape == points.shape
     # Projecting the points back gives the pixel grid (minus the two invalid pixels).
     u = points[:, 0] * fx / points[:, 2] + cx
@@ -181,8 +176,10 @@ def test_list_images_and_collision_free_names(tmp_path):
         list_images(tmp_path / "missing")
 
 
+@pytest.mark.filterwarnings("ignore:load_depth_model is deprecated:DeprecationWarning")
 def test_load_depth_model_sources(mn_checkpoint, mn_model):
-    loaded = load_depth_model(checkpoint=mn_checkpoint)
+    with pytest.warns(DeprecationWarning, match="use svde.load"):
+        loaded = load_depth_model(checkpoint=mn_checkpoint)
     assert loaded.name == "mn_lrn4" and not loaded.training
     for key, value in mn_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
@@ -208,9 +205,9 @@ def _write_inputs(folder: Path) -> dict[str, np.ndarray]:
 def test_predict_cli_folder_npy(tmp_path, mn_checkpoint, mn_model, capsys):
     images = _write_inputs(tmp_path / "in")
     rc = predict_main(["--checkpoint", str(mn_checkpoint), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
-                       "--domain", "depth", "--short-side", "0", "--device", "cpu"])
+                       "--domain", "depth", "--short-side", "0", "--device", "cpu", "--recursive"])
     assert rc == 0
-    assert "skipping" in capsys.readouterr().err
+    assert "note: skipping 1 file that is not an image" in capsys.readouterr().err
     for rel, rgb in images.items():
         stem = tmp_path / "out" / Path(rel).with_suffix("")
         depth = np.load(f"{stem}.depth.npy")
@@ -264,7 +261,7 @@ def test_predict_cli_official_fixture(tmp_path, shared_dir, official_state):
     fixture = shared_dir / "fixtures" / "official-lrn4"
     state = official_state("mn_lrn4")
     torch.save(state, tmp_path / "mn_lrn4.pth")
-    mn_model = load_depth_model(official=tmp_path / "mn_lrn4.pth", model="mn_lrn4")
+    mn_model = svde.load(tmp_path / "mn_lrn4.pth", model="mn_lrn4")
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = mn_model(x).numpy()
@@ -354,3 +351,125 @@ def test_predict_by_name_offline_is_one_error_line(tmp_path, monkeypatch, capsys
                      "SVDE_WEIGHTS_URL"):
         assert fragment in line
     assert not list((tmp_path / "o").iterdir())  # nothing predicted
+
+
+# Every public name svde 0.1's svde/inference.py defined (git show 4b03a2e:svde/inference.py), and
+# network_size, which it imported from its home; not its command-line helpers (now svde.cli.common).
+INFERENCE_0_1 = {
+    "STRIDE", "DOMAINS", "IMAGE_EXTENSIONS", "ExportError", "load_depth_model", "preprocess", "predict",
+    "convert_domain", "list_images", "colorize", "write_rgb", "save_png16", "load_png16", "intrinsics_from_fov",
+    "backproject", "write_ply", "export_onnx", "export_torchscript", "EXPORTERS", "export_model", "count_parameters",
+    "count_macs", "measure_latency", "AMP_DTYPES", "benchmark_model", "markdown_table", "network_size",
+}
+
+
+def test_the_0_1_inference_module_serves_its_names_each_with_a_deprecation_warning():
+    import svde.inference as old
+    from svde.geometry import point_cloud
+    from test_architecture import REPO as ROOT, import_graph
+
+    assert set(old.__all__) == INFERENCE_0_1
+    for name in INFERENCE_0_1:
+        with pytest.warns(DeprecationWarning, match=r"svde.inference is deprecated \(removal in svde 0.4\): use svde\."):
+            getattr(old, name)
+    with pytest.warns(DeprecationWarning, match="use svde.geometry.point_cloud"):
+        assert old.backproject is point_cloud
+    with pytest.raises(AttributeError):
+        old.add_model_arguments  # noqa: B018 (a command-line helper: svde.cli.common)
+    imported = import_graph()["svde.inference"]  # function-level imports included
+    code = (ROOT / "svde/inference.py").read_text().split('"""', 2)[2]  # after the module docstring
+    assert imported and not any(m.startswith("svde.cli") for m in imported) and "svde.cli" not in code
+    with pytest.warns(DeprecationWarning):
+        net = old.load_depth_model(model="mn_lrn4")  # 0.1: a model name alone builds random weights
+    assert net.name == "mn_lrn4" and not net.training
+    with pytest.warns(DeprecationWarning):
+        x = old.preprocess(np.zeros((50, 70, 3), np.uint8), (64, 64))
+    assert tuple(x.shape) == (1, 3, 64, 64)
+
+
+# ---- folders: the photos only, each once, however often the command runs ----------------------------
+def _photo_folder(folder: Path) -> set[str]:
+    """Photos (colour, and a greyscale one) next to what is not a photo; returns the photos' stems."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "a.jpg"), random_rgb(40, 56, 10))
+    cv2.imwrite(str(folder / "b.png"), random_rgb(36, 48, 11))
+    cv2.imwrite(str(folder / "grey.png"), random_rgb(36, 48, 12)[:, :, 0])  # a greyscale photo: many values
+    depth16 = np.random.default_rng(13).integers(0, 65536, (36, 48), dtype=np.uint16)
+    cv2.imwrite(str(folder / "depth16.png"), depth16)  # a 16-bit depth map
+    cv2.imwrite(str(folder / "mask.png"), np.where(random_rgb(36, 48, 14)[:, :, 0] > 127, 255, 0).astype(np.uint8))
+    from PIL import Image
+
+    Image.fromarray(np.eye(32, dtype=bool)).save(folder / "mask1bit.png")  # a 1-bit mask
+    (folder / "notes.txt").write_text("not an image")
+    return {"a", "b", "grey"}
+
+
+def _predicted(out: str) -> set[str]:
+    """The stems of the ``INPUT -> OUT.*`` lines the command printed."""
+    return {Path(line.split(" -> ")[0]).stem for line in out.splitlines() if " -> " in line}
+
+
+def test_predict_folder_twice_into_a_subfolder_predicts_each_photo_once(tmp_path, mn_checkpoint, capsys):
+    """The issue's acceptance: ``svde predict DIR --out DIR/preds`` run twice predicts each photo once
+    and skips a 16-bit PNG (and masks), with one note per kind of skipped file."""
+    photos = _photo_folder(tmp_path / "dir")
+    argv = ["predict", "--checkpoint", str(mn_checkpoint), str(tmp_path / "dir"), "--out", str(tmp_path / "dir" / "preds"),
+            "--short-side", "0", "--device", "cpu"]
+    for _ in range(2):
+        assert svde_main(argv) == 0
+        out, err = capsys.readouterr()
+        assert _predicted(out) == photos and out.count(" -> ") == len(photos)
+        notes = [line for line in err.splitlines() if line.startswith("note:")]
+        assert "note: skipping 3 images that are not photos (1-bit or 2-valued masks, 16-bit or float single-channel " \
+               "depth maps)" in notes
+        assert "note: skipping 1 file that is not an image (extensions: .png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, " \
+               ".ppm, .pgm, .pnm)" in notes
+        assert f"note: not searching the output folder {tmp_path / 'dir' / 'preds'}" in notes
+        assert len(notes) == 3 and "depth16.png" not in err and "mask.png" not in err  # counts, not a line per file
+    written = sorted(p.relative_to(tmp_path / "dir" / "preds").as_posix() for p in (tmp_path / "dir" / "preds").rglob("*"))
+    assert written == sorted(f"{s}.{kind}" for s in photos for kind in ("log_disparity.npy", "vis.png"))
+    # --recursive never descends into the output folder either
+    assert svde_main([*argv, "--recursive"]) == 0
+    out, err = capsys.readouterr()
+    assert _predicted(out) == photos and "not searching the output folder" in err
+    assert not list((tmp_path / "dir" / "preds").rglob("preds")) and not list(tmp_path.rglob("*.vis.vis.png"))
+
+
+def test_predict_folder_twice_into_itself_skips_its_own_outputs(tmp_path, mn_checkpoint, capsys):
+    photos = _photo_folder(tmp_path / "dir")
+    argv = ["predict", "--checkpoint", str(mn_checkpoint), str(tmp_path / "dir"), "--out", str(tmp_path / "dir"),
+            "--format", "png", "--ply", "--fov", "60", "--short-side", "0", "--device", "cpu"]
+    assert svde_main(argv) == 0
+    assert _predicted(capsys.readouterr().out) == photos
+    before = sorted(p.name for p in (tmp_path / "dir").iterdir())
+    assert svde_main(argv) == 0
+    out, err = capsys.readouterr()
+    assert _predicted(out) == photos  # not a.vis, not a.log_disparity: those are svde's
+    # per photo: .log_disparity.png + its .json sidecar, .vis.png, .ply
+    assert f"note: skipping {4 * len(photos)} files svde predict writes" in err
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == before  # nothing new: no .vis.vis.png
+
+
+def test_predict_folder_is_not_searched_recursively_unless_asked(tmp_path, mn_checkpoint, capsys):
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "dir" / "sub" / "nested.png"), random_rgb(32, 32, 15))
+    argv = ["predict", "--checkpoint", str(mn_checkpoint), str(tmp_path / "dir"), "--out", str(tmp_path / "o"),
+            "--short-side", "0", "--device", "cpu"]
+    assert svde_main(argv) == 2  # no photos in the folder itself: one error line with the way out
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "no images to predict there" in line and "1 subfolder not searched: add --recursive" in line
+    cv2.imwrite(str(tmp_path / "dir" / "top.png"), random_rgb(32, 32, 16))
+    assert svde_main(argv) == 0
+    out, err = capsys.readouterr()
+    assert _predicted(out) == {"top"} and "note: 1 subfolder not searched (--recursive searches them)" in err
+    assert svde_main([*argv, "--recursive"]) == 0
+    assert _predicted(capsys.readouterr().out) == {"top", "nested"}
+    assert (tmp_path / "o" / "sub" / "nested.log_disparity.npy").is_file()
+
+
+def test_a_named_file_is_predicted_whatever_it_holds(tmp_path, mn_checkpoint):
+    _photo_folder(tmp_path)
+    assert predict_main(["--checkpoint", str(mn_checkpoint), str(tmp_path / "depth16.png"), "--out", str(tmp_path / "o"),
+                         "--short-side", "0", "--device", "cpu"]) == 0
+    assert (tmp_path / "o" / "depth16.log_disparity.npy").is_file()

@@ -24,6 +24,7 @@ def test_predict_reproduces_the_evaluated_prediction(mn_model, monkeypatch, shor
 
     monkeypatch.setattr(evaluator, "evaluate_prediction", spy)
     evaluate_model(mn_model, dataset, protocol="synthetic", short_side=short_side, batch_size=2)
+    assert len(scored) == len(dataset) == 2  # every evaluated image is compared (never an empty loop)
     for i, evaluated in enumerate(scored):
         rgb = dataset.read(dataset.records[i])["image"]  # the file's own uint8 pixels
         assert rgb.dtype == np.uint8 and evaluated.shape == rgb.shape[:2]

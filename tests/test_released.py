@@ -41,7 +41,8 @@ def _fixture_output(model: torch.nn.Module) -> np.ndarray:
 
 
 def test_registry_lists_the_eight_release_files(monkeypatch):
-    assert list(RELEASED) == list(MODELS)
+    # the authors' eight files, in registry order (a model without released weights is allowed)
+    assert list(RELEASED) == [m for m in MODELS if m in RELEASED] and len(RELEASED) == 8
     monkeypatch.delenv("SVDE_WEIGHTS_URL", raising=False)
     for name, entry in RELEASED.items():
         assert entry.filename == f"{name}.pth"
@@ -54,7 +55,7 @@ def test_registry_lists_the_eight_release_files(monkeypatch):
     assert best == {"nyu_delta1_err": "b5_lrn4", "tum_delta1_err": "b5_lrn4", "sintel_abs_rel": "b2_lrn4",
                     "diw_whdr": "b5_lrn4", "eth3d_abs_rel": "b5_lrn4"}
     table = published_metrics_table()
-    assert all(f"| {name} |" in table for name in MODELS) and "README.md" in table
+    assert all(f"| {name} |" in table for name in RELEASED) and "README.md" in table
     monkeypatch.setenv("SVDE_WEIGHTS_URL", "http://mirror.example/w/")
     assert RELEASED["b5_lrn4"].url == "http://mirror.example/w/b5_lrn4.pth"
 

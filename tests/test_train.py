@@ -239,6 +239,73 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert ckpt["step"] == 2 and len(ckpt["rng"]) == 2  # both ranks' random states
 
 
+DDP_RAW = {"optim": {"name": "sgd", "lr": 0.1}, "model": {"name": "mn_lrn4"}}  # SGD's first step: w - lr * g
+
+
+def _ddp_batch(rank):
+    from svde.data import SyntheticDataset, collate
+
+    return collate([SyntheticDataset(length=2, **TINY)[rank]])  # different data on each rank
+
+
+def _ddp_worker(rank, world_size, port, out):
+    """One rank of a CPU gloo run: svde's own TrainState.wrap (DDP) and train_step, one step."""
+    from svde.training.checkpoints import Checkpointer
+    from svde.training.distributed import cleanup, init_distributed
+    from svde.training.state import TrainState
+    from svde.training.step import train_step
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    ctx = init_distributed("cpu", timeout_s=60)
+    cfg = build_config(DDP_RAW)
+    torch.manual_seed(0)
+    state = TrainState.build(cfg, ctx.device)
+    state.wrap(ctx, compile=False)
+    assert train_step(state, _ddp_batch(rank), cfg, ctx, Checkpointer(Path(out), cfg)) is not None
+    torch.save(dict(state.raw_model.named_parameters()), Path(out) / f"rank{rank}.pt")
+    cleanup(ctx)
+
+
+@pytest.mark.slow  # two spawned processes, about 10 s
+def test_a_ddp_step_applies_the_gradient_averaged_over_ranks(tmp_path):
+    """Two gloo ranks on different data end one step with the same weights: those of a single
+    process that averages the two ranks' gradients and takes the SGD step ``w - lr * mean(g)``."""
+    import socket
+
+    from svde import losses
+    from svde.training.state import TrainState
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    cfg = build_config(DDP_RAW)
+    torch.manual_seed(0)
+    ref = TrainState.build(cfg, torch.device("cpu"))
+    start = {n: p.detach().clone() for n, p in ref.raw_model.named_parameters()}
+    grads = []
+    for rank in range(2):  # each rank's own gradient, as its process computes it (BatchNorm on its batch)
+        batch = _ddp_batch(rank)
+        ref.raw_model.zero_grad(set_to_none=True)
+        pred = ref.raw_model(batch["image"])
+        losses.mixture_loss(pred.float(), batch["target"], batch["mask"], batch["depth_type"],
+                            si_weight=cfg.loss.si_weight, ssi_weight=cfg.loss.ssi_weight, si_types=cfg.loss.si_types,
+                            si_reduction=cfg.loss.si_reduction)["loss"].backward()
+        grads.append({n: p.grad.clone() for n, p in ref.raw_model.named_parameters()})
+    expected = {n: start[n] - cfg.optim.lr * (grads[0][n] + grads[1][n]) / 2 for n in start}
+    assert set(ranks[0]) == set(expected) and len(expected) > 100
+    assert any(not torch.allclose(grads[0][n], grads[1][n]) for n in start)  # the ranks' data really differ
+    torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)  # every rank holds the same weights
+    torch.testing.assert_close(ranks[0], expected, rtol=1e-5, atol=1e-6)
+    moved = max((ranks[0][n] - start[n]).abs().max().item() for n in start)
+    alone = max((start[n] - cfg.optim.lr * grads[0][n] - ranks[0][n]).abs().max().item() for n in start)
+    assert moved > 1e-3 and alone > 100 * 1e-6  # a step was taken, and not on rank 0's gradient alone
+
+
 def test_ranks_get_disjoint_shares_of_an_epoch():
     from svde.data.mixing import MixedDataset
     from svde.data.synthetic import SyntheticDataset

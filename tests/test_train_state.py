@@ -99,8 +99,16 @@ def test_no_import_cycle_through_package_inits():
                 package = ".".join(parts[:i])
                 if package in graph and not name.startswith(package + ".") and package != name:
                     with_packages[name].add(package)
-    assert "svde.training" in with_packages["svde.config"]  # the edge this test exists for is seen
+    assert "svde.evaluation" in with_packages["svde.config"]  # package edges are seen (evaluation.protocols)
+    assert "svde.training" not in with_packages["svde.config"]  # the config (layer 2) checks no name upwards
     assert cycles(with_packages) == []
+
+
+def test_the_config_checks_exactly_the_names_the_optimisers_build():
+    from svde.config import OPTIMIZER_NAMES, SCHEDULE_NAMES
+    from svde.training.optim import OPTIMIZERS, SCHEDULES
+
+    assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES and tuple(SCHEDULES) == SCHEDULE_NAMES
 
 
 def test_config_and_optimisers_do_not_load_the_trainer():

@@ -24,7 +24,14 @@ import sys
 
 import torch
 
-from svde.cli.common import add_debug_argument, check_network_size, check_positive, command_parser
+from svde.cli.common import (
+    add_debug_argument,
+    add_threads_argument,
+    apply_threads,
+    check_network_size,
+    check_positive,
+    command_parser,
+)
 from svde.device import resolve_device
 from svde.models import MODELS
 from svde.models.profile import AMP_DTYPES, benchmark_model, markdown_table
@@ -46,8 +53,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                         "torch.compile (compilation happens in the warm-up)")
     p.add_argument("--warmup", type=int, default=3, help="untimed passes first (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=10, help="timed passes; the median is reported (default: %(default)s)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs; 1 on a shared machine "
-                                                "(default: torch's choice, all cores)")
+    add_threads_argument(p)
     add_debug_argument(p)
     args = p.parse_args(argv)
     check_network_size(args.height, args.width)
@@ -62,8 +68,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Benchmark each model and print the table."""
     args = parse_args(argv, prog)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     rows = []
     for name in args.models:
         rows.append(benchmark_model(name, device=args.device, height=args.height, width=args.width, batch=args.batch,

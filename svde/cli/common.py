@@ -97,6 +97,66 @@ def check_positive(option: str, value: float | None, minimum: float = 1) -> None
         raise UserError(f"{option} must be >= {minimum:g}, got {value:g}")
 
 
+# ---- CPU threads -------------------------------------------------------------------------------
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = None, workers: bool = False) -> None:
+    """Add ``--threads N``, the CPU threads of this process (apply it with :func:`apply_threads`).
+
+    ``default`` is the value when the flag is not given (``None``: :func:`default_threads`);
+    ``workers``: the command has data-loading worker processes, which the help text mentions.
+    """
+    if default is not None:
+        rule = "default: %(default)s"
+    elif workers:
+        rule = ("default: torch's own (OMP_NUM_THREADS, else all cores), except with data-loading workers or "
+                "under torchrun: cores // processes - workers, at least 1; each worker runs on one thread")
+    else:
+        rule = "default: torch's own (OMP_NUM_THREADS, else all cores)"
+    parser.add_argument("--threads", type=int, default=default, metavar="N",
+                        help=f"CPU threads of PyTorch and OpenCV, >= 1; 1 on a machine other jobs share ({rule})")
+
+
+def default_threads(workers: int = 0) -> int | None:
+    """The thread count when ``--threads`` is not given; ``None`` keeps torch's own.
+
+    Under ``torchrun`` (``LOCAL_WORLD_SIZE`` processes on this machine) or with ``workers``
+    data-loading processes (PyTorch runs each on one thread), this process gets its share, so that
+    processes x (threads + workers) stays within the cores: ``cores // processes - workers``, at least
+    1. Otherwise torch's default stands (``OMP_NUM_THREADS`` when set, else the cores); with
+    workers, too, a set ``OMP_NUM_THREADS`` wins (torchrun sets it to 1 itself, so there it is not read).
+    """
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if processes == 1 and (workers == 0 or "OMP_NUM_THREADS" in os.environ):
+        return None
+    return max(1, available_cores() // processes - workers)
+
+
+def apply_threads(threads: int | None, workers: int = 0) -> int:
+    """Set this process's CPU threads before any work; returns the count torch uses.
+
+    ``threads`` is ``--threads`` (checked: >= 1, else a :class:`UserError`, one ``error:`` line) or
+    ``None`` for :func:`default_threads`. PyTorch gets the count (``torch.set_num_threads``) and so
+    does OpenCV when this process loads its own data; with ``workers`` OpenCV gets one thread,
+    which the (forked) workers inherit, as each already runs PyTorch on one.
+    """
+    check_positive("--threads", threads)
+    count = threads if threads is not None else default_threads(workers)
+    if count is not None:
+        torch.set_num_threads(count)
+    if count is not None or workers:
+        import cv2
+
+        cv2.setNumThreads(1 if workers else torch.get_num_threads())
+    return torch.get_num_threads()
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, random_weights: str | None = None,
                         released: bool = False) -> None:
     """Add the commands' shared ``--checkpoint | --official [--random-weights]`` and ``--model``.

@@ -41,12 +41,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from svde.atomic import write_text
 from svde.cli.common import (
     add_debug_argument,
     add_model_arguments,
+    add_threads_argument,
+    apply_threads,
     check_model_arguments,
     check_output_folder,
     check_positive,
@@ -55,6 +55,7 @@ from svde.cli.common import (
     parse_pairs,
     weights_source,
 )
+from svde.config import read_yaml
 from svde.data.registry import DATASETS
 from svde.device import resolve_device
 from svde.errors import UserError
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    help=f"registry names ({', '.join(DATASETS)}) or entry names of --config")
     p.add_argument("--root", action="append", default=[], metavar="NAME=PATH", help="a dataset's root (repeatable)")
     p.add_argument("--config", type=Path, help="YAML file with a 'datasets:' mapping (see above)")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=["uts", "utss"],
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                    help="alignment modes (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto, cuda if available)")
     p.add_argument("--batch-size", type=int, default=1)
@@ -92,6 +93,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    "the quickstart model was trained and validated at 96)")
     p.add_argument("--out", type=Path, default=Path("eval_results"), help="output folder (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_argument(p, workers=True)
     add_debug_argument(p)
     args = p.parse_args(argv)
     check_model_arguments(p, args, released=True)
@@ -99,17 +101,15 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     check_positive("--max-images", args.max_images)
     check_positive("--num-workers", args.num_workers, minimum=0)
     check_positive("--short-side", args.short_side, minimum=32)
+    check_positive("--threads", args.threads)
     return args
 
 
 def _read_config(config: Path) -> dict[str, Any]:
-    if not config.is_file():
-        raise UserError(f"--config {config}: the file does not exist")
-    try:
-        raw = yaml.safe_load(config.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"--config {config}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("datasets", {}), dict):
+    """The ``datasets:`` mapping of ``--config``, read as every svde config file is
+    (:func:`svde.config.read_yaml`: one error naming the file; ``base:`` files merge first)."""
+    raw = read_yaml(config)
+    if not isinstance(raw.get("datasets", {}), dict):
         raise UserError(f"{config}: expected a top-level 'datasets:' mapping of name -> root or settings")
     return dict(raw.get("datasets") or {})
 
@@ -158,6 +158,7 @@ def prepare(entries: dict[str, EvalEntry], short_side: int | None) -> dict[str, 
 
 def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run the evaluation of parsed ``args``; returns the results (one dict per dataset) after writing them."""
+    apply_threads(args.threads, workers=args.num_workers)
     device = resolve_device(args.device)
     entries = dataset_entries(args.datasets, args.root, args.config)
     datasets = prepare(entries, args.short_side)

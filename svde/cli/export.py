@@ -27,6 +27,8 @@ from pathlib import Path
 from svde.cli.common import (
     add_debug_argument,
     add_model_arguments,
+    add_threads_argument,
+    apply_threads,
     check_model_arguments,
     check_network_size,
     check_output_folder,
@@ -50,12 +52,14 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--dynamic", action="store_true", help="free batch, height and width")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: %(default)s)")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed (default: %(default)s)")
+    add_threads_argument(p)
     add_debug_argument(p)
     args = p.parse_args(argv)
     check_model_arguments(p, args, released=True)
     check_network_size(args.height, args.width)
     check_positive("--batch", args.batch)
     check_positive("--opset", args.opset, minimum=17)
+    check_positive("--threads", args.threads)
     if not (math.isfinite(args.atol) and args.atol >= 0):
         raise UserError(f"--atol must be a finite number >= 0, got {args.atol:g}")
     if args.out.is_dir():
@@ -66,6 +70,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Export and check; the file is written only when its output matches PyTorch's."""
     args = parse_args(argv, prog)
+    apply_threads(args.threads)
     check_output_folder(args.out.parent, option="the folder of --out")
     model = load_network(args, "cpu")
     options = {"height": args.height, "width": args.width, "dynamic": args.dynamic, "batch": args.batch, "atol": args.atol}

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from svde.atomic import write_text
-from svde.cli.common import add_debug_argument, check_output_folder, check_positive, command_parser, parse_pairs
+from svde.cli.common import (
+    add_debug_argument,
+    add_threads_argument,
+    apply_threads,
+    check_output_folder,
+    check_positive,
+    command_parser,
+    parse_pairs,
+)
 from svde.data.registry import build_dataset
 from svde.device import resolve_device
 from svde.errors import UserError
@@ -61,6 +69,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--max-images", type=int, help="only the first N images of each dataset (not the paper's protocol)")
     p.add_argument("--out", type=Path, default=Path("paper_table"), help="folder for paper_table.md/.json")
     p.add_argument("--no-progress", action="store_true")
+    add_threads_argument(p, workers=True)
     add_debug_argument(p)
     return p.parse_args(argv)
 
@@ -73,6 +82,7 @@ def resolve(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...],
     check_positive("--batch-size", args.batch_size)
     check_positive("--num-workers", args.num_workers, minimum=0)
     check_positive("--max-images", args.max_images)
+    check_positive("--threads", args.threads)
     try:
         models, datasets = check_names(args.models, args.datasets)
         roots = authors_roots(args.data_dir, datasets) if args.data_dir is not None else {}
@@ -96,6 +106,7 @@ def resolve(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...],
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """Evaluate and write ``paper_table.json`` and ``paper_table.md``; returns the table and its Markdown."""
     models, datasets, roots, files = resolve(args)
+    apply_threads(args.threads, workers=args.num_workers)
     device = resolve_device(args.device)
     check_output_folder(args.out)
     data = {d: build_dataset(d, roots[d]) for d in datasets}  # fails on a bad layout before any model runs

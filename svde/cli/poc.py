@@ -15,9 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
-from svde.cli.common import add_debug_argument, check_positive, command_parser, run_main
+from svde.cli.common import (
+    add_debug_argument,
+    add_threads_argument,
+    apply_threads,
+    check_positive,
+    command_parser,
+    run_main,
+)
 from svde.experiments.poc import load_poc_config
 from svde.experiments.poc_sweep import summary_table, run_sweep
 
@@ -26,7 +32,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser = command_parser(__doc__, prog)
     parser.add_argument("--config", type=Path, required=True, help="sweep YAML (configs/poc/*.yaml)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/poc/<config name>)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
+    add_threads_argument(parser)  # 1 is fastest on a busy 2-core machine
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied last")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
@@ -37,8 +43,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run (or resume) the sweep and print its table; returns 0."""
     args = parse_args(argv, prog)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     tic = time.perf_counter()
     cfg = load_poc_config(args.config, args.overrides)
     out_dir = args.out if args.out is not None else Path("runs") / "poc" / cfg.name

@@ -1,4 +1,4 @@
-"""Predict depth for an image or a folder of images (searched recursively).
+"""Predict depth for an image or the photos of a folder (``--recursive``: and of its subfolders).
 
 With ``--model NAME`` alone it uses the authors' released weights of NAME (downloaded once
 into torch.hub's cache, verified; ``SVDE_WEIGHTS_URL`` points at a mirror); ``--checkpoint``
@@ -15,10 +15,21 @@ For every input ``DIR/sub/name.jpg`` it writes, under ``--out`` (default ``predi
   (svde.geometry.depth_to_mesh); both from the predicted depth and ``--fov`` or
   ``--intrinsics`` (depth is up to scale for UTS models).
 
+A folder's photos are its image files (png, jpg, ...), less what is not a photo, each kind
+counted in one ``note:`` line: the files ``svde predict`` writes (``*.vis.png``,
+``*.<domain>.npy``, ``*.<domain>.png`` with its ``.json``, ``*.ply``), so that ``--out`` may be
+the input folder or inside it and a second run predicts each photo once; the output folder
+itself (never searched); and images that are not photos, told from the header where possible:
+1-bit images and single-channel images of more than 8 bits (16-bit depth PNGs, float TIFFs),
+and greyscale or palette images with at most two values (masks). Subfolders are searched only
+with ``--recursive`` (their outputs keep the layout: ``--out``/sub/name.*). A file named on the
+command line is predicted whatever it holds.
+
 Examples:
     svde predict --model b5_lrn4 photo.jpg                       # released weights -> predictions/
     python scripts/predict.py --model b5_lrn4 --input photo.jpg --out preds/
     svde predict --model b5_lrn4 photos/ --domain depth --format png --mesh --fov 60
+    svde predict --model b5_lrn4 photos/ --recursive --out photos/depth    # subfolders too; outputs never re-read
     svde predict --checkpoint runs/quickstart/best.pt --input photos/ --out preds/
     svde predict --official weights/b5_lrn4.pth --model b5_lrn4 img.jpg --ply --fov 60
 """
@@ -37,6 +48,8 @@ from svde.cli.common import (
     add_debug_argument,
     add_model_arguments,
     check_camera,
+    add_threads_argument,
+    apply_threads,
     check_model_arguments,
     check_output_folder,
     command_parser,
@@ -45,7 +58,7 @@ from svde.cli.common import (
 )
 from svde.data.base import DataError
 from svde.data.io import read_image, save_png16, write_mesh_ply, write_npy, write_ply, write_rgb
-from svde.data.layout import list_images
+from svde.data.layout import SKIP_NOT_IMAGE, SKIP_NOT_PHOTO, SKIP_OUTPUT, USER_IMAGE_EXTS, ImageScan, scan_images
 from svde.device import resolve_device
 from svde.errors import RunFailed
 from svde.geometry import depth_to_mesh, intrinsics_from_fov, point_cloud
@@ -59,7 +72,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     add_model_arguments(p, random_weights="random weights for --model (only to try the pipeline; predictions "
                                           "are meaningless)", released=True)
     p.add_argument("image", nargs="?", type=Path, metavar="INPUT", help="an image file or a folder (as --input)")
-    p.add_argument("--input", type=Path, help="an image file or a folder (searched recursively)")
+    p.add_argument("--input", type=Path, help="an image file or a folder (its photos; see above)")
+    p.add_argument("--recursive", action="store_true",
+                   help="also predict the photos in the folder's subfolders (default: the folder's own photos only)")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: %(default)s)")
     p.add_argument("--domain", choices=DOMAINS, default="log_disparity",
                    help="output domain; depth/disparity are up to scale for UTS models (default: %(default)s)")
@@ -78,6 +93,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                      help="pinhole intrinsics in pixels of the input image, for --ply/--mesh")
     p.add_argument("--ply-ascii", action="store_true", help="write the point cloud as ASCII PLY instead of binary")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto, cuda if available)")
+    add_threads_argument(p)
     add_debug_argument(p)
     args = p.parse_args(argv)
     check_model_arguments(p, args, released=True)
@@ -97,12 +113,17 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Predict every image; returns 0 (:class:`RunFailed` when some images could not be read; the rest are written)."""
     args = parse_args(argv, prog)
+    apply_threads(args.threads)
     device = resolve_device(args.device)
-    images, skipped = list_images(args.input)
+    scan = scan_images(args.input, recursive=args.recursive, exclude=[args.out] if args.input.is_dir() else [])
+    for line in scan_notes(scan, args.input, args.out):
+        print(line, file=sys.stderr)
+    images = scan.images
     if not images:
-        raise DataError(f"--input {args.input}: no images there (extensions: png, jpg, ...)")
-    for path in skipped:
-        print(f"note: skipping {path} (not an image)", file=sys.stderr)
+        n = len(scan.subfolders)
+        hint = f"; {n} subfolder{'' if n == 1 else 's'} not searched: add --recursive" if n else ""
+        raise DataError(f"--input {args.input}: no images to predict there (photos with the extensions "
+                        f"{', '.join(USER_IMAGE_EXTS)}){hint}")
     check_output_folder(args.out)
     model = load_network(args, device)
     root = args.input if args.input.is_dir() else args.input.parent
@@ -120,6 +141,30 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         raise RunFailed(f"{len(failed)} of {len(images)} images could not be read (the others were written): "
                         + ", ".join(str(p) for p in failed))
     return 0
+
+
+def scan_notes(scan: ImageScan, folder: Path, out: Path) -> list[str]:
+    """One ``note:`` line per kind of file passed over, with its count (not one line per file)."""
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    notes = []
+    if folder.is_dir() and out.resolve() != folder.resolve() and out.resolve().is_relative_to(folder.resolve()):
+        notes.append(f"note: not searching the output folder {out}")
+    outputs, not_photos, not_images = (len(scan.skipped.get(k, [])) for k in (SKIP_OUTPUT, SKIP_NOT_PHOTO, SKIP_NOT_IMAGE))
+    if outputs:
+        notes.append(f"note: skipping {count(outputs, 'file', 'files')} svde predict writes "
+                     f"(*.vis.png, *.<domain>.npy/.png/.json, *.ply)")
+    if not_photos:
+        notes.append(f"note: skipping {count(not_photos, 'image that is not a photo', 'images that are not photos')} "
+                     f"(1-bit or 2-valued masks, 16-bit or float single-channel depth maps)")
+    if not_images:
+        notes.append(f"note: skipping {count(not_images, 'file that is not an image', 'files that are not images')} "
+                     f"(extensions: {', '.join(USER_IMAGE_EXTS)})")
+    if scan.subfolders:
+        notes.append(f"note: {count(len(scan.subfolders), 'subfolder', 'subfolders')} not searched "
+                     f"(--recursive searches them)")
+    return notes
 
 
 def write_prediction(args: argparse.Namespace, model: torch.nn.Module, rgb: np.ndarray, source: Path, base: Path) -> None:

@@ -8,10 +8,11 @@ cropped, frames at scene cuts and near-duplicates skipped. Each frame's left-vie
 from ``--matcher sgbm`` (OpenCV's semi-global matcher with a left-right check and a texture rule,
 offline) or ``--matcher raft`` (torchvision's RAFT both ways, as the paper; its weights are an
 opt-in download, ``--download-weights``, or ``--raft-weights FILE``). Frames with identical views
-(mono footage), unrectified views, too few valid pixels or too small a disparity range are dropped
-with the reason in the manifest. The output folder holds ``left/``, ``disparity/`` (float32 .npy,
-pixels), ``mask/`` and ``manifest.json`` and loads with ``build_dataset("stereo_folder", OUT)`` as
-it is (docs/stereo.md).
+(mono footage), unrectified (shifted, rotated or scaled) views, views whose rectification cannot be
+checked, too few valid pixels or too small a disparity range are dropped with the reason in the
+manifest (and the most common reasons in the summary line). The output folder holds ``left/``,
+``disparity/`` (float32 .npy, pixels), ``mask/`` and ``manifest.json`` and loads with
+``build_dataset("stereo_folder", OUT)`` as it is (docs/stereo.md).
 
 ``--preset midas`` follows MiDaS' 3D-movie acquisition (lasinger/3DVideos2Stereo) step by step,
 as the paper reproduced it (§4.3.3): RAFT both ways, its vertical, range and forward-backward
@@ -22,7 +23,7 @@ other footage (docs/stereo.md says when to use which).
 
 A rerun skips the frames already done; a folder prepared with other settings is refused, naming
 them. ``--shard K/N`` (0 <= K < N) prepares frames K, K+N, ... (one job of an array; shards may
-share --out).
+share --out, and frames another sharding of the same --out already did are not redone).
 
 Examples:
     svde prepare-stereo film_sbs.mp4 --out data/3d_movies --fps 1 --workers 8
@@ -38,10 +39,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
-import torch
 
-from svde.cli.common import add_debug_argument, check_positive, command_parser
+from svde.cli.common import add_debug_argument, add_threads_argument, apply_threads, command_parser
 from svde.device import resolve_device
 from svde.data.stereo.estimate import MATCHERS
 from svde.data.stereo.matching import RAFT_MODELS, SGBM_MODES, StereoSettings
@@ -136,8 +135,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--min-texture", type=float, default=d.min_texture,
                    help="minimal grey-level std over the window, 0..255 (default: %(default)s)")
     p.add_argument("--max-vertical", type=float, default=d.max_vertical,
-                   help="largest vertical offset in px: of the views' feature matches (median; svde filter) or of a "
-                        "pixel's flow (midas filter; raft: per pixel) (default: %(default)s)")
+                   help="largest vertical offset in px: of the views' point matches (their median, and fitted across the "
+                        "frame: shift, rotation, scale; svde filter) or of a pixel's flow (midas filter; raft: per "
+                        "pixel) (default: %(default)s)")
     p.add_argument("--frame-filter", choices=FRAME_FILTERS, default=do.frame_filter,
                    help="which frames and pixels are kept: svde's checks or MiDaS' (docs/stereo.md) (default: %(default)s)")
     p.add_argument("--max-vertical-share", type=float, default=do.max_vertical_share,
@@ -162,7 +162,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                         "disparity and valid, as MiDaS (default: none, sky not segmented)")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N", help="prepare frames K, K+N, ... (0 <= K < N)")
     p.add_argument("--workers", type=int, default=1, help="matching processes (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="OpenCV and torch threads (default: %(default)s)")
+    add_threads_argument(p, default=1)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_argument(p)
     _mark_presets(p)
@@ -185,12 +185,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                           frame_filter=args.frame_filter, max_vertical_share=args.max_vertical_share,
                           scale=args.scale, sky_masks=args.sky_masks, preset=args.preset or "")
     opts.check()
-    check_positive("--threads", args.threads)
+    apply_threads(args.threads)
     device = str(resolve_device(args.device))
-    cv2.setNumThreads(args.threads)
-    torch.set_num_threads(args.threads)
     summary = prepare(args.inputs, args.out, opts, shard=args.shard, workers=args.workers,
                       progress=not args.no_progress, device=device, download_weights=args.download_weights)
+    elsewhere = f", {summary['elsewhere']} done under another --shard" if summary["elsewhere"] else ""
+    reasons = f"; dropped: {summary['drop_reasons']}" if summary["drop_reasons"] else ""
     print(f"{summary['kept']} frames kept, {summary['dropped']} dropped ({summary['processed']} processed now, "
-          f"{summary['frames']} in this shard) -> {args.out} ({Path(summary['manifest']).name})")
+          f"{summary['frames']} in this shard{elsewhere}) -> {args.out} ({Path(summary['manifest']).name}){reasons}")
     return 0

@@ -8,8 +8,15 @@ Bad input (a config key or value, a missing file, an unusable device or run fold
 ``error:`` line and exits 2; a run that cannot learn (diverged, non-finite) exits 1 and names
 its last good checkpoint. ``--debug`` shows tracebacks.
 
+``--threads N`` sets the CPU threads of the training process (of each process under torchrun)
+before any work; without it a process that loads its data itself keeps torch's default
+(OMP_NUM_THREADS, else the cores), and one with ``data.num_workers`` workers, or each of
+torchrun's processes, takes its share: cores // processes - workers, at least 1. On a machine
+other jobs share, ``--threads 1``.
+
 Examples:
     svde train --config configs/quickstart.yaml
+    svde train --config configs/quickstart.yaml --threads 1                  # a busy 2-core machine
     python scripts/train.py --config configs/quickstart.yaml                 # the same
     svde train --config configs/paper/b0_lrn4.yaml data.num_workers=8 train.amp=bf16
     torchrun --nproc_per_node=4 scripts/train.py --config configs/paper/b5_lrn4.yaml
@@ -23,7 +30,7 @@ import os
 import time
 from pathlib import Path
 
-from svde.cli.common import add_debug_argument, command_parser
+from svde.cli.common import add_debug_argument, add_threads_argument, apply_threads, check_positive, command_parser
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -34,8 +41,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<config name>-<timestamp>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, applied last")
+    add_threads_argument(parser, workers=True)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    check_positive("--threads", args.threads)
     if args.config is None and args.resume is None:
         parser.error("give --config FILE (or --resume RUN_DIR)")
     if args.resume is not None and args.out is not None and args.out != args.resume:
@@ -55,6 +64,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = args.out if args.out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    apply_threads(args.threads, workers=cfg.data.num_workers)  # before the first tensor is made
     summary = train(cfg, run_dir, resume=args.resume is not None)
     if int(os.environ.get("RANK", "0")) == 0:
         val = summary["val"]

@@ -72,7 +72,7 @@ def dense_depth_type(value: Any, where: str) -> DepthType:
         'utss'
     """
     if value not in DENSE:
-        raise DataError(f"{where}: depth_type must be 'absolute', 'uts' or 'utss', got {value!r}")
+        raise DataError(f"{where}: depth_type must be {', '.join(map(repr, DENSE[:-1]))} or {DENSE[-1]!r}, got {value!r}")
     return DepthType(value)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from svde.data.base import DataError, DepthDataset, dense_depth_type
 from svde.data.io import read_depth_any, read_gray, read_image
-from svde.data.layout import USER_IMAGE_EXTS, as_intrinsics, pair_by_stem, parse_list
+from svde.data.layout import USER_IMAGE_EXTS, check_intrinsics, pair_by_stem, parse_list
 from svde.types import DepthType
 
 IMAGE_EXTS = USER_IMAGE_EXTS  # the image files a folder may hold
@@ -75,7 +75,7 @@ class RGBDFolderDataset(DepthDataset):
             raise DataError(f"{self.name}: depth_scale must be a positive number, got {depth_scale!r}")
         self.depth_type = depth_type
         self.depth_scale = float(depth_scale)
-        self.intrinsics = as_intrinsics(intrinsics, self.name)
+        self.intrinsics = check_intrinsics(intrinsics, self.name)
         self.dirs = (image_dir or self.default_dirs[0], depth_dir or self.default_dirs[1], mask_dir or self.default_dirs[2])
         self.list_file = Path(list_file) if list_file is not None else None
         self.image_glob = image_glob

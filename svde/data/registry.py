@@ -6,13 +6,13 @@ dependencies (h5py, scipy, ...).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import os
 from typing import Any
 
 from svde.data.base import DepthDataset
+from svde.errors import did_you_mean, unknown_name
 
 # name -> (module, class)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -39,7 +39,7 @@ DATASETS: dict[str, tuple[str, str]] = {
 def dataset_class(name: str) -> type[DepthDataset]:
     """The class registered under ``name``; an unknown name lists the valid ones."""
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+        raise unknown_name("dataset", name, DATASETS)
     module, cls = DATASETS[name]
     return getattr(importlib.import_module(module), cls)
 
@@ -70,9 +70,7 @@ def option_problems(name: str, options: Any, where: str) -> list[str]:
         ["val.dataset.options.lenght: dataset 'synthetic' has no option 'lenght' (did you mean 'length'?); valid options: length, height, width, seed, depth_type"]
     """
     if name not in DATASETS:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return [f"{where}.name: unknown dataset {name!r}{hint}; valid datasets: {', '.join(DATASETS)}"]
+        return [f"{where}.name: {unknown_name('dataset', name, DATASETS)}"]
     if not isinstance(options, dict):
         return [f"{where}.options: expected a mapping of option -> value, got {options!r}"]
     params = inspect.signature(dataset_class(name).__init__).parameters
@@ -82,8 +80,6 @@ def option_problems(name: str, options: Any, where: str) -> list[str]:
     problems = []
     for key in options:
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where}.options.{key}: dataset {name!r} has no option {key!r}{hint}; "
+            problems.append(f"{where}.options.{key}: dataset {name!r} has no option {key!r}{did_you_mean(key, valid)}; "
                             f"valid options: {', '.join(valid) or 'none'}")
     return problems

@@ -22,6 +22,21 @@ from svde.data.base import DataError
 from svde.data.mixing import MixedDataset, MixedSampler
 
 
+def subset_problem(subset: Any, where: str) -> str | None:
+    """What is wrong with a dataset entry's ``subset`` (None: nothing): the one rule, checked by
+    the training config and by evaluation entries alike.
+
+    Example:
+        >>> subset_problem([0.0, 0.5], "data.train.0"), subset_problem([0.5, 0.2], "val.dataset")
+        (None, 'val.dataset.subset must be [start, end] with 0 <= start < end <= 1, got [0.5, 0.2]')
+    """
+    if subset is None or (isinstance(subset, (list, tuple)) and len(subset) == 2
+                          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in subset)
+                          and 0.0 <= subset[0] < subset[1] <= 1.0):
+        return None
+    return f"{where}.subset must be [start, end] with 0 <= start < end <= 1, got {subset!r}"
+
+
 def take_subset(dataset: Dataset, subset: Sequence[float] | None, name: str = "") -> Dataset:
     """The ``[start, end]`` fraction of ``dataset`` (all of it when ``subset`` is None).
 

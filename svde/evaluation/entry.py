@@ -29,10 +29,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from svde.data.registry import DATASETS, build_dataset, option_problems
-from svde.data.sampling import take_subset
-from svde.errors import SvdeError, UserError
+from svde.data.sampling import subset_problem, take_subset
+from svde.errors import SvdeError, UnknownName, UserError
 from svde.evaluation.evaluator import evaluate_model
-from svde.evaluation.protocols import DATASET_PROTOCOLS, PROTOCOLS, Protocol, get_protocol
+from svde.evaluation.protocols import PROTOCOLS, Protocol, get_protocol, protocol_name
+from svde.types import DepthType
 
 # The sets the paper evaluates zero-shot (§4.2, Tables 1-3; KITTI in the supplementary): no model
 # meant to be judged on them may be selected on them (svde.training's validation warns).
@@ -89,17 +90,30 @@ class EvalEntry:
         if self.name in DATASETS and self.name != "synthetic" and not self.root:
             problems.append(f"{where}.root: dataset {self.name!r} needs its root folder")
         protocol = self.protocol or self.name  # every registered dataset has a protocol of its own
-        if self.name in DATASETS and DATASET_PROTOCOLS.get(protocol, protocol) not in PROTOCOLS:
-            problems.append(f"{where}.protocol: unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)} "
-                            f"or a dataset name")
+        try:
+            protocol_name(protocol)
+        except UnknownName:
+            if self.name in DATASETS:
+                problems.append(f"{where}.protocol: unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)} "
+                                f"or a dataset name")
         if self.depth_cap is not None and not (isinstance(self.depth_cap, (int, float))
                                                and math.isfinite(self.depth_cap) and self.depth_cap > 0):
             problems.append(f"{where}.depth_cap: expected a finite number > 0, got {self.depth_cap!r}")
-        if self.subset is not None and not (isinstance(self.subset, (list, tuple)) and len(self.subset) == 2
-                                            and all(isinstance(v, (int, float)) for v in self.subset)
-                                            and 0.0 <= self.subset[0] < self.subset[1] <= 1.0):
-            problems.append(f"{where}.subset: expected [start, end] with 0 <= start < end <= 1, got {self.subset!r}")
-        return problems
+        subset = subset_problem(self.subset, where)
+        return problems + ([subset] if subset else [])
+
+    @classmethod
+    def from_dataset(cls, entry: Any, protocol: str | None = None) -> "EvalEntry":
+        """The evaluation entry of a training config's dataset entry (``svde.config.DatasetEntry``:
+        name, root, split, options, subset), evaluated under ``protocol`` (None: the dataset's own).
+
+        Example:
+            >>> from svde.config import DatasetEntry
+            >>> EvalEntry.from_dataset(DatasetEntry(name="nyu", root="/d", split="test"), "folder").protocol
+            'folder'
+        """
+        return cls(name=entry.name, root=entry.root, split=entry.split, protocol=protocol,
+                   options=dict(entry.options), subset=entry.subset)
 
     def check(self, where: str = "dataset") -> None:
         """Raise one :class:`UserError` listing :meth:`problems`, if any."""
@@ -130,7 +144,7 @@ class EvalEntry:
 
 
 def evaluate_entry(model: nn.Module, entry: EvalEntry, *, dataset: Dataset | None = None,
-                   modes: Sequence[str] = ("uts",), short_side: int | None = None, max_images: int | None = None,
+                   modes: Sequence[str] = (DepthType.UTS,), short_side: int | None = None, max_images: int | None = None,
                    batch_size: int = 1, device: str | torch.device = "cpu", progress: bool = False,
                    num_workers: int = 0) -> dict[str, Any]:
     """Evaluate ``model`` on ``entry`` (built here, unless its ``dataset`` is passed, e.g. built once

@@ -47,9 +47,11 @@ from svde.models.fast import for_inference
 # (BaseDataset.validation_resize): half-pixel centres, no antialiasing, which is what
 # svde.preprocess.resize_image computes; prediction uses the same function.
 from svde.preprocess import resize_image
-from svde.types import SCALE_INVARIANT
+from svde.types import SCALE_INVARIANT, DepthType
 
-MODES = ("uts", "utss")
+# Alignment modes, named by what the prediction is taken to be: UTS depth (fit a scale) or UTSS
+# disparity (fit a scale and a shift).
+MODES = (DepthType.UTS.value, DepthType.UTSS.value)
 PREDICTIONS = ("log_disparity", "disparity")
 DEPTH_TARGETS = tuple(t.value for t in SCALE_INVARIANT)  # targets that are depth (else disparity)
 SKIP_RULE = (f"images with <= {MIN_VALID_PIXELS} valid ground-truth pixels are skipped, counted in n_skipped "
@@ -58,8 +60,8 @@ SKIP_RULE_ORDINAL = "images without an ordinal pair are skipped, counted in n_sk
 
 
 def check_modes(modes: Iterable[str]) -> tuple[str, ...]:
-    """Validate alignment mode names; returns them as a tuple."""
-    modes = tuple(modes)
+    """Validate alignment mode names; returns them as a tuple of plain names."""
+    modes = tuple(m.value if isinstance(m, DepthType) else m for m in modes)
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise ValueError(f"alignment modes must be a non-empty subset of {MODES}, got {modes}")
@@ -75,7 +77,7 @@ def upsample(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], protocol: str | Protocol,
-                        modes: Sequence[str] = ("uts",), n_geometry_pairs: int = 10000,
+                        modes: Sequence[str] = (DepthType.UTS,), n_geometry_pairs: int = 10000,
                         prediction: str = "log_disparity") -> dict[str, Any]:
     """Score one network output (H', W') against one dataset sample.
 
@@ -116,7 +118,7 @@ def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], prot
 
     def mode_map(mode: str) -> torch.Tensor:
         # UTS: the output as it is; UTSS: the disparity (the authors' ``pred.exp()``)
-        if mode == "utss" and prediction == "log_disparity":
+        if mode == DepthType.UTSS and prediction == "log_disparity":
             return upsample(pred.double().exp(), size)
         return upsample(pred.double(), size)
 
@@ -129,7 +131,7 @@ def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], prot
         except ValueError as e:
             raise ValueError(f"{file}: {e}") from None
 
-    depth_type = sample.get("depth_type", "absolute")
+    depth_type = sample.get("depth_type", DepthType.ABSOLUTE)
     if depth_type not in DEPTH_TARGETS:
         raise ValueError(f"{file}: protocol {protocol.name!r} needs depth ground truth ({' or '.join(DEPTH_TARGETS)}), "
                          f"got depth_type {depth_type!r}")
@@ -142,7 +144,7 @@ def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], prot
     intrinsics = sample.get("meta", {}).get("intrinsics")
     for mode in modes:
         up = mode_map(mode)
-        if mode == "uts":
+        if mode == DepthType.UTS:
             if prediction == "disparity":
                 if not bool((up[mask] > 0).all()):
                     raise ValueError(f"{file}: UTS mode needs a positive disparity at every valid pixel; "
@@ -179,7 +181,7 @@ def aggregate(records: Sequence[dict[str, Any]], modes: Sequence[str], protocol:
 
 
 def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protocol = "synthetic",
-                   modes: Sequence[str] = ("uts",), batch_size: int = 1, device: str | torch.device = "cpu",
+                   modes: Sequence[str] = (DepthType.UTS,), batch_size: int = 1, device: str | torch.device = "cpu",
                    progress: bool = False, max_images: int | None = None, short_side: int | None = None,
                    num_workers: int = 0, n_geometry_pairs: int = 10000,
                    prediction: str = "log_disparity") -> dict[str, Any]:

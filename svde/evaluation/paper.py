@@ -38,6 +38,8 @@ from svde.atomic import write_text
 from svde.models import DepthModel, build_model
 from svde.models.loading import load
 from svde.models.released import RELEASED
+from svde.errors import unknown_name
+from svde.types import DepthType
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def published_value(model: str, dataset: str, source: str, published: Mapping[st
     """The published headline value of ``model`` on ``dataset`` in ``source`` (None where not published)."""
     published = published or load_published()
     if source not in SOURCES:
-        raise KeyError(f"unknown source {source!r}; valid sources: {', '.join(SOURCES)}")
+        raise unknown_name("source", source, SOURCES)
     return published["sources"][source]["values"].get(model, {}).get(dataset)
 
 
@@ -156,7 +158,7 @@ def paper_table(models: Mapping[str, nn.Module], datasets: Mapping[str, Dataset]
     """
     check_names(list(models), list(datasets))
     modes = check_modes(modes)
-    if "uts" not in modes:
+    if DepthType.UTS not in modes:
         raise ValueError("paper-table mode needs the 'uts' mode: the published numbers are UTS metrics")
     published = published or load_published()
     rows, results = [], []
@@ -192,7 +194,7 @@ def format_markdown(table: Mapping[str, Any]) -> str:
     for r in table["rows"]:
         u = r["unit"]
         cells = [r["model"], r["dataset"], f"{r['metric']} ({u})", str(r["n_images"]), str(r["n_skipped"]),
-                 _fmt(r["measured"].get("uts"), u), _fmt(r["measured"].get("utss"), u),
+                 _fmt(r["measured"].get(DepthType.UTS), u), _fmt(r["measured"].get(DepthType.UTSS), u),
                  _fmt(r["published"]["readme"], u), _fmt(r["difference"]["readme"], u, signed=True),
                  _fmt(r["published"]["paper_table3"], u), _fmt(r["difference"]["paper_table3"], u, signed=True)]
         lines.append("| " + " | ".join(cells) + " |")

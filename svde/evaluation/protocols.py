@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from svde.errors import UnknownName, unknown_name
 from svde.preprocess import network_size  # re-exported: the one input-size rule
 
 HEADLINES = ("delta1_err", "abs_rel", "whdr")
@@ -204,6 +205,22 @@ DATASET_PROTOCOLS: dict[str, str] = {
 }
 
 
+def protocol_name(name: str) -> str:
+    """The protocol that ``name`` (a protocol's name, or a dataset's registry name:
+    :data:`DATASET_PROTOCOLS`) stands for; an unknown name is an :class:`~svde.errors.UnknownName`.
+    The one resolver: the evaluation, its dataset entries and the training config all use it.
+
+    Example:
+        >>> protocol_name("nyu_sync"), protocol_name("folder")
+        ('nyu', 'folder')
+    """
+    key = DATASET_PROTOCOLS.get(name, name)
+    if key not in PROTOCOLS:
+        raise UnknownName(f"{unknown_name('protocol', name, PROTOCOLS)} (or a dataset name: "
+                          f"{', '.join(DATASET_PROTOCOLS)})")
+    return key
+
+
 def get_protocol(name: str | Protocol, **overrides: object) -> Protocol:
     """A protocol by name (or a dataset's registry name), with fields optionally overridden.
 
@@ -214,10 +231,6 @@ def get_protocol(name: str | Protocol, **overrides: object) -> Protocol:
     if isinstance(name, Protocol):
         protocol = name
     else:
-        key = DATASET_PROTOCOLS.get(name, name)
-        if key not in PROTOCOLS:
-            raise KeyError(f"unknown protocol {name!r}; valid protocols: {', '.join(PROTOCOLS)} "
-                           f"(or a dataset name: {', '.join(DATASET_PROTOCOLS)})")
-        protocol = PROTOCOLS[key]
+        protocol = PROTOCOLS[protocol_name(name)]
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(protocol, **overrides) if overrides else protocol

@@ -40,7 +40,18 @@ import torch
 from torch.utils.data import Dataset
 
 from svde.atomic import write_json
-from svde.config import Config, ConfigError, DatasetEntry, apply_override, build_config, from_dict, merge, merge_bases, read_yaml
+from svde.config import (
+    Config,
+    ConfigError,
+    DatasetEntry,
+    EvalSettings,
+    apply_override,
+    build_config,
+    from_dict,
+    merge,
+    merge_bases,
+    read_yaml,
+)
 from svde.data import build_dataset
 from svde.data.sampling import take_subset
 from svde.device import resolve_device
@@ -48,6 +59,7 @@ from svde.errors import RunFailed
 from svde.evaluation import EvalEntry, evaluate_entry
 from svde.models import load_model, read_checkpoint
 from svde.training import train
+from svde.types import SCALE_INVARIANT, DepthType
 
 
 log = logging.getLogger(__name__)
@@ -56,6 +68,9 @@ DEFAULT_KINDS = ("mixture", "uts_only")
 LABELS = {"mixture": "UTS+UTSS mixture", "uts_only": "UTS only", "uts_only_si": "UTS only, SI alone"}
 SSI_WEIGHT = {"mixture": 1.0, "uts_only": 1.0, "uts_only_si": 0.0}  # si_weight is 1 for every kind
 METRICS = {"rel": "abs_rel", "delta1_err": "delta1_err", "geometry_err": "geometry_err"}  # ours -> evaluator's
+# The two parts of the source (what each is converted to; also the results' part names and the
+# evaluation's UTS mode), as the plain names that configs and results.json hold.
+UTS, UTSS = DepthType.UTS.value, DepthType.UTSS.value
 
 
 class PocError(RunFailed):
@@ -63,14 +78,12 @@ class PocError(RunFailed):
 
 
 @dataclass
-class HeldoutConfig:
-    """The held-out absolute-depth set every model is evaluated on (UTS mode)."""
+class HeldoutConfig(EvalSettings):
+    """The held-out absolute-depth set every model is evaluated on (UTS mode): the keys of the
+    training config's validation set (``svde.config.EvalSettings``: ``dataset``, ``protocol``,
+    ``short_side`` (None: the protocol's 384), ``batch_size``, ``max_images``)."""
 
     dataset: DatasetEntry = field(default_factory=lambda: DatasetEntry(split="test", options={"length": 64}))
-    protocol: str | None = None  # svde.evaluation protocol; None = the dataset's own
-    short_side: int | None = None  # input resolution (None: the protocol's 384)
-    batch_size: int = 8
-    max_images: int | None = None
 
 
 @dataclass
@@ -140,10 +153,7 @@ def check_poc_config(cfg: PocConfig) -> PocConfig:
                         f"got convert={cfg.source.convert!r}, subset={cfg.source.subset}")
     if _same_data(cfg.source, cfg.heldout.dataset):
         problems.append("heldout.dataset is the source dataset itself: evaluate on another split (or seed)")
-    problems += heldout_entry(cfg).problems("heldout.dataset")
-    if cfg.heldout.batch_size < 1 or (cfg.heldout.max_images is not None and cfg.heldout.max_images < 1):
-        problems.append(f"heldout.batch_size and heldout.max_images must be >= 1, got {cfg.heldout.batch_size} "
-                        f"and {cfg.heldout.max_images}")
+    problems += heldout_entry(cfg).problems("heldout.dataset") + cfg.heldout.problems("heldout")
     if problems:
         raise ConfigError("invalid proof-of-concept config:\n  " + "\n  ".join(problems))
     return cfg
@@ -186,13 +196,13 @@ def build_runs(cfg: PocConfig, n_source: int) -> list[Run]:
             if n_uts == 0:
                 raise ConfigError(f"percents: {percent:g} % of {n_source} source samples is no sample at all; "
                                   f"use a larger source or a larger p")
-            uts = {**source, "convert": "uts", "subset": [0.0, f], "weight": n_uts / n_source}
-            utss = {**source, "convert": "utss", "subset": [f, 1.0], "weight": 1.0 - n_uts / n_source}
+            uts = {**source, "convert": UTS, "subset": [0.0, f], "weight": n_uts / n_source}
+            utss = {**source, "convert": UTSS, "subset": [f, 1.0], "weight": 1.0 - n_uts / n_source}
             for kind in _kinds(cfg):
                 raw = copy.deepcopy(cfg.train)
                 name = run_name(kind, percent, seed)
                 entries = [uts, utss] if kind == "mixture" and n_uts < n_source else [uts]
-                loss = {"si_weight": 1.0, "ssi_weight": SSI_WEIGHT[kind], "si_types": ["absolute", "uts"]}
+                loss = {"si_weight": 1.0, "ssi_weight": SSI_WEIGHT[kind], "si_types": [t.value for t in SCALE_INVARIANT]}
                 raw = merge(raw, {"name": name, "data": {"train": copy.deepcopy(entries)}, "loss": loss,
                                   "train": {"seed": seed}})
                 try:
@@ -211,7 +221,7 @@ def _kinds(cfg: PocConfig) -> list[str]:
 def build_source(cfg: PocConfig) -> Dataset:
     """The source dataset, checked to hold absolute depth."""
     ds = build_dataset(cfg.source.name, cfg.source.root, cfg.source.split, **cfg.source.options)
-    if ds.depth_type != "absolute":
+    if ds.depth_type != DepthType.ABSOLUTE:
         raise PocError(f"source {cfg.source.name!r} gives {ds.depth_type!r} depth; the proof of concept needs "
                        f"absolute depth to make both UTS and UTSS data from it")
     return ds
@@ -227,8 +237,8 @@ def partition(source: Dataset, percent: float) -> dict[str, list[int]]:
         (5, 15)
     """
     f, n = percent / 100.0, len(source)
-    out = {"uts": list(take_subset(source, [0.0, f]).indices)}
-    out["utss"] = list(take_subset(source, [f, 1.0]).indices) if round(f * n) < n else []
+    out = {UTS: list(take_subset(source, [0.0, f]).indices)}
+    out[UTSS] = list(take_subset(source, [f, 1.0]).indices) if round(f * n) < n else []
     return out
 
 
@@ -263,16 +273,14 @@ def build_heldout(cfg: PocConfig) -> Dataset:
 
 def heldout_entry(cfg: PocConfig) -> EvalEntry:
     """The held-out set as the evaluation's one dataset entry (svde.evaluation.entry)."""
-    d = cfg.heldout.dataset
-    return EvalEntry(name=d.name, root=d.root, split=d.split, protocol=cfg.heldout.protocol, options=dict(d.options),
-                     subset=d.subset)
+    return EvalEntry.from_dataset(cfg.heldout.dataset, cfg.heldout.protocol)
 
 
 def evaluate_heldout(model: torch.nn.Module, cfg: PocConfig, dataset: Dataset, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``model`` on the held-out set in UTS mode: the evaluator's results and our METRICS of them."""
-    res = evaluate_entry(model, heldout_entry(cfg), dataset=dataset, modes=("uts",), batch_size=cfg.heldout.batch_size,
+    res = evaluate_entry(model, heldout_entry(cfg), dataset=dataset, modes=(UTS,), batch_size=cfg.heldout.batch_size,
                          device=device, max_images=cfg.heldout.max_images, short_side=cfg.heldout.short_side)
-    return res, {ours: res["uts"].get(theirs) for ours, theirs in METRICS.items()}
+    return res, {ours: res[UTS].get(theirs) for ours, theirs in METRICS.items()}
 
 
 def evaluate_run(checkpoint: Path, cfg: PocConfig, dataset: Dataset, device: str) -> dict[str, Any]:
@@ -284,7 +292,7 @@ def evaluate_run(checkpoint: Path, cfg: PocConfig, dataset: Dataset, device: str
     if out["geometry_err"] is not None and not math.isfinite(out["geometry_err"]):
         raise PocError(f"evaluating {checkpoint}: geometry_err is {out['geometry_err']}")
     used = [r for r in res["per_image"] if not r["skipped"]]
-    out["per_image_rel"] = [r["uts"]["abs_rel"] for r in used]
+    out["per_image_rel"] = [r[UTS]["abs_rel"] for r in used]
     out["n_images"] = res["n_images"]
     return out
 

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 
 from svde.atomic import atomic_path, write_json
 from svde.device import resolve_device
-from svde.experiments.poc import (LABELS, PocConfig, _jsonable, _kinds, build_heldout, build_runs, build_source, do_run,
-                                  evaluate_heldout, partition)
+from svde.experiments.poc import (LABELS, UTS, UTSS, PocConfig, _jsonable, _kinds, build_heldout, build_runs,
+                                  build_source, do_run, evaluate_heldout, partition)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def summarize(cfg: PocConfig, results: list[dict[str, Any]], n_source: int,
     """
     runs = [{k: v for k, v in r.items() if k not in ("config", "heldout", "per_image_rel", "reused")} for r in results]
     for r in runs:
-        r.update(n_uts=parts[r["percent"]]["uts"], n_utss=parts[r["percent"]]["utss"] if r["kind"] == "mixture" else 0)
+        r.update(n_uts=parts[r["percent"]][UTS], n_utss=parts[r["percent"]][UTSS] if r["kind"] == "mixture" else 0)
     kinds = _kinds(cfg)
     curves: dict[str, dict[str, list]] = {}
     for kind in kinds:
@@ -199,7 +199,7 @@ def run_sweep(cfg: PocConfig, out_dir: str | Path) -> dict[str, Any]:
                  100 * result["rel"], 100 * result["delta1_err"], "n/a" if geo is None else f"{100 * geo:.2f} %",
                  state)
         results.append(result)
-    counts = {p: {"uts": len(v["uts"]), "utss": len(v["utss"])} for p, v in parts.items()}
+    counts = {p: {UTS: len(v[UTS]), UTSS: len(v[UTSS])} for p, v in parts.items()}
     baseline = constant_baseline(cfg, heldout, str(resolve_device(runs[0].config.train.device)))
     summary = summarize(cfg, results, n_source, counts, baseline)
     write_json(out_dir / "results.json", summary, indent=1)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 
 from svde.atomic import atomic_path
-from svde.errors import RunFailed, UserError
+from svde.errors import RunFailed, UserError, unknown_name
 from svde.models.model import DepthModel
 from svde.models.registry import MODELS, build_model
 
@@ -166,7 +166,7 @@ def load_official_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str
         >>> model = load_official_checkpoint("weights/mn_lrn4.pth", "mn_lrn4")  # doctest: +SKIP
     """
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+        raise unknown_name("model", name, MODELS)
     raw, source = _read(path_or_state_dict, "released checkpoint")
     if raw.get("format") == FORMAT:
         raise CheckpointError(f"{source} is an svde checkpoint, not an authors' release: "

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import svde.models.pretrained as pretrained
+from svde.errors import unknown_name
 
 
 class MobileNetV2Encoder(nn.Module):
@@ -161,5 +162,5 @@ def build_encoder(name: str, weights: str | None = None) -> nn.Module:
         (16, 24, 32, 96, 320)
     """
     if name not in ENCODERS:
-        raise KeyError(f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}")
+        raise unknown_name("encoder", name, ENCODERS)
     return ENCODERS[name](weights=weights)

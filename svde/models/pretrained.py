@@ -21,11 +21,14 @@ from typing import Any
 
 import torch
 
+from svde.download import download_verified
 from svde.errors import RunFailed
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+# The most bytes the MobileNetV2 download may hold (torchvision's file is 13.6 MiB): more is stopped.
+MOBILENET_MAX_BYTES = 64 << 20
 
 
 class PretrainedWeightsUnavailable(RunFailed):
@@ -111,10 +114,18 @@ def mobilenet_v2_features(weights: str) -> dict[str, torch.Tensor]:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if not cached.exists():
         _require_host("download.pytorch.org", what)
-        # Fills the cache (the file name's hash prefix is checked); the file is then read below.
-        log.info("downloading %s from %s", what, url)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(cached), hash_prefix=hash_prefix(cached.name), progress=False)
+        # Fills the cache through svde's one download routine (time-limited, atomic), keeping the
+        # file only if its sha256 starts with the file name's hash prefix; it is then read below.
+        prefix = hash_prefix(cached.name)
+
+        def verify(tmp: Path, sha256: str) -> None:
+            if prefix and not sha256.startswith(prefix):
+                raise UnsafeWeightsFile(f"{what} from {url}: sha256 {sha256[:16]}... does not start with the "
+                                        f"file name's hash prefix {prefix}; not kept")
+
+        download_verified(url, cached, verify=verify, progress=False, max_bytes=MOBILENET_MAX_BYTES,
+                          unavailable=lambda reason: PretrainedWeightsUnavailable(f"{what}: cannot download {url} "
+                                                                                  f"({reason})"))
     state = load_tensors(cached, what)
     if not isinstance(state, dict):
         raise UnsafeWeightsFile(f"{what} {cached} holds a {type(state).__name__}, expected a dict of tensors")

@@ -19,8 +19,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from svde.device import resolve_device
-from svde.errors import UnknownName, UserError
+from svde.device import AMP_DTYPES, resolve_device  # AMP_DTYPES: re-exported (svde benchmark --amp)
+from svde.errors import UserError, unknown_name
 from svde.models.export import example_input
 from svde.models.fast import for_inference, optimize_for_inference
 from svde.models.registry import build_model
@@ -79,9 +79,6 @@ def measure_latency(model: nn.Module, x: torch.Tensor, warmup: int = 3, repeats:
     return times
 
 
-AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
 def benchmark_model(name: str, device: str = "cpu", height: int = 384, width: int = 384, batch: int = 1,
                     amp: str | None = None, channels_last: bool = True, compile: bool = False,
                     warmup: int = 3, repeats: int = 10, model: nn.Module | None = None) -> dict[str, Any]:
@@ -102,7 +99,7 @@ def benchmark_model(name: str, device: str = "cpu", height: int = 384, width: in
         ['amp', 'batch', 'channels_last']
     """
     if amp is not None and amp not in AMP_DTYPES:
-        raise UnknownName(f"unknown AMP dtype {amp!r}; valid: {', '.join(AMP_DTYPES)}")
+        raise unknown_name("AMP dtype", amp, AMP_DTYPES)
     dev = resolve_device(device)
     net = (model if model is not None else build_model(name)).to(dev).eval()
     params = count_parameters(net)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from svde.errors import unknown_name
 from svde.models.encoders import build_encoder
 from svde.models.model import DepthModel
 
@@ -26,5 +27,5 @@ def build_model(name: str, encoder_weights: str | None = None) -> DepthModel:
         3550129
     """
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+        raise unknown_name("model", name, MODELS)
     return DepthModel(build_encoder(MODELS[name], weights=encoder_weights), crp_stages=4, name=name)

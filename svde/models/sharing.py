@@ -1,7 +1,8 @@
 """Share trained models the way the field does: ``save_pretrained`` / ``from_pretrained``.
 
 A folder holds ``config.json`` (model name, svde version, input contract, output domain),
-``model.safetensors`` (the weights) and a model card ``README.md``: the file names of the
+``model.safetensors`` (the weights; ``config.json`` records its sha256, which
+:func:`from_pretrained` checks) and a model card ``README.md``: the file names of the
 Hugging Face hub (``huggingface_hub``'s ``PyTorchModelHubMixin``), so the folder can be
 uploaded as a model repository as it is. ``PyTorchModelHubMixin`` itself is not used: it
 rebuilds a model as ``cls(**config)`` (our models are built by name around an encoder module)
@@ -16,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -25,6 +27,7 @@ import safetensors.torch
 import torch
 
 from svde.atomic import atomic_path, write_json, write_text
+from svde.download import sha256_of
 from svde.errors import RunFailed, UserError
 from svde.models.checkpoint import CheckpointError, _mismatches
 from svde.models.model import DepthModel
@@ -37,6 +40,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+log = logging.getLogger(__name__)
 
 
 def _svde_version() -> str:
@@ -72,8 +77,10 @@ def save_pretrained(model: DepthModel, folder: str | os.PathLike, notes: str | N
 
     The layout of the Hugging Face hub (the file names of ``huggingface_hub``'s
     ``PyTorchModelHubMixin``), so the folder can be uploaded as a model repository as it
-    is. Every file is written atomically; non-finite weights are refused. ``notes`` (e.g.
-    the training data) is added to the model card. Returns the folder.
+    is. Every file is written atomically; non-finite weights are refused. ``config.json`` records
+    the sha256 of ``model.safetensors`` (``weights.sha256``), so that :func:`from_pretrained`
+    refuses weights changed or damaged after saving. ``notes`` (e.g. the training data) is added
+    to the model card. Returns the folder.
 
     Example:
         >>> from svde.models import build_model
@@ -89,6 +96,7 @@ def save_pretrained(model: DepthModel, folder: str | os.PathLike, notes: str | N
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata={"format": "pt", "model_name": model.name})
+        config["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_of(tmp)}
     write_json(folder / CONFIG_FILE, config)
     write_text(folder / CARD_FILE, _model_card(config, notes))
     return folder
@@ -100,9 +108,11 @@ def from_pretrained(folder_or_repo_id: str | os.PathLike, revision: str | None =
 
     The config must be an svde one whose model, architecture, input contract and output
     domain this version builds, and the weights must fit that model exactly (every key and
-    shape, finite values); otherwise a :class:`~svde.models.CheckpointError` names the file
-    and the difference. A repo id (``owner/name``) is fetched with ``huggingface_hub``
-    (cached; ``HF_HUB_OFFLINE=1`` uses the cache only). Returns the model in eval mode.
+    shape, finite values) and have the sha256 the config records (``weights.sha256``; a folder
+    written before svde recorded it loads with a warning that its content is unchecked);
+    otherwise a :class:`~svde.models.CheckpointError` names the file and the difference. A repo
+    id (``owner/name``) is fetched with ``huggingface_hub`` (cached; ``HF_HUB_OFFLINE=1`` uses the
+    cache only). Returns the model in eval mode.
 
     Example:
         >>> model = from_pretrained("shared/mn")  # doctest: +SKIP
@@ -143,8 +153,27 @@ def from_pretrained(folder_or_repo_id: str | os.PathLike, revision: str | None =
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{weights_path}: non-finite values in {len(bad)} tensors (e.g. {bad[0]})")
+    _check_sha256(config, Path(config_path), Path(weights_path))
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
+
+
+def _check_sha256(config: dict[str, Any], config_path: Path, weights_path: Path) -> None:
+    """The weights file must have the sha256 that ``config`` records (``weights.sha256``)."""
+    weights = config.get("weights")
+    if weights is None:
+        log.warning("%s records no sha256 of %s (written by an older svde): its content is not checked",
+                    config_path, weights_path.name)
+        return
+    recorded = weights.get("sha256") if isinstance(weights, dict) else None
+    if not (isinstance(recorded, str) and re.fullmatch(r"[0-9a-fA-F]{64}", recorded)):
+        raise CheckpointError(f"{config_path}: weights {weights!r} is not {{file, sha256}} with a hex sha256 "
+                              "(as save_pretrained writes it)")
+    actual = sha256_of(weights_path)
+    if actual != recorded.lower():
+        raise CheckpointError(f"{weights_path}: sha256 {actual} differs from the {recorded} that {config_path.name} "
+                              "records; the weights were changed or damaged after save_pretrained wrote them, "
+                              "refusing them")
 
 
 def _pretrained_files(source: str | os.PathLike, revision: str | None) -> tuple[Path, Path]:

@@ -1,8 +1,9 @@
 """Training: the loop, optimisers and schedules, distributed helpers and run logging.
 
 The names below load their module on first use (PEP 562), so that importing one submodule
-(``svde.config`` checks names against :mod:`svde.training.optim`) does not import the trainer,
-which imports the config: no import cycle through this package.
+(e.g. :mod:`svde.training.optim`) does not import the trainer and everything it needs. The config
+(a layer below) imports nothing from here: it checks optimiser and schedule names against its own
+``OPTIMIZER_NAMES`` and ``SCHEDULE_NAMES``, which a test keeps equal to this package's registries.
 
 Example:
     >>> from svde.training import train, TrainingError

@@ -100,8 +100,7 @@ def val_entry(cfg: Config) -> EvalEntry | None:
     entry = cfg.val.dataset
     if entry is None or cfg.val.every == 0:
         return None
-    return EvalEntry(name=entry.name, root=entry.root, split=entry.split, protocol=cfg.val.protocol,
-                     options=dict(entry.options), subset=entry.subset)
+    return EvalEntry.from_dataset(entry, cfg.val.protocol)
 
 
 def val_sets(cfg: Config) -> list[tuple[EvalEntry, Dataset, dict]]:
@@ -126,8 +125,7 @@ def val_sets(cfg: Config) -> list[tuple[EvalEntry, Dataset, dict]]:
             continue
         held = split_holdout(take_subset(ds, e.subset, e.name), cfg.val.holdout, e.name)[1]
         protocol = cfg.val.protocol or (e.name if e.name in DATASET_PROTOCOLS else "folder")
-        entry = EvalEntry(name=e.name, root=e.root, split=e.split, protocol=protocol, options=dict(e.options),
-                          subset=e.subset)
+        entry = EvalEntry.from_dataset(e, protocol)
         sets.append((entry, held, {**entry.to_dict(), "holdout": cfg.val.holdout, "train_entry": i}))
     if not sets:
         raise TrainingError(f"val.holdout={cfg.val.holdout}: no training dataset has depth ground truth (absolute "

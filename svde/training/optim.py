@@ -18,11 +18,13 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 
+from svde.errors import unknown_name
+
 
 class OptimSettings(Protocol):
-    """What the builders read from a config (``svde.config.OptimConfig`` is one). Named here
-    rather than imported: the config validates names against this module's registries, so this
-    module must not import the config (no import cycle)."""
+    """What the builders read from a config (``svde.config.OptimConfig`` is one, whose
+    ``OPTIMIZER_NAMES`` and ``SCHEDULE_NAMES`` are the keys of :data:`OPTIMIZERS` and
+    :data:`SCHEDULES`: the config checks names without importing this layer)."""
 
     name: str
     lr: float
@@ -55,7 +57,7 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimSettings) -> torch.optim.Optimizer:
     """The optimiser named by ``cfg.name`` (one of :data:`OPTIMIZERS`)."""
     if cfg.name not in OPTIMIZERS:
-        raise KeyError(f"unknown optimizer {cfg.name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        raise unknown_name("optimizer", cfg.name, OPTIMIZERS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return OPTIMIZERS[cfg.name](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -95,5 +97,5 @@ def lr_factor(step: int, cfg: OptimSettings, total_steps: int) -> float:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSettings, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step ``LambdaLR`` following :func:`lr_factor` (its state goes in checkpoints)."""
     if cfg.schedule not in SCHEDULES:
-        raise KeyError(f"unknown lr schedule {cfg.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+        raise unknown_name("lr schedule", cfg.schedule, SCHEDULES)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, total_steps))

@@ -22,13 +22,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from svde.config import Config
+from svde.device import AMP_DTYPES
 from svde.models import build_model
 from svde.training.distributed import DistContext
 from svde.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def rng_state() -> dict[str, Any]:
@@ -186,7 +185,7 @@ class TrainState:
         if ctx.device.type == "cpu" and threads is not None and threads != torch.get_num_threads():
             log.warning("%s was written by a run on %d CPU threads, this one has %d: it continues, but is no "
                         "longer bit-identical to an uninterrupted run (set the thread count, e.g. "
-                        "OMP_NUM_THREADS=%d, to keep it)", source, threads, torch.get_num_threads(), threads)
+                        "svde train --threads %d, to keep it)", source, threads, torch.get_num_threads(), threads)
 
     @property
     def lr(self) -> float:

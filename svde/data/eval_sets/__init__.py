@@ -41,7 +41,11 @@ from svde.data.eval_sets.nyu import NYU_INTRINSICS, NYUv2LabeledDataset, NYUv2Sy
 from svde.data.eval_sets.sintel import SintelDataset
 from svde.data.eval_sets.tum import TUM_INTRINSICS, TUM_SIZE, TUMH5Dataset, TUMRawDataset, associate_timestamps
 from svde.data.io import SINTEL_CAM_TAG, as_rgb, read_h5, read_kitti_calib, read_sintel_cam
-from svde.data.layout import EVAL_SPLITS, IMAGE_EXTS, as_intrinsics, check_split, pair_by_stem, parse_list
+from svde.data.layout import EVAL_SPLITS, IMAGE_EXTS, check_intrinsics, check_split, pair_by_stem, parse_list
+
+# 0.1's name of svde.data.layout.check_intrinsics (None or an array; svde.geometry.as_intrinsics is
+# the one conversion to an (fx, fy, cx, cy) tuple).
+as_intrinsics = check_intrinsics
 
 __all__ = [
     "DIWDataset",
@@ -59,6 +63,7 @@ __all__ = [
     "TUM_INTRINSICS",
     "TUM_SIZE",
     "as_intrinsics",
+    "check_intrinsics",
     "as_rgb",
     "associate_timestamps",
     "check_split",

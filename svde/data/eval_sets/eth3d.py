@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 from svde.data.base import DepthDataset
 from svde.data.io import read_depth_any, read_image, read_raw_float32
-from svde.data.layout import EVAL_SPLITS, as_intrinsics, check_split, pair_by_stem
+from svde.data.layout import EVAL_SPLITS, check_intrinsics, check_split, pair_by_stem
 from svde.types import DepthType
 
 class ETH3DDataset(DepthDataset):
@@ -43,7 +43,7 @@ class ETH3DDataset(DepthDataset):
                  depth_scale: float = 1000.0, intrinsics: Sequence[float] | None = None) -> None:
         check_split(self.name, split, EVAL_SPLITS)
         self.depth_scale = depth_scale
-        self.intrinsics = as_intrinsics(intrinsics, self.name)
+        self.intrinsics = check_intrinsics(intrinsics, self.name)
         super().__init__(root, split, transform)
 
     def layout_hint(self) -> str:

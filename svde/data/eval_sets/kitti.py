@@ -13,7 +13,7 @@ import numpy as np
 
 from svde.data.base import DataError, DepthDataset
 from svde.data.io import read_depth_any, read_image, read_kitti_calib
-from svde.data.layout import EVAL_SPLITS, as_intrinsics, check_split, pair_by_stem, parse_list
+from svde.data.layout import EVAL_SPLITS, check_intrinsics, check_split, pair_by_stem, parse_list
 from svde.types import DepthType
 
 class KITTIDataset(DepthDataset):
@@ -70,7 +70,7 @@ class KITTIDataset(DepthDataset):
         self.rgb_root = root if rgb_root is None else root / rgb_root
         self.depth_root = root if depth_root is None else root / depth_root
         self.depth_scale = depth_scale
-        self.intrinsics = as_intrinsics(intrinsics, self.name)
+        self.intrinsics = check_intrinsics(intrinsics, self.name)
         self.missing_depth = missing_depth
         self.skipped: list[str] = []
         super().__init__(root, split, transform)
@@ -92,7 +92,7 @@ class KITTIDataset(DepthDataset):
         if self.intrinsics is None and annotations.is_file():
             try:
                 entries = json.loads(annotations.read_text())["files"]
-                per_file = {Path(e["rgb"]).name: as_intrinsics(e.get("cam_in"), str(annotations)) for e in entries}
+                per_file = {Path(e["rgb"]).name: check_intrinsics(e.get("cam_in"), str(annotations)) for e in entries}
             except (ValueError, KeyError, TypeError) as e:
                 raise DataError(f"{annotations}: expected {{'files': [{{'rgb': ..., 'cam_in': [fx, fy, cx, cy]}}]}} ({e})") from None
         return [(img, dep, self.intrinsics if self.intrinsics is not None else per_file.get(img.name))

@@ -10,7 +10,7 @@ import numpy as np
 
 from svde.data.base import DataError, DepthDataset
 from svde.data.io import read_depth_any, read_h5, read_image
-from svde.data.layout import EVAL_SPLITS, IMAGE_EXTS, as_intrinsics, check_split
+from svde.data.layout import EVAL_SPLITS, IMAGE_EXTS, check_intrinsics, check_split
 from svde.types import DepthType
 
 # NYUv2 Kinect colour camera (Silberman et al. toolbox, camera_params.m), 640x480.
@@ -53,7 +53,7 @@ class NYUv2LabeledDataset(DepthDataset):
         self.depth_key = depth_key
         self.mat_path = Path(root) / mat_file
         self.splits_path = Path(root) / splits_file
-        self.intrinsics = as_intrinsics(intrinsics, self.name)
+        self.intrinsics = check_intrinsics(intrinsics, self.name)
         self._h5: Any = None
         self._h5_pid: int | None = None
         super().__init__(root, split, transform)
@@ -157,7 +157,7 @@ class NYUv2SyncDataset(DepthDataset):
                  depth_scale: float = 1000.0, intrinsics: Sequence[float] | None = NYU_INTRINSICS) -> None:
         check_split(self.name, split, EVAL_SPLITS)
         self.depth_scale = depth_scale
-        self.intrinsics = as_intrinsics(intrinsics, self.name)
+        self.intrinsics = check_intrinsics(intrinsics, self.name)
         super().__init__(root, split, transform)
 
     def layout_hint(self) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 
 from svde.data.base import DataError, DepthDataset
 from svde.data.io import as_rgb, read_depth_any, read_h5, read_image
-from svde.data.layout import EVAL_SPLITS, as_intrinsics, check_split, parse_list
+from svde.data.layout import EVAL_SPLITS, check_intrinsics, check_split, parse_list
 from svde.geometry import scale_intrinsics
 from svde.types import DepthType
 
@@ -48,7 +48,7 @@ class TUMH5Dataset(DepthDataset):
     def __init__(self, root: str | os.PathLike, split: str | None = None, transform: Callable | None = None,
                  intrinsics: Sequence[float] | None = None) -> None:
         check_split(self.name, split, EVAL_SPLITS)
-        self.intrinsics = as_intrinsics(intrinsics, self.name)
+        self.intrinsics = check_intrinsics(intrinsics, self.name)
         super().__init__(root, split, transform)
 
     def layout_hint(self) -> str:
@@ -72,7 +72,7 @@ class TUMH5Dataset(DepthDataset):
                 K = np.asarray(K, dtype=np.float64)
                 if K.shape != (3, 3):
                     raise DataError(f"{record}:/gt/intrinsic must be a 3x3 camera matrix, got shape {K.shape}")
-                k = as_intrinsics([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], f"{record}:/gt/intrinsic")
+                k = check_intrinsics([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], f"{record}:/gt/intrinsic")
         return {"image": image, "target": depth, "file": str(record), "intrinsics": k}
 
 
@@ -127,7 +127,7 @@ class TUMRawDataset(DepthDataset):
         check_split(self.name, split, EVAL_SPLITS)
         self.max_dt = float(max_dt)
         self.depth_scale = depth_scale
-        self.intrinsics = as_intrinsics(intrinsics, self.name)
+        self.intrinsics = check_intrinsics(intrinsics, self.name)
         super().__init__(root, split, transform)
 
     def layout_hint(self) -> str:

@@ -283,3 +283,138 @@ def vertical_offset(left: np.ndarray, right: np.ndarray) -> float | None:
     """
     dy = feature_matches(left, right)[1]
     return float(np.median(dy)) if dy.size >= MIN_MATCHES else None
+
+
+RECTIFY_SIDE = 288  # views with a shorter side are enlarged to it for the rectification check's features
+RECTIFY_TOLERANCE = 2.0  # px: how far a feature match may lie from the fitted vertical alignment and agree
+MIN_AGREEING_SHARE = 0.5  # of the feature matches that must agree for the check to have run
+
+
+@dataclass(frozen=True)
+class Rectification:
+    """What the views' point correspondences say about their rectification (:func:`rectification`).
+
+    ``matches``: ORB feature matches and Lucas-Kanade tracks; ``agreeing``: those within
+    :data:`RECTIFY_TOLERANCE` px of the fitted vertical alignment ``dy = a + b x + c y`` (a shift,
+    a rotation, a vertical scale); ``median``: their median vertical offset; ``low``/``high``: the
+    fitted offset's extremes over the frame (at its corners), px. Without enough agreeing matches
+    (:attr:`checked` false) the offsets are ``None``: the check could not run.
+    """
+
+    matches: int
+    agreeing: int
+    median: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def checked(self) -> bool:
+        """Whether the check ran: at least :data:`MIN_MATCHES` matches agree, and :data:`MIN_AGREEING_SHARE` of them."""
+        return self.median is not None
+
+    def problem(self, max_vertical: float) -> str | None:
+        """Why the views are not rectified within ``max_vertical`` px (None: they are, or the check did not run)."""
+        if not self.checked:
+            return None
+        if abs(self.median) > max_vertical:
+            return (f"views not rectified: median vertical offset {self.median:+.1f} px of feature matches "
+                    f"> max_vertical {max_vertical:g} px")
+        if max(abs(self.low), abs(self.high)) > max_vertical:
+            return (f"views not rectified: vertical offset from {self.low:+.1f} to {self.high:+.1f} px across the "
+                    f"frame (rotated or scaled views; median {self.median:+.1f} px) > max_vertical {max_vertical:g} px")
+        return None
+
+    def unchecked_reason(self) -> str:
+        """The drop reason of a frame whose rectification could not be checked."""
+        return (f"rectification not checked: {self.agreeing} of {self.matches} point matches agree on one vertical "
+                f"alignment (needs {MIN_MATCHES} and {MIN_AGREEING_SHARE:.0%}): too little texture, or the views "
+                f"show different scenes (mono footage passed as stereo?)")
+
+
+def _working_views(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Grey views for the rectification check, enlarged so that the shorter side is at least
+    :data:`RECTIFY_SIDE` (corner detectors and ORB's 31 px patches find little on small views), and the factor."""
+    height, width = left.shape[:2]
+    up = max(1.0, RECTIFY_SIDE / min(height, width))
+    grey = [cv2.cvtColor(v, cv2.COLOR_RGB2GRAY) for v in (left, right)]
+    if up > 1:
+        size = (int(round(width * up)), int(round(height * up)))
+        grey = [cv2.resize(g, size, interpolation=cv2.INTER_LINEAR) for g in grey]
+    return grey[0], grey[1], up
+
+
+def _to_view(points: np.ndarray, up: float) -> np.ndarray:
+    """(N, 2) points of the enlarged views in the views' pixels (pixel centres kept)."""
+    return (np.asarray(points, np.float64).reshape(-1, 2) + 0.5) / up - 0.5
+
+
+def _orb_points(gl: np.ndarray, gr: np.ndarray, up: float) -> tuple[np.ndarray, np.ndarray]:
+    """ORB feature matches (as :func:`feature_matches`): any disparity, but few on blurred views."""
+    orb = cv2.ORB_create(nfeatures=1000)
+    kl, dl = orb.detectAndCompute(gl, None)
+    kr, dr = orb.detectAndCompute(gr, None)
+    if dl is None or dr is None:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dl, dr)
+    return (_to_view([kl[m.queryIdx].pt for m in matches], up), _to_view([kr[m.trainIdx].pt for m in matches], up))
+
+
+_LK = {"winSize": (21, 21), "maxLevel": 5, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)}
+
+
+def _tracked_points(gl: np.ndarray, gr: np.ndarray, up: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shi-Tomasi corners of the left view tracked into the right one by pyramidal Lucas-Kanade
+    (``cv2.calcOpticalFlowPyrLK``, 6 levels: motions of a few hundred px), kept when tracking back
+    returns within 0.5 px: sub-pixel, and found on smooth or blurred views where ORB finds nothing."""
+    corners = cv2.goodFeaturesToTrack(gl, maxCorners=500, qualityLevel=0.01, minDistance=7, blockSize=7)
+    if corners is None:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    ahead, found, _ = cv2.calcOpticalFlowPyrLK(gl, gr, corners, None, **_LK)
+    back, returned, _ = cv2.calcOpticalFlowPyrLK(gr, gl, ahead, None, **_LK)
+    ok = (found[:, 0] == 1) & (returned[:, 0] == 1) & (np.linalg.norm((back - corners)[:, 0], axis=1) < 0.5 * up)
+    return _to_view(corners[ok, 0], up), _to_view(ahead[ok, 0], up)
+
+
+def rectification(left: np.ndarray, right: np.ndarray) -> Rectification:
+    """Check that the views are rectified: their feature matches on the same rows everywhere.
+
+    The vertical offsets ``dy = y_right - y_left`` of the views' point correspondences, ORB
+    feature matches and Lucas-Kanade tracks of corners (:func:`_orb_points`,
+    :func:`_tracked_points`; views enlarged to :data:`RECTIFY_SIDE`), are fitted robustly with
+    ``dy = a + b x + c y`` (least squares on
+    the matches within :data:`RECTIFY_TOLERANCE` px of the fit, from the median, five rounds):
+    a vertical shift moves every match alike, a rotation or a vertical scale makes the offset
+    grow across the frame, where a median alone would not see it. The check runs when at least
+    :data:`MIN_MATCHES` matches and :data:`MIN_AGREEING_SHARE` of them agree with the fit; views
+    of different scenes (a mono frame split as side by side) or without texture have too few.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> img = cv2.resize(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), (320, 240))
+        >>> r = rectification(img, np.roll(img, 3, axis=0))
+        >>> r.checked, round(r.median, 1), r.problem(1.0)
+        (True, 3.0, 'views not rectified: median vertical offset +3.0 px of feature matches > max_vertical 1 px')
+        >>> rectification(img, np.fliplr(img)).checked  # another scene: no vertical alignment to check
+        False
+    """
+    height, width = left.shape[:2]
+    gl, gr, up = _working_views(left, right)
+    (ol, orr), (tl, tr) = _orb_points(gl, gr, up), _tracked_points(gl, gr, up)
+    pl, pr = np.concatenate([ol, tl]), np.concatenate([orr, tr])
+    dy = pr[:, 1] - pl[:, 1]
+    if dy.size == 0:
+        return Rectification(0, 0)
+    design = np.column_stack([np.ones_like(dy), pl[:, 0] - (width - 1) / 2, pl[:, 1] - (height - 1) / 2])
+    agree = np.abs(dy - np.median(dy)) <= RECTIFY_TOLERANCE
+    coef = np.array([float(np.median(dy)), 0.0, 0.0])
+    for _ in range(5):
+        if agree.sum() < 3:
+            break
+        coef = np.linalg.lstsq(design[agree], dy[agree], rcond=None)[0]
+        agree = np.abs(design @ coef - dy) <= RECTIFY_TOLERANCE
+    count = int(agree.sum())
+    if count < MIN_MATCHES or count < MIN_AGREEING_SHARE * dy.size:
+        return Rectification(int(dy.size), count)
+    half_w, half_h = (width - 1) / 2, (height - 1) / 2
+    corners = [coef[0] + sx * half_w * coef[1] + sy * half_h * coef[2] for sx in (-1, 1) for sy in (-1, 1)]
+    return Rectification(int(dy.size), count, float(np.median(dy[agree])), float(min(corners)), float(max(corners)))

@@ -13,15 +13,20 @@ which :class:`svde.data.folder.StereoFolderDataset` (``build_dataset("stereo_fol
 reads as UTSS with its default options. Frames with disparities below 1 px (converged footage: 3D
 films put the content behind the screen at negative disparity) are stored shifted by their
 record's ``stored_offset`` (an integer) so that every valid value is >= 1: the loader takes 0 and
-below as invalid, and UTSS is shift-invariant.
+below as invalid, and UTSS is shift-invariant. The offset is robust to a few wrong matches: valid
+pixels far below the rest (:func:`low_outliers`) are marked invalid first (their count is the
+record's ``low_outliers``).
 
 A frame is dropped, with its reason in the manifest, when it cannot be read, sits at a scene cut
 or repeats the previous sampled frame (:mod:`~svde.data.stereo.sources`), when its views are
 identical (mono footage passed as stereo: no disparity), and then by the frame filter:
 
-* ``svde`` (the default): when the views are not rectified (median vertical offset of feature
-  matches above ``max_vertical``), when none or fewer than ``min_kept`` of its pixels are valid,
-  or when its valid disparities span less than ``min_range`` pixels (5th..95th percentile);
+* ``svde`` (the default): when the views are not rectified (the vertical offset of their feature
+  matches, fitted as a shift, rotation and vertical scale, above ``max_vertical`` anywhere in the
+  frame: :func:`~svde.data.stereo.matching.rectification`), when none or fewer than ``min_kept``
+  of its pixels are valid, when its rectification could not be checked (too few feature matches
+  agree: a textureless frame, or a mono frame split as side by side), or when its valid
+  disparities span less than ``min_range`` pixels (5th..95th percentile);
 * ``midas``: MiDaS' vertical, range and forward-backward checks (:mod:`svde.data.stereo.midas`),
   with ``max_vertical``/``max_vertical_share``, ``min_range`` and ``lr_tolerance``/``min_kept``.
 
@@ -32,7 +37,8 @@ acquisition, :mod:`svde.data.stereo.midas`). Each file is written atomically and
 and the manifest is written before the first frame, so an interrupted (even killed) run leaves
 only whole frames; a rerun skips the frames its manifest records. With ``shard=(k, n)`` only
 frames ``k, k + n, ...`` are prepared and the manifest is ``manifest.shard-<k>-of-<n>.json``:
-shards may share one folder.
+shards may share one folder, and a frame that another manifest of the folder records as done
+(a run with another sharding) is neither redone nor recorded twice.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from svde.data.io import write_npy, write_rgb
 from svde.errors import RunFailed, UserError
 from svde.data.stereo import midas, raft
 from svde.data.stereo.estimate import estimate_disparity, matcher_function
-from svde.data.stereo.matching import StereoSettings, check_pair, vertical_offset
+from svde.data.stereo.matching import StereoSettings, check_pair, rectification
 from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frames
 
 log = logging.getLogger(__name__)
@@ -225,20 +231,23 @@ def stored_offset(disparity: np.ndarray, valid: np.ndarray) -> float:
 
 
 def _svde_filter(left: np.ndarray, right: np.ndarray, opts: PrepareOptions, device: str) -> midas.FrameResult:
-    """The default frame filter (see the module): rectification, valid share, 5th..95th percentile range."""
-    dy = vertical_offset(left, right)
-    if dy is not None and abs(dy) > opts.stereo.max_vertical:
-        return midas.FrameResult(f"views not rectified: median vertical offset {dy:+.1f} px of feature matches "
-                                 f"> max_vertical {opts.stereo.max_vertical:g} px")
+    """The default frame filter (see the module): rectification, valid share, rectification checked,
+    5th..95th percentile range."""
+    rect = rectification(left, right)
+    problem = rect.problem(opts.stereo.max_vertical)
+    if problem:
+        return midas.FrameResult(problem)
     disp, valid = estimate_disparity(left, right, opts.matcher, opts.stereo, device)
     if not valid.any():
         return midas.FrameResult("no valid pixel (the consistency and texture checks rejected every one)",
                                  stats={"kept_fraction": 0.0})
     kept = float(valid.mean())
     lo, hi = (float(v) for v in np.percentile(disp[valid], [5, 95]))
-    # vertical_offset None: too few feature matches to check the rectification (small or flat frames)
-    stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)],
-             "vertical_offset": None if dy is None else round(dy, 2)}
+    stats = {"kept_fraction": round(kept, 6), "disparity_range": [round(lo, 3), round(hi, 3)]}
+    if not rect.checked:  # a check that cannot run drops the frame: nothing shows it is a rectified pair
+        return midas.FrameResult(rect.unchecked_reason(), stats=stats)
+    stats["vertical_offset"] = round(rect.median, 2)
+    stats["vertical_range"] = [round(rect.low, 2), round(rect.high, 2)]
     if kept < opts.min_kept:
         return midas.FrameResult(f"too few valid pixels: {kept:.1%} < min_kept {opts.min_kept:.0%}", stats=stats)
     if hi - lo < opts.min_range:
@@ -268,24 +277,60 @@ def process_frame(task: tuple[FrameRef, np.ndarray | None, np.ndarray | None, st
     except cv2.error as exc:  # one frame OpenCV cannot match must not end a film's run
         return _drop(ref, f"the matcher failed on this frame: {' '.join(str(exc).split())[-200:]}")
     if result.reason is not None:
-        stats = {k: v for k, v in result.stats.items() if k != "vertical_offset"}
-        return _drop(ref, result.reason, **stats)
+        return _drop(ref, result.reason, **_drop_stats(result.stats))
     return _store(ref, Path(out_dir), left, result, opts)
 
 
+_VERTICAL_STATS = ("vertical_offset", "vertical_range")  # a kept frame's record ends with them
+
+
+def _drop_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stats.items() if k not in _VERTICAL_STATS}
+
+
+OUTLIER_PERCENTILE = 1.0
+
+
+def low_outliers(disparity: np.ndarray, valid: np.ndarray, min_pixels: int = 100) -> np.ndarray:
+    """Valid pixels far below the rest (bool, like ``valid``): more than ``max(1, p50 - p1)`` px
+    below the 1st percentile ``p1`` of the valid disparities (``p50``: their median).
+
+    Wrong matches a few pixels large (of the wrong sign, say) would otherwise set the frame's
+    :func:`stored_offset` and, with sky masks, the sky's disparity. Robust to outliers up to 1 %
+    of the valid pixels; genuine content that far behind the rest and that small is lost with them.
+    Frames with fewer than ``min_pixels`` valid pixels are left as they are.
+
+    Example:
+        >>> d = np.concatenate([np.linspace(5, 20, 1000), np.full(5, -46.0)]).astype(np.float32)
+        >>> int(low_outliers(d, np.ones_like(d, bool)).sum())
+        5
+    """
+    if int(valid.sum()) < min_pixels:
+        return np.zeros_like(valid)
+    p1, p50 = np.percentile(disparity[valid], [OUTLIER_PERCENTILE, 50])
+    fence = p1 - max(float(p50 - p1), 1.0)
+    return valid & (disparity < fence)
+
+
 def _store(ref: FrameRef, out: Path, left: np.ndarray, result: midas.FrameResult, opts: PrepareOptions) -> dict[str, Any]:
-    """Write a kept frame (at ``opts.scale``, sky applied, shifted by its stored offset): its record."""
+    """Write a kept frame (at ``opts.scale``, low outliers invalid, sky applied, shifted by its stored
+    offset): its record."""
     view, disp, valid = midas.rescale(left, result.disparity, result.valid, opts.scale)
     extra: dict[str, Any] = {}
+    outliers = low_outliers(disp, valid)
+    if outliers.any():
+        valid = valid & ~outliers
+        disp = np.where(valid, disp, 0.0).astype(np.float32)
+        extra["low_outliers"] = int(outliers.sum())
     if opts.sky_masks:
         sky = midas.read_sky(str(Path(opts.sky_masks) / f"{ref.name}.png"), (disp.shape[1], disp.shape[0]))
         if sky is None:
             return _drop(ref, f"no sky mask {Path(opts.sky_masks) / ref.name}.png (--sky-masks: one per kept frame)",
-                         **{k: v for k, v in result.stats.items() if k != "vertical_offset"})
+                         **_drop_stats(result.stats))
         disp, valid = midas.apply_sky(disp, valid, sky)
         extra["sky_fraction"] = round(float(sky.mean()), 6)
     stats = dict(result.stats)
-    if opts.frame_filter == "midas" or opts.scale != 1 or opts.sky_masks:
+    if opts.frame_filter == "midas" or opts.scale != 1 or opts.sky_masks or "low_outliers" in extra:
         stats["kept_fraction"] = round(float(valid.mean()), 6)  # of the stored mask
     offset = stored_offset(disp, valid)
     write_npy(out / "disparity" / f"{ref.name}.npy", np.where(valid, disp + offset, 0.0).astype(np.float32))
@@ -294,7 +339,7 @@ def _store(ref: FrameRef, out: Path, left: np.ndarray, result: midas.FrameResult
         raise RunFailed(f"{out / 'mask' / ref.name}.png: cannot encode the mask")
     write_bytes(out / "mask" / f"{ref.name}.png", png.tobytes())
     write_rgb(out / "left" / f"{ref.name}.png", view)  # last: the loader indexes left/
-    vertical = {"vertical_offset": stats.pop("vertical_offset")} if "vertical_offset" in stats else {}
+    vertical = {k: stats.pop(k) for k in _VERTICAL_STATS if k in stats}
     return {**_base(ref), "status": "kept", **stats, **extra, "stored_offset": offset, **vertical}
 
 
@@ -303,6 +348,15 @@ def _done(out: Path, records: dict[str, dict[str, Any]], ref: FrameRef) -> bool:
     if rec is None or rec["source"] != ref.source or rec["frame_index"] != ref.index:
         return False
     return rec["status"] == "dropped" or (out / "left" / f"{ref.name}.png").is_file()
+
+
+def _done_elsewhere(out: Path, own: str) -> dict[str, dict[str, Any]]:
+    """The records of the folder's other manifests (other shardings of the same settings) by frame name."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(out.glob("manifest*.json")):
+        if path.name != own:
+            records.update((r["name"], r) for r in read_manifest(path)["frames"])
+    return records
 
 
 def _save(path: Path, settings: dict[str, Any], shard: tuple[int, int], records: dict[str, dict[str, Any]]) -> None:
@@ -405,10 +459,15 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     _check_out(out, create=True)
     manifest = out / manifest_name(shard)
     records = {r["name"]: r for r in read_manifest(manifest)["frames"]} if manifest.is_file() else {}
-    _remove_own_temporaries(out, {f.name for f in frames}, manifest.name)
+    elsewhere = _done_elsewhere(out, manifest.name)
+    # done under another sharding (its manifest records it): neither redone nor recorded twice
+    theirs = {f.name: elsewhere[f.name] for f in frames
+              if not _done(out, records, f) and _done(out, elsewhere, f)}
+    _remove_own_temporaries(out, {f.name for f in frames} - set(theirs), manifest.name)
     _save(manifest, settings, shard, records)  # at once: a run killed before its first save stays resumable
-    todo = [f for f in frames if not _done(out, records, f)]
-    log.info("stereo: %d frames (%d done before), %s", len(frames), len(frames) - len(todo), out)
+    todo = [f for f in frames if f.name not in theirs and not _done(out, records, f)]
+    log.info("stereo: %d frames (%d done before, %d of them in other manifests), %s", len(frames),
+             len(frames) - len(todo), len(theirs), out)
     tasks = ((ref, left, right, reason, str(out), opts, device)
              for ref, left, right, reason in read_frames(todo, opts.sampling))
     bar = None
@@ -428,9 +487,11 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
         if bar is not None:
             bar.close()
         _save(manifest, settings, shard, records)
-    mine = [records[f.name] for f in frames if f.name in records]
+    mine = [theirs.get(f.name) or records[f.name] for f in frames if f.name in theirs or f.name in records]
     kept = sum(r["status"] == "kept" for r in mine)
     if mine and kept == 0:
         raise RunFailed(f"all {len(mine)} frames were dropped ({reason_summary(mine)}); nothing to train on in {out}")
-    return {"frames": len(frames), "processed": len(todo), "kept": kept, "dropped": len(mine) - kept,
+    dropped = [r for r in mine if r["status"] == "dropped"]
+    return {"frames": len(frames), "processed": len(todo), "kept": kept, "dropped": len(dropped),
+            "elsewhere": len(theirs), "drop_reasons": reason_summary(dropped) if dropped else "",
             "manifest": str(manifest)}

@@ -72,6 +72,9 @@ from svde.models.pretrained import PretrainedWeightsUnavailable, hash_prefix, lo
 log = logging.getLogger(__name__)
 
 URL_VARIABLE = "SVDE_RAFT_URL"
+# The most bytes a downloaded weights file may hold (torchvision's files: raft_large 20.1 MiB,
+# 5.3 M parameters; raft_small 3.8 MiB, 1.0 M): a download that sends more is stopped.
+MAX_WEIGHTS_BYTES = {"large": 64 << 20, "small": 16 << 20}
 MIN_SIZE = 128  # torchvision's weights meta "min_size": 8 * 2 * 2**(4 pyramid levels - 1)
 TEXTURE_WINDOW = 5
 
@@ -263,8 +266,10 @@ def fetch_raft_weights(model: str = "large", progress: bool = True) -> Path:
     """Download torchvision's default ``raft_<model>`` weights into torchvision's cache (opt-in); the path.
 
     A cached file that verifies is used as it is (a bad one is replaced). Offline it fails within
-    seconds with :class:`RaftWeightsUnavailable` (one line: URL, cache path, ``SVDE_RAFT_URL``);
-    a file that is not those weights raises :class:`RaftWeightsInvalid` and is not kept.
+    seconds with :class:`RaftWeightsUnavailable` (one line: URL, cache path, ``SVDE_RAFT_URL``), as
+    does a download larger than :data:`MAX_WEIGHTS_BYTES` or one that stalls or runs too long
+    (:mod:`svde.download`); a file that is not those weights raises :class:`RaftWeightsInvalid`
+    and is not kept.
     """
     _check_model(model)
     dest, url = default_weights_path(model), weights_url(model)
@@ -274,7 +279,7 @@ def fetch_raft_weights(model: str = "large", progress: bool = True) -> Path:
             return dest
         except PretrainedWeightsUnavailable as exc:
             log.warning("%s; downloading it again", exc)
-    download_verified(url, dest, progress=progress,
+    download_verified(url, dest, progress=progress, max_bytes=MAX_WEIGHTS_BYTES[model],
                       verify=lambda tmp, sha256: _verify(model, tmp, sha256, url),
                       unavailable=lambda reason: _unavailable(model, url, dest, reason))
     return dest
