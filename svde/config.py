@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
-from svde.device import AMP_DTYPES
+from svde.device import AMP_DTYPES, DEVICE_NAMES, valid_device_name
 from svde.errors import UnknownName, UserError, did_you_mean
 from svde.preprocess import STRIDE
 from svde.types import SCALE_INVARIANT, DepthType
@@ -124,10 +124,13 @@ class TrainConfig:
     image_every: int = 100
     checkpoint_every: int = 100
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
-    # Divergence: the run stops when the loss is above diverge_factor x its running level (the
-    # lowest exponential moving average so far) in diverge_patience of the last 2 x patience steps.
-    diverge_factor: float | None = 100.0  # null = off
+    # Divergence (svde.training.state.DivergenceMonitor; null: off): the run stops on a loss above diverge_factor
+    # x its running level in diverge_patience of the last 2 x patience steps, a global weight norm above
+    # diverge_norm_factor x its start, or a prediction's |log-disparity| above diverge_output_bound.
+    diverge_factor: float | None = 100.0
     diverge_patience: int = 10
+    diverge_norm_factor: float | None = 10.0
+    diverge_output_bound: float | None = 50.0
     ddp_timeout_s: float = 300.0  # process-group timeout: a frozen peer stops the others after this
 
 
@@ -383,8 +386,6 @@ def validate(cfg: Config) -> Config:
                          ("train.max_nonfinite", cfg.train.max_nonfinite)):
         if value <= 0:
             problems.append(f"{where} must be > 0, got {value}")
-    if cfg.data.num_workers < 0:
-        problems.append(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     if cfg.train.amp not in AMP_MODES:
         problems.append(f"train.amp must be one of {', '.join(AMP_MODES)}, got {cfg.train.amp!r}")
     if cfg.loss.si_weight < 0 or cfg.loss.ssi_weight < 0 or cfg.loss.si_weight + cfg.loss.ssi_weight == 0:
@@ -410,8 +411,6 @@ def validate(cfg: Config) -> Config:
         problems.append(f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
     if cfg.optim.grad_clip is not None and not cfg.optim.grad_clip > 0:
         problems.append(f"optim.grad_clip must be null or > 0, got {cfg.optim.grad_clip}")
-    if cfg.val.every < 0:
-        problems.append(f"val.every must be >= 0 (0 = off), got {cfg.val.every}")
     problems += _check_ranges(cfg) + _check_val(cfg)
     for where, entry in entries:  # options of unknown datasets: their name is reported above
         problems += option_problems(entry.name, entry.options, where) if entry.name in DATASETS else []
@@ -431,18 +430,18 @@ def _floats(data: Any, where: str = "") -> list[tuple[str, float]]:
 
 
 def _check_ranges(cfg: Config) -> list[str]:
-    from svde.device import DEVICE_NAMES, valid_device_name
-
     t, problems = cfg.train, []
     if not valid_device_name(t.device):
         problems.append(f"train.device must be one of {DEVICE_NAMES}, got {t.device!r}")
-    for where, value in (("train.seed", t.seed), ("train.image_every", t.image_every)):
+    for where, value in (("train.seed", t.seed), ("train.image_every", t.image_every), ("val.every", cfg.val.every),
+                         ("data.num_workers", cfg.data.num_workers)):
         if value < 0:
-            problems.append(f"{where} must be >= 0, got {value}")
+            problems.append(f"{where} must be >= 0{' (0 = off)' if where == 'val.every' else ''}, got {value}")
     if not t.ddp_timeout_s > 0:
         problems.append(f"train.ddp_timeout_s must be > 0 (seconds), got {t.ddp_timeout_s}")
-    if t.diverge_factor is not None and not t.diverge_factor > 1:
-        problems.append(f"train.diverge_factor must be null (off) or > 1, got {t.diverge_factor}")
+    for key in ("diverge_factor", "diverge_norm_factor", "diverge_output_bound"):
+        if getattr(t, key) is not None and not getattr(t, key) > 1:
+            problems.append(f"train.{key} must be null (off) or > 1, got {getattr(t, key)}")
     if t.diverge_patience < 1:
         problems.append(f"train.diverge_patience must be >= 1, got {t.diverge_patience}")
     return problems

@@ -34,12 +34,14 @@ from typing import NamedTuple, Sequence, TypeVar
 import numpy as np
 import torch
 
+from svde.errors import RunFailed
 
 Intrinsics = tuple[float, float, float, float]
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 # A triangle is kept when max(depth) / min(depth) over its three vertices is at most this.
 DEFAULT_MAX_DEPTH_RATIO = 1.05
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38: the largest coordinate a PLY vertex holds
 
 
 def as_intrinsics(values: Sequence[float] | np.ndarray | torch.Tensor) -> Intrinsics:
@@ -153,6 +155,28 @@ class Mesh(NamedTuple):
     colors: np.ndarray | None
 
 
+class PointsOverflow(RunFailed, ValueError):
+    """Depths so far that their 3D points do not fit in float32 (the PLY files' type)."""
+
+
+def float32_points(points: np.ndarray, depths: np.ndarray) -> np.ndarray:
+    """(N, 3) points as float32; a coordinate beyond float32's range is a :class:`PointsOverflow`
+    naming the count and the depths (not an infinite vertex).
+
+    Example:
+        >>> float32_points(np.array([[1e39, 0.0, 1e39]]), np.array([1e39]))
+        Traceback (most recent call last):
+        svde.geometry.PointsOverflow: 1 of 1 points lie beyond float32's range (depths up to 1e+39): too far to write as a point cloud or mesh (a depth known up to scale can be divided by its median first)
+    """
+    fits = np.abs(points) <= FLOAT32_MAX
+    if not fits.all():
+        far = int((~fits.all(axis=-1)).sum())
+        raise PointsOverflow(f"{far} of {len(points)} points lie beyond float32's range (depths up to "
+                             f"{float(np.max(depths)):.3g}): too far to write as a point cloud or mesh (a depth known "
+                             f"up to scale can be divided by its median first)")
+    return np.ascontiguousarray(points, dtype=np.float32)
+
+
 def depth_to_mesh(depth: np.ndarray, intrinsics: Sequence[float] | np.ndarray, rgb: np.ndarray | None = None,
                   mask: np.ndarray | None = None, max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO) -> Mesh:
     """Triangulate a depth map: two triangles per 2x2 pixel block, none across a discontinuity.
@@ -196,7 +220,7 @@ def depth_to_mesh(depth: np.ndarray, intrinsics: Sequence[float] | np.ndarray, r
     h, w = d.shape
     index = np.full((h, w), -1, dtype=np.int64)
     index[valid] = np.arange(int(valid.sum()))
-    points = backproject(np.where(valid, d, 0.0), intrinsics)[valid].astype(np.float32)
+    points = float32_points(backproject(np.where(valid, d, 0.0), intrinsics)[valid], d[valid])
     colors = None if rgb is None else np.ascontiguousarray(rgb[valid])
 
     z = np.where(valid, d, np.nan)
@@ -235,6 +259,7 @@ def point_cloud(depth: np.ndarray, intrinsics: Sequence[float], rgb: np.ndarray 
         valid = np.isfinite(depth) & (depth > 0)
     if mask is not None:
         valid &= np.asarray(mask, bool)
-    grid = backproject(np.where(valid, depth, np.float32(0.0)), intrinsics)
-    points = np.ascontiguousarray(grid[valid], dtype=np.float32)
+    # in float64: (u - cx) * d of a far pixel can overflow float32 before the division by fx
+    grid = backproject(np.where(valid, depth, np.float32(0.0)).astype(np.float64), intrinsics)
+    points = float32_points(grid[valid], depth[valid])
     return points, (None if rgb is None else np.ascontiguousarray(rgb[valid], dtype=np.uint8))

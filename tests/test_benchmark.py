@@ -1,5 +1,6 @@
 """Parameter / multiply-add counting, latency measurement and the benchmark command (svde.cli.benchmark) on tiny inputs."""
 
+import sys
 import warnings
 
 import pytest
@@ -7,7 +8,16 @@ import torch
 from torch import nn
 
 from svde.cli.benchmark import main as benchmark_main
-from svde.models.profile import benchmark_model, count_macs, count_parameters, markdown_table, measure_latency
+from svde.errors import UserError
+from svde.models.precision import precision_problem
+from svde.models.profile import (
+    benchmark_model,
+    count_macs,
+    count_parameters,
+    markdown_table,
+    measure_latency,
+    time_round_robin,
+)
 from svde.models import build_model
 
 
@@ -82,3 +92,70 @@ def test_benchmark_cli_prints_a_table(capsys):
 def test_benchmark_compiled():
     row = benchmark_model("mn_lrn4", height=64, width=64, warmup=1, repeats=1, compile=True)
     assert row["compile"] and row["latency_ms"] > 0
+
+
+class TinyDepth(nn.Module):
+    """A stand-in network for the reduced-precision benchmark (quantizing mn_lrn4 takes 10 s)."""
+
+    name = "tiny"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_time_round_robin_alternates_the_calls():
+    order: list[str] = []
+    times = time_round_robin({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, repeats=2)
+    assert order == ["a", "b"] * 3 and [len(v) for v in times.values()] == [2, 2]
+
+
+def test_benchmark_precision_cli_times_int8_against_fp32(capsys, monkeypatch):
+    monkeypatch.setattr("svde.models.profile.build_model", lambda name: TinyDepth())
+    assert benchmark_main(["--models", "mn_lrn4", "--precision", "int8", "--height", "32", "--width", "32",
+                           "--warmup", "0", "--repeats", "2", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "CPU: " in captured.out and "units: " in captured.out and "onnxruntime" in captured.out
+    rows = [line.split("|") for line in captured.out.splitlines() if line.startswith("| mn_lrn4")]
+    kinds = [(r[2].strip(), r[3].strip()) for r in rows]
+    assert kinds[:3] == [("fp32", "pytorch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")]
+    assert rows[0][9].strip() == rows[0][10].strip() == "1.00x" and float(rows[1][12]) < 1e-4  # ORT fp32 == PyTorch
+    if precision_problem("int8") is not None:
+        assert "warning: int8:" in captured.err
+
+
+def test_benchmark_precision_errors(monkeypatch):
+    with pytest.raises(UserError, match="CPU"):
+        benchmark_main(["--precision", "int8", "--device", "cuda"])
+    with pytest.raises(UserError, match="--amp"):
+        benchmark_main(["--precision", "int8", "--device", "cpu", "--amp", "bf16"])
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(UserError, match=r"pip install 'svde\[openvino\]'"):
+        benchmark_main(["--precision", "bf16", "--device", "cpu"])
+
+
+def test_data_benchmark_prints_old_and_new_side_by_side(capsys):
+    """benchmarks/data.py (issue 25): old and new augmentation, and the pure decode, in one run."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data.py"
+    spec = importlib.util.spec_from_file_location("data_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        module.main(["--samples", "2", "--rounds", "1", "--height", "64", "--width", "96"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    rows = {line[:58].strip(): line[58:].split() for line in out.splitlines() if line.startswith(("synthetic", "rgbd"))
+            and "=" not in line}
+    for name in ("rgbd_folder PNG 480x640, full augmentation, old", "rgbd_folder PNG 480x640, full augmentation, new",
+                 "rgbd_folder PNG 480x640, decode only (cv2.imdecode x2)", "synthetic 64x96, full augmentation, new"):
+        assert float(rows[name][1]) > 0, name
+    assert "rgbd_folder: full augmentation new / old = " in out and "new time per sample / pure decode" in out
+    assert "load average" in out

@@ -23,7 +23,8 @@ def test_help_lists_every_subcommand_with_one_line(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: svde ")
     listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
-    assert listed == ["predict", "train", "eval", "export", "benchmark", "paper-table", "poc", "prepare-stereo"] == list(COMMANDS)
+    assert listed == ["predict", "train", "eval", "export", "benchmark", "paper-table", "poc", "prepare-stereo",
+                      "demo"] == list(COMMANDS)
     for name, command in COMMANDS.items():
         assert f"  {name}" in out and command.summary in out
 
@@ -97,7 +98,8 @@ def test_every_readme_command_line_parses(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the README's --device cuda examples
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     commands = readme_commands()
-    assert {m for m, _ in commands} == {"train", "eval", "predict", "export", "benchmark", "paper_table", "poc", "prepare_stereo"}
+    assert {m for m, _ in commands} == {"train", "eval", "predict", "export", "benchmark", "paper_table", "poc",
+                                        "prepare_stereo", "demo"}
     for module, argv in commands:
         importlib.import_module(f"svde.cli.{module}").parse_args(argv)  # argparse exits on any unknown option
     text = (REPO / "README.md").read_text()

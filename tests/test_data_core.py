@@ -96,6 +96,33 @@ def test_read_image_converts_gray_rgba_and_16bit_to_rgb(tmp_path):
     assert read_image(tmp_path / "c16.png")[0, 0].tolist() == [255, 100, 0]
 
 
+def test_read_image_decodes_rgb_pngs_and_jpegs_straight_to_rgb(tmp_path):
+    """8-bit RGB PNGs and JPEGs are decoded to RGB by OpenCV itself (no BGR copy to convert):
+    the same pixels as decoding as stored and converting, EXIF orientation ignored alike."""
+    from PIL import Image
+
+    from svde.data.io import _decodes_to_rgb, _read_bytes
+
+    rng = np.random.default_rng(0)
+    bgr = cv2.GaussianBlur(rng.integers(0, 256, (20, 30, 3)).astype(np.uint8), (3, 3), 0)
+    cv2.imwrite(str(tmp_path / "c.png"), bgr)
+    cv2.imwrite(str(tmp_path / "c.jpg"), bgr)
+    cv2.imwrite(str(tmp_path / "g.jpg"), bgr[..., 0])
+    for name in ("c.png", "c.jpg", "g.jpg"):
+        stored = cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED)
+        expected = np.repeat(stored[..., None], 3, axis=2) if stored.ndim == 2 else stored[..., ::-1]
+        assert np.array_equal(read_image(tmp_path / name), expected), name
+    assert _decodes_to_rgb(_read_bytes(tmp_path / "c.png")) == hasattr(cv2, "IMREAD_COLOR_RGB")
+    cv2.imwrite(str(tmp_path / "g.png"), bgr[..., 0])
+    assert not _decodes_to_rgb(_read_bytes(tmp_path / "g.png"))  # grey PNG: decoded as stored
+    # a JPEG whose EXIF says "rotate 90": read as stored, like the depth map saved beside it
+    exif = Image.Exif()
+    exif[274] = 6  # Orientation
+    Image.fromarray(bgr[..., ::-1]).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    assert cv2.imread(str(tmp_path / "r.jpg")).shape == (30, 20, 3)  # OpenCV's default would rotate it
+    assert read_image(tmp_path / "r.jpg").shape == (20, 30, 3)
+
+
 def test_read_image_errors_name_the_file(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -369,11 +396,31 @@ def test_augmentation_keeps_image_and_depth_aligned(seed):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 31])
 def test_augmentation_affine_matches_pixels(seed):
-    """The tracked pixel map (used for intrinsics) sends every source pixel where it went."""
+    """The tracked pixel map (used for intrinsics) sends every source pixel where it went: one
+    nearest-neighbour resampling moves a pixel by at most half a pixel diagonal of the source grid."""
     h, w = 70, 100
     image, depth = coordinate_image(h, w)
     transform = build_train_transform(48, 64, scale_range=(0.5, 1.5), rotate_limit=20, rotate_p=1.0, flip_p=0.5,
                                       color_p=0.0)
+    torch.manual_seed(seed)
+    affine = transform.plan((h, w)).affine
+    torch.manual_seed(seed)
+    out = transform({"image": image, "target": depth, "mask": np.ones((h, w), bool), "depth_type": "absolute"})
+    v, u = np.nonzero(out["mask"])
+    src = out["target"][v, u].astype(np.int64) - 1
+    mapped = affine @ np.stack([src % w, src // w, np.ones_like(src)]).astype(np.float64)
+    scale = math.sqrt(abs(np.linalg.det(affine[:2, :2])))
+    err = np.hypot(mapped[0] - u, mapped[1] - v)
+    assert len(v) > 100 and err.max() <= 0.5 * math.sqrt(2) * scale + 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 31])
+def test_legacy_augmentation_affine_matches_pixels(seed):
+    """The same for the albumentations pipeline (``legacy=True``) and its tracked pixel map."""
+    h, w = 70, 100
+    image, depth = coordinate_image(h, w)
+    transform = build_train_transform(48, 64, scale_range=(0.5, 1.5), rotate_limit=20, rotate_p=1.0, flip_p=0.5,
+                                      color_p=0.0, legacy=True)
     raw = {"image": image, "target": depth, "mask": np.ones((h, w), bool), "depth_type": "absolute"}
     # The compose is called directly here (not through the transform, which seeds it from torch),
     # so seed albumentations' own generator: the test is deterministic.

@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from svde.cli.common import run_main
 from svde.cli.export import main as export_main
 from svde.models.export import ExportError, export_onnx, export_torchscript
 from svde.models import MODELS, build_model
+from svde.models.precision import agreement, calibration_inputs
 
 
 def reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -27,7 +29,7 @@ def test_onnx_static_export_cli(tmp_path, mn_checkpoint, mn_model, capsys):
     proto = onnx.load(str(out))
     assert proto.opset_import[0].version >= 17
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert meta["svde_model"] == "mn_lrn4" and meta["output"] == "log_disparity"
+    assert meta["svde_model"] == "mn_lrn4" and meta["output"] == "log_disparity" and meta["svde_precision"] == "fp32"
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
     assert [i.name for i in session.get_inputs()] == ["image"]  # the names the README documents
@@ -137,3 +139,30 @@ def test_readme_onnxruntime_example_runs(tmp_path, mn_model, monkeypatch):
     # the snippet's tensor is svde's own input (same bilinear resize, same normalisation)
     np.testing.assert_allclose(x, prepare_input(namespace["rgb"], size=(384, 512)).numpy(), atol=1e-4)
     assert np.abs(log_disp - reference(mn_model, x)[0, 0]).max() <= 1e-4
+
+
+# ---- --precision int8 (svde.models.precision.export_int8; a tiny model's test: tests/test_precision.py) ----
+@pytest.mark.slow  # mn_lrn4: export, calibration and quantization take 10-20 s
+def test_int8_export_cli_on_a_checkpoint(tmp_path, mn_checkpoint, mn_model, capsys):
+    out = tmp_path / "mn.int8.onnx"
+    assert export_main(["--checkpoint", str(mn_checkpoint), "--precision", "int8", "--out", str(out),
+                        "--height", "64", "--width", "64", "--calibration-count", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "onnx int8" in printed and "delta1" in printed and "abs-rel" in printed
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    delta1, abs_rel = float(meta["svde_int8_delta1"]), float(meta["svde_int8_abs_rel"])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = calibration_inputs(None, 1, 64, 64, split="test")[0]
+    got = agreement(reference(mn_model, x), session.run(["log_disparity"], {"image": x})[0])
+    assert got["delta1"] >= delta1 - 2.0 and got["abs_rel"] <= 2.0 * abs_rel + 0.01
+
+
+def test_export_precision_errors(tmp_path, mn_checkpoint, capsys):
+    base = ["--checkpoint", str(mn_checkpoint), "--out", str(tmp_path / "m.onnx"), "--height", "64", "--width", "64"]
+    assert run_main(export_main, base + ["--precision", "bf16"]) == 2
+    assert "setting of the runtime" in capsys.readouterr().err
+    assert run_main(export_main, base + ["--precision", "int8", "--format", "torchscript"]) == 2
+    assert "ONNX file" in capsys.readouterr().err
+    assert run_main(export_main, base + ["--calibration", str(tmp_path)]) == 2
+    assert "for --precision int8" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

@@ -79,3 +79,11 @@ print(out.shape, (peak - rss) / 2**20)
     shape, used_mb = res.stdout.strip().rsplit(" ", 1)
     assert shape == "(3000, 4000)"
     assert float(used_mb) < 1024, f"one 12 MP prediction used {used_mb} MB"
+
+
+def test_a_float_photo_is_not_changed_by_predicting_it(mn_model):
+    """normalize_image used to normalise a contiguous float32 photo in place (torch.from_numpy shares memory)."""
+    rgb = photo(40, 50).astype(np.float32) / 255.0
+    keep = rgb.copy()
+    mn_model.infer_image(rgb)
+    assert np.array_equal(rgb, keep)

@@ -100,7 +100,8 @@ def test_prepared_stereo_data(tmp_path, umask022):
     write_rgb(tmp_path / "pairs/right/000.png", pair["right"])
     out = tmp_path / "stereo"
     assert svde_main(["prepare-stereo", str(tmp_path / "pairs"), "--out", str(out), "--no-progress"]) == 0
-    assert assert_readable_by_all(out) == 4  # left/, disparity/, mask/ and the manifest
+    # left/, disparity/, mask/, the manifest, and the previews: preview/000.jpg and its contact sheet
+    assert assert_readable_by_all(out) == 6
 
 
 def test_save_pretrained_folder(tmp_path, umask022):

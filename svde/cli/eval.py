@@ -8,7 +8,10 @@ dataset, and writes ``results.json``, ``summary.csv``, ``per_image.csv`` and the
 Everything is checked before the first image is evaluated: the arguments, that ``--out`` is
 writable, the device, every dataset entry (each dataset is built, so a wrong root or option
 fails at once), the protocols and the checkpoint. Errors print one ``error:`` line (exit 2);
-``--debug`` shows the traceback.
+``--debug`` shows the traceback. An image that cannot be read (e.g. a corrupt file) is passed
+over, like ``svde predict`` does: the others are evaluated and written, the unreadable ones are
+named at the end with their count, and the command exits 1 (``--strict``: it stops at the first).
+A model whose predictions cannot be scored (non-finite weights) is one ``error:`` line, exit 1.
 
 Dataset roots come from ``--root NAME=PATH`` or a YAML file (``--config``) such as::
 
@@ -58,7 +61,7 @@ from svde.cli.common import (
 from svde.config import read_yaml
 from svde.data.registry import DATASETS
 from svde.device import resolve_device
-from svde.errors import UserError
+from svde.errors import RunFailed, UserError
 from svde.evaluation import MODES, format_table, write_results
 from svde.evaluation.entry import EvalEntry, evaluate_entry, selection_warning
 from svde.evaluation.metrics import METRIC_NAMES
@@ -93,6 +96,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    "the quickstart model was trained and validated at 96)")
     p.add_argument("--out", type=Path, default=Path("eval_results"), help="output folder (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true", help="stop at the first image that cannot be read (default: "
+                   "evaluate the others, name the unreadable ones at the end and exit 1)")
     add_threads_argument(p, workers=True)
     add_debug_argument(p)
     args = p.parse_args(argv)
@@ -172,7 +177,7 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name, entry in entries.items():
         res = evaluate_entry(model, entry, dataset=datasets[name], modes=args.modes, short_side=args.short_side,
                              max_images=args.max_images, batch_size=args.batch_size, device=device,
-                             progress=not args.no_progress, num_workers=args.num_workers)
+                             progress=not args.no_progress, num_workers=args.num_workers, strict=args.strict)
         res["dataset"] = name
         results.append(res)
     table = format_table(results) + "\n\n" + metric_notes(results, {k: len(v) for k, v in datasets.items()})
@@ -183,6 +188,11 @@ def evaluate(args: argparse.Namespace) -> list[dict[str, Any]]:
     paths = write_results(results, args.out, run_info=run)
     paths["table"] = write_text(args.out / "results.md", table + "\n")
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    unreadable = [(res["dataset"], error) for res in results for error in res.get("unreadable", [])]
+    if unreadable:
+        run_count = sum(res["n_images"] + res["n_skipped"] + res.get("n_unreadable", 0) for res in results)
+        raise RunFailed(f"{len(unreadable)} of {run_count} images could not be read (the results of the others are "
+                        f"in {args.out}): " + "; ".join(f"{name}: {error}" for name, error in unreadable))
     return results
 
 
@@ -194,9 +204,11 @@ def metric_notes(results: list[dict[str, Any]], sizes: dict[str, int]) -> str:
     lines.append("- units: columns marked (%) are in %, the others as they are, in the table and in summary.csv "
                  "and per_image.csv alike (results.json keeps fractions)")
     for res in results:
-        run, size = res["n_images"] + res["n_skipped"], sizes[res["dataset"]]
+        unreadable = res.get("n_unreadable", 0)
+        run, size = res["n_images"] + res["n_skipped"] + unreadable, sizes[res["dataset"]]
         part = f"all {size}" if run == size else f"the first {run} of {size} (--max-images; not the full set)"
-        lines.append(f"- {res['dataset']}: ran {part} images: {res['n_images']} evaluated, {res['n_skipped']} skipped")
+        lines.append(f"- {res['dataset']}: ran {part} images: {res['n_images']} evaluated, {res['n_skipped']} skipped"
+                     + (f", {unreadable} unreadable (named at the end)" if unreadable else ""))
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "predict": Command("svde.cli.predict", "depth for photos: released weights by name, or a checkpoint",
+    "predict": Command("svde.cli.predict", "depth for photos and videos: released weights by name, or a checkpoint",
             "scripts/predict.py"),
     "train": Command("svde.cli.train", "train a model from a YAML config (or resume a run)",
             "scripts/train.py"),
@@ -49,6 +49,8 @@ COMMANDS: dict[str, Command] = {
             "scripts/experiments/poc.py"),
     "prepare-stereo": Command("svde.cli.prepare_stereo", "stereo pairs or 3D videos -> UTSS training data (stereo_folder)",
             "scripts/prepare_stereo.py"),
+    "demo": Command("svde.cli.demo", "a local web app: drop a photo, see its depth, a 3D mesh, get the files",
+            "scripts/demo.py"),
 }
 
 

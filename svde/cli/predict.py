@@ -32,6 +32,7 @@ Examples:
     svde predict --model b5_lrn4 photos/ --recursive --out photos/depth    # subfolders too; outputs never re-read
     svde predict --checkpoint runs/quickstart/best.pt --input photos/ --out preds/
     svde predict --official weights/b5_lrn4.pth --model b5_lrn4 img.jpg --ply --fov 60
+    svde predict --model b5_lrn4 clip.mp4 --side-by-side         # a video -> predictions/clip.depth.mp4
 """
 
 from __future__ import annotations
@@ -56,12 +57,15 @@ from svde.cli.common import (
     load_network,
     output_stems,
 )
+from svde.cli.video import add_video_arguments, check_video_arguments, is_video, main_video
 from svde.data.base import DataError
 from svde.data.io import read_image, save_png16, write_mesh_ply, write_npy, write_ply, write_rgb
 from svde.data.layout import SKIP_NOT_IMAGE, SKIP_NOT_PHOTO, SKIP_OUTPUT, USER_IMAGE_EXTS, ImageScan, scan_images
 from svde.device import resolve_device
-from svde.errors import RunFailed
+from svde.errors import RunFailed, UserError
 from svde.geometry import depth_to_mesh, intrinsics_from_fov, point_cloud
+from svde.models.precision import PRECISIONS, RUNTIMES, precision_problem, require_openvino, runtime_model
+from svde.models.prediction import NonFiniteOutput
 from svde.preprocess import EVAL_SHORT_SIDE
 from svde.viz import colorize
 
@@ -93,7 +97,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                      help="pinhole intrinsics in pixels of the input image, for --ply/--mesh")
     p.add_argument("--ply-ascii", action="store_true", help="write the point cloud as ASCII PLY instead of binary")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto, cuda if available)")
+    add_precision_arguments(p)
     add_threads_argument(p)
+    add_video_arguments(p)  # a video INPUT: svde.cli.video
     add_debug_argument(p)
     args = p.parse_args(argv)
     check_model_arguments(p, args, released=True)
@@ -102,9 +108,11 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     args.input = args.input if args.input is not None else args.image
     if args.input is None:
         p.error("give an image or a folder: svde predict [options] INPUT (or --input INPUT)")
+    check_video_arguments(p, args)
     if (args.ply or args.mesh) and args.fov is None and args.intrinsics is None:
         p.error(f"{'--ply' if args.ply else '--mesh'} needs --fov DEG or --intrinsics FX FY CX CY")
     check_camera(fov=args.fov, intrinsics=args.intrinsics)
+    check_precision_arguments(p, args)
     if args.short_side < 0:
         p.error(f"--short-side must be >= 0, got {args.short_side}")
     return args
@@ -115,6 +123,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
     apply_threads(args.threads)
     device = resolve_device(args.device)
+    if is_video(args.input):  # <out>/<name>.depth.mp4 (svde.cli.video)
+        return main_video(args, device)
     scan = scan_images(args.input, recursive=args.recursive, exclude=[args.out] if args.input.is_dir() else [])
     for line in scan_notes(scan, args.input, args.out):
         print(line, file=sys.stderr)
@@ -125,7 +135,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         raise DataError(f"--input {args.input}: no images to predict there (photos with the extensions "
                         f"{', '.join(USER_IMAGE_EXTS)}){hint}")
     check_output_folder(args.out)
-    model = load_network(args, device)
+    model = with_precision(args, load_network(args, device))
     root = args.input if args.input.is_dir() else args.input.parent
     failed: list[Path] = []
     for path, stem in zip(images, output_stems(images, root)):
@@ -181,10 +191,64 @@ def write_prediction(args: argparse.Namespace, model: torch.nn.Module, rgb: np.n
     if args.ply or args.mesh:
         height, width = log_disp.shape
         intrinsics = args.intrinsics or intrinsics_from_fov(width, height, args.fov)
-        depth = convert_domain(log_disp, "depth")
+        try:
+            depth = convert_domain(log_disp, "depth")
+        except NonFiniteOutput:  # its advice (a log domain) does not apply: 3D points need depth
+            raise NonFiniteOutput(f"{'--ply' if args.ply else '--mesh'}: {source}: the predicted depth overflows float32 "
+                                  f"(log-disparity {float(log_disp.min()):.3g} to {float(log_disp.max()):.3g}): too "
+                                  f"far for 3D points; the model's output is probably broken") from None
         if args.ply:
             points, colors = point_cloud(depth, intrinsics, rgb)
             write_ply(f"{base}.ply", points, colors, binary=not args.ply_ascii)
         if args.mesh:
             mesh = depth_to_mesh(depth, intrinsics, rgb)
             write_mesh_ply(f"{base}.mesh.ply", mesh.vertices, mesh.faces, mesh.colors)
+
+
+# ---- --precision: bf16 (OpenVINO) and int8 (ONNX Runtime) on the CPU (svde.models.precision) ----
+def add_precision_arguments(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and its ``--calibration`` folder."""
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32: PyTorch (default); bf16: OpenVINO (pip install 'svde[openvino]'), only on a CPU with "
+                        "bf16 units; int8: ONNX Runtime, static quantization calibrated on --calibration photos "
+                        "(synthetic rooms by default). Both run on the CPU; docs/benchmarks.md has their speed "
+                        "and accuracy change")
+    p.add_argument("--calibration", type=Path, metavar="DIR",
+                   help="--precision int8: calibrate on the photos of DIR (default: synthetic rooms)")
+
+
+def check_precision_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what cannot pay before any work: bf16 without OpenVINO or without bf16 units, a GPU."""
+    if args.precision == "fp32":
+        if args.calibration is not None:
+            p.error("--calibration is for --precision int8")
+        return
+    if args.device not in ("auto", "cpu"):
+        p.error(f"--precision {args.precision} runs on the CPU; got --device {args.device}")
+    if args.calibration is not None and (args.precision != "int8" or not args.calibration.is_dir()):
+        p.error(f"--calibration {args.calibration}: a folder of photos, for --precision int8")
+    args.device = "cpu"
+    if args.precision == "bf16":
+        require_openvino()
+        problem = precision_problem("bf16")
+        if problem:
+            raise UserError(f"--precision bf16: {problem}; use fp32 (the default) or int8")
+
+
+def with_precision(args: argparse.Namespace, model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` itself for fp32, else it run by OpenVINO (bf16) or ONNX Runtime (int8)."""
+    if args.precision == "fp32":
+        return model
+    problem = precision_problem(args.precision)
+    if problem:
+        print(f"warning: --precision {args.precision}: {problem}", file=sys.stderr)
+    size = args.short_side or EVAL_SHORT_SIDE
+    print(f"note: exporting {model.name} to ONNX for {args.precision} ({RUNTIMES[args.precision]})"
+          + (f", calibrated on {args.calibration or 'synthetic rooms'}" if args.precision == "int8" else ""),
+          file=sys.stderr)
+    net = runtime_model(model, args.precision, height=size, width=size, calibration=args.calibration)
+    if net.timings:
+        timed = ", ".join(f"{r} {ms:.1f} ms" for r, ms in net.timings.items())
+        print(f"note: {args.precision} runs in {net.runtime}, the faster here at {size}x{size} ({timed})",
+              file=sys.stderr)
+    return net

@@ -12,7 +12,11 @@ opt-in download, ``--download-weights``, or ``--raft-weights FILE``). Frames wit
 checked, too few valid pixels or too small a disparity range are dropped with the reason in the
 manifest (and the most common reasons in the summary line). The output folder holds ``left/``,
 ``disparity/`` (float32 .npy, pixels), ``mask/`` and ``manifest.json`` and loads with
-``build_dataset("stereo_folder", OUT)`` as it is (docs/stereo.md).
+``build_dataset("stereo_folder", OUT)`` as it is (docs/stereo.md). To look at before training:
+``preview/<name>.jpg`` per kept frame (left view | disparity in colour | mask), per dropped frame
+that decoded ``preview/dropped/<name>.jpg`` (left | right, with guide lines), and
+``preview/contact_sheet.jpg``, the first kept and dropped frames with the reasons (``--no-preview``:
+none of them).
 
 ``--preset midas`` follows MiDaS' 3D-movie acquisition (lasinger/3DVideos2Stereo) step by step,
 as the paper reproduced it (§4.3.3): RAFT both ways, its vertical, range and forward-backward
@@ -37,7 +41,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+import cv2
 
 
 from svde.cli.common import add_debug_argument, add_threads_argument, apply_threads, command_parser
@@ -46,6 +53,8 @@ from svde.data.stereo.estimate import MATCHERS
 from svde.data.stereo.matching import RAFT_MODELS, SGBM_MODES, StereoSettings
 from svde.data.stereo.midas import PRESET_EXCLUDES, PRESETS
 from svde.data.stereo.pipeline import FRAME_FILTERS, PrepareOptions, prepare
+from svde.data.stereo.preview import write_contact_sheet
+from svde.errors import RunFailed
 from svde.data.stereo.sources import CUT_DETECTORS, LAYOUTS, Sampling
 
 
@@ -164,6 +173,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument("--workers", type=int, default=1, help="matching processes (default: %(default)s)")
     add_threads_argument(p, default=1)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-preview", action="store_true",
+                   help="no pictures (default: preview/<name>.jpg per frame and preview/contact_sheet.jpg)")
     add_debug_argument(p)
     _mark_presets(p)
     args = p.parse_args(argv)
@@ -187,10 +198,33 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     opts.check()
     apply_threads(args.threads)
     device = str(resolve_device(args.device))
-    summary = prepare(args.inputs, args.out, opts, shard=args.shard, workers=args.workers,
-                      progress=not args.no_progress, device=device, download_weights=args.download_weights)
+    try:
+        summary = prepare(args.inputs, args.out, opts, shard=args.shard, workers=args.workers,
+                          progress=not args.no_progress, device=device, download_weights=args.download_weights,
+                          previews=not args.no_preview)
+    except RunFailed as exc:  # every frame dropped: the contact sheet shows them with the reasons
+        sheet = contact_sheet(args)
+        if sheet is None:
+            raise
+        raise RunFailed(f"{exc}; contact sheet of the frames and the reasons: {sheet}") from None
+    sheet = contact_sheet(args)
     elsewhere = f", {summary['elsewhere']} done under another --shard" if summary["elsewhere"] else ""
     reasons = f"; dropped: {summary['drop_reasons']}" if summary["drop_reasons"] else ""
     print(f"{summary['kept']} frames kept, {summary['dropped']} dropped ({summary['processed']} processed now, "
           f"{summary['frames']} in this shard{elsewhere}) -> {args.out} ({Path(summary['manifest']).name}){reasons}")
+    if sheet is not None:
+        print(f"previews: {sheet.parent}/ (contact sheet: {sheet})")
     return 0
+
+
+def contact_sheet(args: argparse.Namespace) -> Path | None:
+    """``preview/contact_sheet.jpg`` of ``--out`` unless ``--no-preview``; a warning, not an error, when
+    it cannot be written (the data itself is there)."""
+    if args.no_preview:
+        return None
+    try:
+        sheet = write_contact_sheet(args.out)
+    except (OSError, ValueError, cv2.error) as exc:
+        print(f"warning: no contact sheet ({exc})", file=sys.stderr)
+        return None
+    return sheet

@@ -4,9 +4,13 @@ A resumed run continues with the config stored in its last.pt (config.yaml is a 
 reading); overrides may change only what does not alter the trained state (train.steps,
 logging and checkpoint cadence, device, ...: svde.training.trainer.RESUME_SAFE).
 
-Bad input (a config key or value, a missing file, an unusable device or run folder) prints one
-``error:`` line and exits 2; a run that cannot learn (diverged, non-finite) exits 1 and names
-its last good checkpoint. ``--debug`` shows tracebacks.
+Bad input (a config key or value, a missing file or unreadable sample, an unusable device or run
+folder, a folder that already holds a run) prints one ``error:`` line and exits 2; a run that
+cannot learn exits 1 and names its last good checkpoint (one whose model predicts finite values):
+non-finite steps, a diverging loss, weights whose global norm outgrew ``train.diverge_norm_factor``
+x its start, predictions beyond ``train.diverge_output_bound``, a model that predicts NaN or
+saturated values in eval mode, or that validation cannot score; so does a full disk (one line
+naming the file). ``--debug`` shows tracebacks.
 
 ``--threads N`` sets the CPU threads of the training process (of each process under torchrun)
 before any work; without it a process that loads its data itself keeps torch's default

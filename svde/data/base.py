@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,10 +42,14 @@ from svde.errors import UserError
 from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize_image, normalize_image
 from svde.types import DENSE, DepthType
 
-__all__ = ["DEPTH_TYPES", "DataError", "DepthDataset", "IMAGENET_MEAN", "IMAGENET_STD", "check_rgb",
-           "dense_depth_type", "denormalize_image", "normalize_image", "valid_depth_mask"]
+__all__ = ["DEPTH_TYPES", "DataError", "DepthDataset", "IMAGENET_MEAN", "IMAGENET_STD", "MIN_SAMPLE_SIZE",
+           "check_rgb", "dense_depth_type", "denormalize_image", "normalize_image", "valid_depth_mask", "worker_error"]
 
+ComplexWarning = np.exceptions.ComplexWarning
 DEPTH_TYPES = tuple(t.value for t in DepthType)  # ("absolute", "uts", "utss", "ordinal")
+# The smallest sample, in pixels per side: one pixel has no depth structure to learn or score (and a
+# bilinear resize of it is degenerate).
+MIN_SAMPLE_SIZE = 2
 
 
 class DataError(UserError):
@@ -62,6 +67,59 @@ def check_rgb(image: np.ndarray, file: str) -> None:
     if image.size and (not np.all(np.isfinite(image)) or image.min() < 0.0 or image.max() > 1.0):
         raise DataError(f"{file}: a float image must hold finite values in [0, 1], "
                         f"got range [{image.min()}, {image.max()}]")
+
+
+def check_depth_array(target: Any, file: str) -> None:
+    """Raise a :class:`DataError` unless ``target`` is a real-valued (integer or float) numpy array.
+
+    Example:
+        >>> check_depth_array(np.zeros((2, 2), np.complex64), "d.npy")
+        Traceback (most recent call last):
+        svde.data.base.DataError: d.npy: depth must hold real numbers (integer or float), got complex64 values
+    """
+    if not isinstance(target, np.ndarray) or target.dtype.kind not in "iuf":
+        kind = target.dtype if isinstance(target, np.ndarray) else type(target).__name__
+        raise DataError(f"{file}: depth must hold real numbers (integer or float), got {kind} values")
+
+
+def describe_record(record: Any) -> str:
+    """A dataset record (a path, or a tuple of paths) as the files to name in a message.
+
+    Example:
+        >>> describe_record((Path("rgb/a.png"), Path("depth/a.npy"), None))
+        'rgb/a.png, depth/a.npy'
+    """
+    if isinstance(record, (tuple, list)):
+        return ", ".join(str(part) for part in record if part is not None)
+    return str(record)
+
+
+def worker_error(exc: BaseException) -> BaseException:
+    """``exc`` with its own one-line message when a DataLoader worker raised it; else ``exc`` itself.
+
+    PyTorch re-raises a worker's exception in the main process as the same class, but its message
+    is the worker's whole traceback (``Caught DataError in DataLoader worker process 0.`` ...
+    ``svde.data.base.DataError: <message>``); the message is the text after that last line's
+    class name.
+
+    Example:
+        >>> wrapped = DataError("Caught DataError in DataLoader worker process 0." + chr(10) +
+        ...                     "svde.data.base.DataError: a.png: corrupt")
+        >>> str(worker_error(wrapped))
+        'a.png: corrupt'
+    """
+    text = str(exc)
+    if not (text.startswith("Caught ") and "DataLoader worker" in text.split("\n", 1)[0]):
+        return exc
+    cls = type(exc)
+    for prefix in (f"\n{cls.__module__}.{cls.__qualname__}: ", f"\n{cls.__qualname__}: "):
+        at = text.rfind(prefix)
+        if at >= 0:
+            try:
+                return cls(text[at + len(prefix):].strip())
+            except Exception:  # noqa: BLE001 - a class that takes other arguments keeps the long message
+                return exc
+    return exc
 
 
 def dense_depth_type(value: Any, where: str) -> DepthType:
@@ -128,8 +186,12 @@ class DepthDataset(Dataset):
         return "see the dataset's docstring for the expected layout"
 
     # ---- shared machinery --------------------------------------------------------------
-    def require(self, path: Path) -> Path:
-        """Return ``path`` if it exists, else raise an error naming it and the expected layout."""
+    def require(self, path: Path | None) -> Path:
+        """Return ``path`` if it exists, else raise an error naming it and the expected layout
+        (``None``: no root folder was given)."""
+        if path is None:
+            raise DataError(f"{self.name or type(self).__name__}: no root folder given (root is null); "
+                            f"{self.layout_hint()}")
         if not path.exists():
             raise DataError(f"{self.name}: expected {path} (not found); {self.layout_hint()}")
         return path
@@ -138,7 +200,15 @@ class DepthDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        raw = self.read(self.records[i])
+        record = self.records[i]
+        with warnings.catch_warnings():
+            # A loader's float cast of complex values would silently drop their imaginary part.
+            warnings.simplefilter("error", ComplexWarning)
+            try:
+                raw = self.read(record)
+            except ComplexWarning:
+                raise DataError(f"{describe_record(record)}: the file holds complex numbers; depth maps and images "
+                                "must hold real numbers") from None
         return self.finish(raw)
 
     def finish(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +216,10 @@ class DepthDataset(Dataset):
         file = str(raw.get("file", "?"))
         image, target = raw["image"], raw["target"]
         check_rgb(image, file)
+        check_depth_array(target, file)
+        if min(image.shape[:2]) < MIN_SAMPLE_SIZE:
+            raise DataError(f"{file}: the sample is {image.shape[1]}x{image.shape[0]} (WxH); samples must be at "
+                            f"least {MIN_SAMPLE_SIZE}x{MIN_SAMPLE_SIZE} pixels")
         if target.shape != image.shape[:2]:
             raise DataError(f"{file}: image is {image.shape[1]}x{image.shape[0]} (WxH) but depth is "
                             f"{target.shape[1] if target.ndim > 1 else '?'}x{target.shape[0]}")

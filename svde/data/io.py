@@ -39,13 +39,30 @@ def _exists(path: str | os.PathLike) -> Path:
 
 def _imread(path: str | os.PathLike) -> np.ndarray:
     """cv2.imread(IMREAD_UNCHANGED) with a DataError instead of ``None`` on failure."""
-    path = _exists(path)
+    return _decode(path, _read_bytes(path), cv2.IMREAD_UNCHANGED)
+
+
+def _read_bytes(path: str | os.PathLike) -> np.ndarray:
     # np.fromfile + imdecode also copes with non-ASCII paths, which cv2.imread does not on every platform.
-    buf = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    return np.fromfile(str(_exists(path)), dtype=np.uint8)
+
+
+def _decode(path: str | os.PathLike, buf: np.ndarray, flags: int) -> np.ndarray:
+    img = cv2.imdecode(buf, flags) if buf.size else None
     if img is None:
         raise DataError(f"{path}: cannot decode the image (corrupt or unsupported format)")
     return img
+
+
+# OpenCV >= 4.10 decodes to RGB itself (EXIF orientation ignored, as with IMREAD_UNCHANGED)
+_RGB_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION if hasattr(cv2, "IMREAD_COLOR_RGB") else None
+
+
+def _decodes_to_rgb(buf: np.ndarray) -> bool:
+    """Whether ``buf`` is a JPEG or an 8-bit RGB PNG (IHDR bit depth 8, colour type 2), which
+    :data:`_RGB_FLAGS` decodes straight to what :func:`read_image` returns."""
+    return _RGB_FLAGS is not None and (buf[:3].tobytes() == b"\xff\xd8\xff" or (
+        buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and buf[24:26].tobytes() == b"\x08\x02"))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -59,7 +76,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         >>> rgb.dtype, rgb.shape[2]  # doctest: +SKIP
         (dtype('uint8'), 3)
     """
-    img = _imread(path)
+    buf = _read_bytes(path)
+    if _decodes_to_rgb(buf):  # no BGR copy to convert
+        return _decode(path, buf, _RGB_FLAGS)
+    img = _decode(path, buf, cv2.IMREAD_UNCHANGED)
     if img.dtype == np.uint16:
         # 65535 / 257 = 255 exactly, so the full 16-bit range maps onto the full 8-bit range.
         img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8)
@@ -207,7 +227,9 @@ def read_depth_any(path: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
         raise DataError(f"{path}: depth scale must be a positive number, got {scale!r}")
     ext = path.suffix.lower()
     if ext == ".png":
-        depth = read_png16(path).astype(np.float32)
+        png = read_png16(path)
+        # one pass: uint16 -> float32 is exact, then the same float32 division as below
+        return png.astype(np.float32) if scale == 1.0 else np.divide(png, np.float32(scale), dtype=np.float32)
     elif ext == ".pfm":
         depth = read_pfm(path)
     elif ext == ".dpt":

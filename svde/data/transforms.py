@@ -6,14 +6,18 @@ Transforms are callables on the raw numpy dict that :meth:`DepthDataset.finish` 
 return a dict of the same form.
 
 * :func:`build_train_transform`: resize (to cover the crop, times a random scale), pad, random
-  crop, rotation, horizontal flip and colour jitter with albumentations. Depth and mask are
-  resampled nearest-neighbour and padded / rotated-in pixels are invalid (mask 0), so image and
-  depth stay aligned to the pixel. Intrinsics are updated exactly for resize, pad, crop and flip
-  (a flipped sample shows the mirrored scene, so ``fx`` stays positive). A rotation about the image
-  centre is a camera roll about the optical axis when ``fx == fy``: the intrinsics are then kept
-  (same focal length, principal point rotated with the image) and the sample's camera frame is
-  the rolled one; with ``fx != fy`` a rotated image is no longer a pinhole view and intrinsics
-  become ``None``. Ordinal ``pairs`` move with the pixels; pairs leaving the crop are dropped.
+  crop, rotation, horizontal flip and colour jitter. By default (:class:`TrainAugment`) the
+  geometric steps are composed into one pixel map and applied with one ``cv2.warpAffine`` per
+  array, and the image stays in its decoded dtype (uint8) throughout; ``legacy=True`` gives the
+  former albumentations pipeline (:class:`JointTransform`: one resampling per step), kept to
+  reproduce older runs and for the benchmark. Depth and mask are resampled nearest-neighbour and
+  padded / rotated-in pixels are invalid (mask 0), so image and depth stay aligned to the pixel.
+  Intrinsics are updated exactly for resize, pad, crop and flip (a flipped sample shows the
+  mirrored scene, so ``fx`` stays positive). A rotation about the image centre is a camera roll about the optical axis when
+  ``fx == fy``: the intrinsics are then kept (same focal length, principal point rotated with
+  the image) and the sample's camera frame is the rolled one; with ``fx != fy`` a rotated image
+  is no longer a pinhole view and intrinsics become ``None``. Ordinal ``pairs`` move with the
+  pixels; pairs leaving the crop are dropped.
 * :class:`ToUTS` / :class:`ToUTSS` turn absolute depth into up-to-scale depth or up-to-shift-scale
   disparity with random factors; :func:`to_uts` / :func:`to_utss` are the deterministic cores.
 
@@ -26,14 +30,14 @@ Example:
     >>> raw = {"image": np.zeros((120, 160, 3), np.uint8), "target": np.ones((120, 160), np.float32),
     ...        "mask": np.ones((120, 160), bool), "depth_type": "absolute", "intrinsics": [100, 100, 79.5, 59.5]}
     >>> out = t(raw)
-    >>> out["image"].shape, out["target"].shape, out["mask"].dtype
-    ((64, 96, 3), (64, 96), dtype('bool'))
+    >>> out["image"].shape, out["image"].dtype, out["target"].shape, out["mask"].dtype
+    ((64, 96, 3), dtype('uint8'), (64, 96), dtype('bool'))
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -48,8 +52,7 @@ if TYPE_CHECKING:  # albumentations takes ~2 s to import: only the augmentation 
 Raw = dict[str, Any]
 RawTransform = Callable[[Raw], Raw]
 
-# albumentations resize transforms (their output size is the next step's input size)
-_RESIZES = ("SmallestMaxSize", "LongestMaxSize", "RandomScale", "Resize")
+_RESIZES = ("SmallestMaxSize", "LongestMaxSize", "RandomScale", "Resize")  # albumentations resizes
 
 
 # ---- depth-type conversion -------------------------------------------------------------------
@@ -164,12 +167,12 @@ class Compose:
 # ---- joint augmentation ----------------------------------------------------------------------
 class JointTransform:
     """An albumentations pipeline applied jointly to image, depth and mask of a raw sample,
-    keeping intrinsics and ordinal pairs consistent (see the module docstring).
-
-    Args:
-        transforms: albumentations transforms; geometric ones must be among resize
-            (SmallestMaxSize, LongestMaxSize, RandomScale, Resize), PadIfNeeded, RandomCrop, Rotate,
-            HorizontalFlip; others must be pixel-only.
+    keeping intrinsics and ordinal pairs consistent (see the module docstring). Each call seeds the
+    pipeline from torch; albumentations then seeds every step alike, so the steps' draws are
+    correlated (svde 0.2's training: a rotated sample was also flipped, colour-jittered and scaled
+    below the mean). ``transforms``: geometric ones must be among resize (SmallestMaxSize,
+    LongestMaxSize, RandomScale, Resize), PadIfNeeded, RandomCrop, Rotate, HorizontalFlip; others
+    must be pixel-only.
     """
 
     def __init__(self, transforms: Sequence[A.BasicTransform]) -> None:
@@ -279,49 +282,219 @@ def transform_pairs(pairs: np.ndarray, affine: np.ndarray, shape: tuple[int, ...
     return out[keep].astype(np.float32)
 
 
+# ---- the training augmentation: one resampling, uint8 until the end ----------------------------
+_GRAY = np.array([0.299, 0.587, 0.114])  # cv2.COLOR_RGB2GRAY's weights, as albumentations' ColorJitter
+_WARP_MARGINS = {cv2.INTER_NEAREST: 0, cv2.INTER_LINEAR: 1, cv2.INTER_CUBIC: 2, cv2.INTER_LANCZOS4: 4}  # pixels read
+_JITTER = (0.2, 0.2, 0.2, 0.05)  # brightness, contrast, saturation, hue, as ColorJitter's arguments
+_DRAWS = 17  # uniforms per sample: scale, pad (2), crop (2), rotate (2), flip, colour (1 + 4 + 4)
+
+
+def _translate(x: float, y: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
+
+
+def colour_matrix(brightness: float, contrast: float, saturation: float, order: Sequence[int],
+                  mean_rgb: np.ndarray) -> np.ndarray:
+    """The (3, 4) affine RGB map of brightness (0), contrast (1) and saturation (2) changes applied
+    in ``order`` to an image whose mean colour is ``mean_rgb`` (albumentations' ``ColorJitter``,
+    torchvision semantics: brightness scales; contrast blends with the mean grey level of the image
+    as it is at that step; saturation blends with each pixel's grey level). Several steps compose
+    without the rounding and clipping between them.
+
+    Example:
+        >>> colour_matrix(1.5, 1.0, 1.0, [0, 1, 2], np.zeros(3)).round(3).tolist()[0]
+        [1.5, 0.0, 0.0, 0.0]
+    """
+    m, t = np.eye(3), np.zeros(3)
+    mean = np.asarray(mean_rgb, np.float64)[:3]
+    for op in order:
+        if op == 0:
+            step, offset = brightness * np.eye(3), np.zeros(3)
+        elif op == 1:
+            grey = float(_GRAY @ (m @ mean + t))  # the mean grey level of the image at this step
+            step, offset = contrast * np.eye(3), np.full(3, (1.0 - contrast) * grey)
+        else:
+            step, offset = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), _GRAY), np.zeros(3)
+        m, t = step @ m, step @ t + offset
+    return np.concatenate([m, t[:, None]], axis=1)
+
+
+def _jitter(image: np.ndarray, colour: tuple) -> np.ndarray:
+    """Colour jitter ``(brightness, contrast, saturation, hue, order)`` as albumentations'
+    ``ColorJitter`` applies it: each linear step one ``cv2.transform`` (:func:`colour_matrix`;
+    uint8 rounds and clips after each step), the hue shift in HSV."""
+    *factors, hue, order = colour
+    for op in order:
+        if op < 3 and factors[op] != 1.0:
+            mean = np.asarray(cv2.mean(image)[:3]) if op == 1 else np.zeros(3)
+            matrix = colour_matrix(*factors, [op], mean_rgb=mean)
+            image = cv2.transform(image, matrix) if image.dtype == np.uint8 else np.clip(
+                cv2.transform(image, matrix.astype(image.dtype)), 0.0, 1.0)
+        elif op == 3 and image.dtype == np.uint8 and round(hue * 256) % 256:  # 256 hue levels, wrapping in uint8
+            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
+            hsv[..., 0] += np.uint8(round(hue * 256) % 256)
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+        elif op == 3 and image.dtype != np.uint8 and hue:  # float: hue in degrees
+            hsv = cv2.cvtColor(image.astype(np.float32, copy=False), cv2.COLOR_RGB2HSV)
+            hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(360.0 * hue), np.float32(360.0))
+            image = np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), 0.0, 1.0).astype(image.dtype, copy=False)
+    return image
+
+
+class TrainAugment:
+    """The paper's training augmentation (see :func:`build_train_transform`) with one resampling.
+
+    The geometric steps (resize to cover the crop, random scale, pad, random crop, rotation, flip)
+    compose into one pixel map, so image, depth and mask are each resampled once (the image in
+    its own dtype, uint8 as decoded; depth and mask nearest-neighbour); each colour step is one
+    pass over the uint8 crop (:func:`_jitter`). Pixels rotated in from outside the crop window
+    are invalid, as after a crop then a rotation.
+    Parameters are drawn as albumentations draws them (sizes, offsets, ranges, probabilities, colour
+    step order), each independently, from torch's generator: :meth:`plan`.
+
+    Example:
+        >>> t = TrainAugment(32, 48)
+        >>> t.plan((40, 60)).affine.shape
+        (3, 3)
+    """
+
+    def __init__(self, height: int, width: int, scale_range: Sequence[float] = (0.8, 1.25), rotate_limit: float = 10.0,
+                 rotate_p: float = 0.5, flip_p: float = 0.5, color_p: float = 0.8,
+                 interpolation: int = cv2.INTER_LINEAR) -> None:
+        interpolation = cv2.INTER_NEAREST if interpolation == cv2.INTER_NEAREST_EXACT else interpolation
+        if interpolation not in _WARP_MARGINS:
+            raise ValueError(f"interpolation must be one of cv2's INTER_NEAREST(_EXACT), INTER_LINEAR, INTER_CUBIC "
+                             f"or INTER_LANCZOS4, got {interpolation}")
+        self.size = (int(height), int(width))
+        self.scale_range = _check_range("scale_range", scale_range, positive=True)
+        self.rotate_limit, self.rotate_p, self.flip_p, self.color_p = rotate_limit, rotate_p, flip_p, color_p
+        self.interpolation = interpolation
+
+    def plan(self, shape: tuple[int, ...]) -> AugmentPlan:
+        """Draw one sample's parameters for an input of ``shape`` (one call to torch's generator)."""
+        u = torch.rand(_DRAWS, dtype=torch.float64).tolist()
+        (height, width), (h0, w0) = self.size, shape[:2]
+        s = max(height / h0, width / w0)  # SmallestMaxSize(max_size_hw)
+        h1, w1 = max(1, round(h0 * s)), max(1, round(w0 * s))
+        lo, hi = self.scale_range
+        if (lo, hi) != (1.0, 1.0):  # RandomScale: int() of the scaled size
+            f = lo + (hi - lo) * u[0]
+            h1, w1 = max(1, int(h1 * f)), max(1, int(w1 * f))
+        sx, sy = w1 / w0, h1 / h0
+        pad_h, pad_w = max(0, height - h1), max(0, width - w1)  # PadIfNeeded(position="random")
+        top, left = min(int(u[1] * (pad_h + 1)), pad_h), min(int(u[2] * (pad_w + 1)), pad_w)
+        y0, x0 = int((h1 + pad_h - height + 1) * u[3]), int((w1 + pad_w - width + 1) * u[4])  # RandomCrop
+        tx, ty = left - x0, top - y0  # resized pixel -> crop pixel
+        # cv2.resize maps pixel centres: x' = (x + 0.5) * s - 0.5
+        affine = np.array([[sx, 0, 0.5 * sx - 0.5 + tx], [0, sy, 0.5 * sy - 0.5 + ty], [0, 0, 1]])
+        window = None
+        if self.rotate_limit > 0 and u[5] < self.rotate_p:
+            angle = math.radians(-self.rotate_limit + 2 * self.rotate_limit * u[6])
+            c, sn = math.cos(angle), math.sin(angle)
+            centre = (width / 2 - 0.5, height / 2 - 0.5)
+            rotate = np.array([[c, sn, 0], [-sn, c, 0], [0, 0, 1.0]])
+            affine = _translate(*centre) @ rotate @ _translate(-centre[0], -centre[1]) @ affine
+            # the source pixels nearest to the crop window (its edges, in resized pixels, / scale)
+            window = (max(0, round(max(0, -ty) / sy)), min(h0, round(min(h1, height - ty) / sy)),
+                      max(0, round(max(0, -tx) / sx)), min(w0, round(min(w1, width - tx) / sx)))
+        if u[7] < self.flip_p:
+            affine = np.array([[-1.0, 0, width - 1], [0, 1, 0], [0, 0, 1]]) @ affine
+        colour = None
+        if u[8] < self.color_p:  # ColorJitter(0.2, 0.2, 0.2, 0.05): factors 0.8..1.2, hue -0.05..0.05
+            colour = (*(float(k < 3) - _JITTER[k] + 2 * _JITTER[k] * u[9 + k] for k in range(4)),
+                      [int(k) for k in np.argsort(u[13:17], kind="stable")])  # a uniform random order
+        return AugmentPlan(affine, window, colour)
+
+    def __call__(self, raw: Raw) -> Raw:
+        image, target, mask = raw["image"], raw["target"].astype(np.float32, copy=False), raw.get("mask")
+        mask = np.ones(target.shape, bool) if mask is None else mask if mask.dtype == bool else mask != 0
+        plan = self.plan(image.shape)
+        # the image reads around the window as its interpolation needs; nearest: exactly the depth's pixels
+        out_image = self._warp(image, plan, self.interpolation, margin=_WARP_MARGINS[self.interpolation])
+        warped = self._warp(target, plan, cv2.INTER_NEAREST)
+        new_mask = self._warp(mask.view(np.uint8), plan, cv2.INTER_NEAREST) > 0  # cv2 has no bool
+        if plan.colour is not None:
+            out_image = _jitter(out_image, plan.colour)
+        warped[~new_mask] = 0
+        result = {**raw, "image": out_image, "target": warped, "mask": new_mask}
+        if raw.get("intrinsics") is not None:
+            result["intrinsics"] = transform_intrinsics(np.asarray(raw["intrinsics"], np.float64), plan.affine, out_image.shape)
+        if raw.get("pairs") is not None:
+            pairs = np.asarray(raw["pairs"], np.float32)
+            if plan.window is not None and pairs.size:  # rotated-in points are invalid pixels
+                r0, r1, c0, c1 = plan.window
+                y, x = pairs[:, [0, 2]], pairs[:, [1, 3]]
+                pairs = pairs[np.all((y >= r0) & (y < r1) & (x >= c0) & (x < c1), axis=1)]
+            result["pairs"] = transform_pairs(pairs, plan.affine, out_image.shape)
+        return result
+
+    def _warp(self, array: np.ndarray, plan: AugmentPlan, interpolation: int, margin: int = 0) -> np.ndarray:
+        """``array`` (its crop window's pixels, plus ``margin`` for interpolation) through the plan's map."""
+        inverse = np.linalg.inv(plan.affine)
+        if plan.window is not None:
+            r0, r1, c0, c1 = (max(v - margin, 0) if k % 2 == 0 else v + margin for k, v in enumerate(plan.window))
+            array, inverse = array[r0:r1, c0:c1], _translate(-c0, -r0) @ inverse
+        # +1e-6 px breaks exact ties (x.5), which cv2 rounds differently for different array types:
+        # image, depth and mask then sample the same pixels.
+        inverse[:2, 2] += 1e-6
+        height, width = self.size
+        return cv2.warpAffine(array, inverse[:2], (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+class AugmentPlan(NamedTuple):
+    """One sample's augmentation: ``affine`` (3x3, input -> output pixel), the crop ``window``
+    ``(row0, row1, col0, col1)`` of input pixels when a rotation brings outside pixels in, and
+    ``colour`` ``(brightness, contrast, saturation, hue, order)`` or None."""
+
+    affine: np.ndarray
+    window: tuple[int, int, int, int] | None
+    colour: tuple[float, float, float, float, list[int]] | None
+
+
 def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequence[float] = (0.8, 1.25),
                           rotate_limit: float = 10.0, rotate_p: float = 0.5, flip_p: float = 0.5,
-                          color_p: float = 0.8, interpolation: int = cv2.INTER_LINEAR) -> JointTransform:
+                          color_p: float = 0.8, interpolation: int = cv2.INTER_LINEAR,
+                          legacy: bool = False) -> TrainAugment | JointTransform:
     """The paper's training augmentation: resize, pad and random-crop to ``height`` x ``width``,
-    rotation, horizontal flip and colour changes.
+    rotation (``rotate_p``, within ``rotate_limit`` degrees), horizontal flip (``flip_p``) and
+    colour jitter (``color_p``: brightness, contrast, saturation 0.8..1.2, hue +-0.05).
 
     The image is first resized to just cover the crop (keeping its aspect ratio), then by a random
     factor in ``scale_range``; smaller results are padded with invalid pixels. ``interpolation``
     is the image's (depth and mask are always nearest-neighbour, sampling the nearest pixel
     centre; with a nearest ``interpolation`` the image is sampled exactly like the depth).
+    ``legacy=True``: the albumentations pipeline of svde 0.2 (one resampling and rounding per
+    step), with the same parameter distributions.
 
     Example:
-        >>> t = build_train_transform(64, 96, rotate_limit=0)
-        >>> t.compose.strict
-        True
+        >>> type(build_train_transform(64, 96)).__name__, build_train_transform(64, 96, legacy=True).compose.strict
+        ('TrainAugment', True)
     """
+    if not legacy:
+        return TrainAugment(height, width, scale_range, rotate_limit, rotate_p, flip_p, color_p, interpolation)
     import albumentations as A
 
     lo, hi = _check_range("scale_range", scale_range, positive=True)
     border = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": 0}
-    # INTER_NEAREST_EXACT samples the nearest pixel *centre*; cv2.resize's INTER_NEAREST is shifted
-    # by up to half a pixel relative to the linearly resized image. (warpAffine's INTER_NEAREST
-    # rounds to the nearest centre, so it is exact for the rotation.)
+    # INTER_NEAREST_EXACT samples the nearest pixel *centre* (cv2.resize's INTER_NEAREST is shifted by
+    # up to half a pixel); warpAffine's INTER_NEAREST rounds to the nearest centre (exact for Rotate).
     nearest = cv2.INTER_NEAREST_EXACT
     is_nearest = interpolation in (cv2.INTER_NEAREST, cv2.INTER_NEAREST_EXACT)
-    resize_interp = nearest if is_nearest else interpolation
-    rotate_interp = cv2.INTER_NEAREST if is_nearest else interpolation
-    steps: list[A.BasicTransform] = [
-        A.SmallestMaxSize(max_size_hw=(height, width), interpolation=resize_interp, mask_interpolation=nearest, p=1.0),
-    ]
+    resize_interp, rotate_interp = (nearest, cv2.INTER_NEAREST) if is_nearest else (interpolation, interpolation)
+    steps: list[A.BasicTransform] = [A.SmallestMaxSize(max_size_hw=(height, width), interpolation=resize_interp,
+                                                       mask_interpolation=nearest, p=1.0)]
     if (lo, hi) != (1.0, 1.0):
         steps.append(A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=resize_interp,
                                    mask_interpolation=nearest, p=1.0))
-    steps += [
-        A.PadIfNeeded(min_height=height, min_width=width, position="random", **border),
-        A.RandomCrop(height=height, width=width),
-    ]
+    steps += [A.PadIfNeeded(min_height=height, min_width=width, position="random", **border),
+              A.RandomCrop(height=height, width=width)]
     if rotate_limit > 0 and rotate_p > 0:
         steps.append(A.Rotate(limit=(-rotate_limit, rotate_limit), interpolation=rotate_interp,
                               mask_interpolation=cv2.INTER_NEAREST, p=rotate_p, **border))
     if flip_p > 0:
         steps.append(A.HorizontalFlip(p=flip_p))
     if color_p > 0:
-        steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=color_p))
+        steps.append(A.ColorJitter(*_JITTER, p=color_p))
     return JointTransform(steps)
 

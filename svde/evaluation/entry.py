@@ -146,13 +146,15 @@ class EvalEntry:
 def evaluate_entry(model: nn.Module, entry: EvalEntry, *, dataset: Dataset | None = None,
                    modes: Sequence[str] = (DepthType.UTS,), short_side: int | None = None, max_images: int | None = None,
                    batch_size: int = 1, device: str | torch.device = "cpu", progress: bool = False,
-                   num_workers: int = 0) -> dict[str, Any]:
+                   num_workers: int = 0, strict: bool = True) -> dict[str, Any]:
     """Evaluate ``model`` on ``entry`` (built here, unless its ``dataset`` is passed, e.g. built once
     for many evaluations); :func:`~svde.evaluation.evaluate_model`'s result, with ``source``: the entry.
+    ``strict=False`` passes over unreadable samples (counted and named in the result).
     """
     results = evaluate_model(model, dataset if dataset is not None else entry.build(),
                              protocol=entry.protocol_for(short_side), modes=modes, batch_size=batch_size,
-                             device=device, progress=progress, max_images=max_images, num_workers=num_workers)
+                             device=device, progress=progress, max_images=max_images, num_workers=num_workers,
+                             strict=strict)
     results["dataset"] = entry.name
     results["source"] = entry.to_dict()
     return results

@@ -25,7 +25,7 @@ follow a :class:`~svde.evaluation.protocols.Protocol`, step for step as the auth
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from svde.data.base import DataError, describe_record, worker_error
+from svde.errors import RunFailed, SvdeError
 from svde.evaluation.metrics import (
     METRIC_NAMES,
     align_lstsq_disparity,
@@ -57,6 +59,57 @@ DEPTH_TARGETS = tuple(t.value for t in SCALE_INVARIANT)  # targets that are dept
 SKIP_RULE = (f"images with <= {MIN_VALID_PIXELS} valid ground-truth pixels are skipped, counted in n_skipped "
              "and not averaged (SamsungLabs/geometry-preserving-de metrics/logdisp_metrics.py)")
 SKIP_RULE_ORDINAL = "images without an ordinal pair are skipped, counted in n_skipped and not averaged"
+
+
+class PredictionError(RunFailed, ValueError):
+    """The model's prediction cannot be scored: non-finite values, or depths beyond what its
+    alignment can represent (broken or diverged weights). One ``error:`` line, exit status 1."""
+
+
+class Unreadable(NamedTuple):
+    """A sample the dataset could not read (:class:`~svde.data.base.DataError`), in place of the sample."""
+
+    index: int
+    file: str
+    error: str
+
+
+class _Tolerant(Dataset):
+    """``dataset`` with an unreadable sample returned as an :class:`Unreadable` instead of raised (so
+    that it also crosses DataLoader worker processes as a value)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            return self.dataset[i]
+        except DataError as exc:
+            return Unreadable(i, sample_file(self.dataset, i), str(exc))
+
+
+def sample_file(dataset: Dataset, i: int) -> str:
+    """The file(s) of sample ``i`` of ``dataset`` (through subsets), for messages; ``#i`` if unknown."""
+    while isinstance(dataset, Subset):
+        dataset, i = dataset.dataset, dataset.indices[i]
+    records = getattr(dataset, "records", None)
+    return describe_record(records[i]) if isinstance(records, list) and 0 <= i < len(records) else f"#{i}"
+
+
+def _batches(loader: DataLoader) -> Iterator[list[Any]]:
+    """``loader``'s batches; a dataset's error raised in a worker process is shown as its own one line."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except SvdeError as exc:
+            raise worker_error(exc) from None
+        yield batch
 
 
 def check_modes(modes: Iterable[str]) -> tuple[str, ...]:
@@ -110,8 +163,10 @@ def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], prot
         raise ValueError(f"{file}: expected a (H, W) prediction (or with leading 1s), got {tuple(pred_logdisp.shape)}")
     pred = pred_logdisp.reshape(pred_logdisp.shape[-2:]).float()
     record: dict[str, Any] = {"file": file, "n_valid": 0, "skipped": False, "reason": ""}
-    if not bool(torch.isfinite(pred).all()):
-        raise ValueError(f"{file}: the model's prediction has non-finite values")
+    finite = torch.isfinite(pred)
+    if not bool(finite.all()):
+        raise PredictionError(f"{file}: the model's prediction has {int((~finite).sum())} non-finite values of "
+                              f"{pred.numel()}: its weights are probably broken")
     sample = protocol.crop_sample(sample)
     target = sample["target"].reshape(sample["target"].shape[-2:]).to(pred.device)
     size = tuple(target.shape)
@@ -155,6 +210,11 @@ def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], prot
             # no cap in the protocol: clamp at the farthest valid ground truth (protocols docstring)
             cap = protocol.depth_cap if protocol.depth_cap is not None else float(target[mask].max())
             aligned = align_lstsq_disparity(up, target.double(), mask, depth_cap=cap)
+        scored = aligned[mask]
+        if not bool((torch.isfinite(scored) & (scored > 0)).all()):
+            raise PredictionError(f"{file}: the model's prediction (log-disparity {float(pred.min()):.4g} to "
+                                  f"{float(pred.max()):.4g}) gives depths that are not finite and > 0 after "
+                                  f"{mode} alignment: its weights are probably broken (diverged)")
         result = depth_metrics(aligned, target.double(), mask)
         if protocol.geometry and intrinsics is not None:
             result["geometry_err"] = geometry_error(aligned, target.double(), mask, intrinsics, n_pairs=n_geometry_pairs)
@@ -165,9 +225,13 @@ def evaluate_prediction(pred_logdisp: torch.Tensor, sample: dict[str, Any], prot
 def aggregate(records: Sequence[dict[str, Any]], modes: Sequence[str], protocol: Protocol) -> dict[str, Any]:
     """Average per-image records over the images that were not skipped (None where there are none)."""
     used = [r for r in records if not r["skipped"]]
+    unreadable = [r for r in records if r.get("unreadable")]
     names = ("whdr",) if protocol.ordinal else METRIC_NAMES + ("geometry_err",)
-    out: dict[str, Any] = {"n_images": len(used), "n_skipped": len(records) - len(used),
+    out: dict[str, Any] = {"n_images": len(used), "n_skipped": len(records) - len(used) - len(unreadable),
                            "skip_rule": SKIP_RULE_ORDINAL if protocol.ordinal else SKIP_RULE}
+    if unreadable:
+        out["n_unreadable"] = len(unreadable)
+        out["unreadable"] = [r["error"] for r in unreadable]  # each names its file and what is wrong
     for mode in modes:
         agg: dict[str, float | None] = {}
         for name in names:
@@ -184,7 +248,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protoc
                    modes: Sequence[str] = (DepthType.UTS,), batch_size: int = 1, device: str | torch.device = "cpu",
                    progress: bool = False, max_images: int | None = None, short_side: int | None = None,
                    num_workers: int = 0, n_geometry_pairs: int = 10000,
-                   prediction: str = "log_disparity") -> dict[str, Any]:
+                   prediction: str = "log_disparity", strict: bool = True) -> dict[str, Any]:
     """Evaluate a depth model on a dataset; returns aggregate and per-image metrics.
 
     The model maps (B, 3, H, W) ImageNet-normalised images to (B, 1, H', W') log-disparity
@@ -197,9 +261,14 @@ def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protoc
     input size run through the model together. Each output is upsampled to its sample's (cropped)
     resolution in each mode's domain by :func:`evaluate_prediction`.
 
+    ``strict``: a sample the dataset cannot read (:class:`~svde.data.base.DataError`, e.g. a
+    corrupt image) stops the evaluation. Otherwise it is passed over: its per-image record says
+    ``"unreadable": True`` and why (``error``), and the result counts it in ``n_unreadable`` and
+    lists the errors, each naming its file, in ``unreadable`` (both keys only when there is one).
+
     Returns ``{"dataset", "protocol" (a dict), "modes", "n_images" (evaluated and averaged),
     "n_skipped", "skip_rule", <mode>: {metric: mean}, "headline": {"metric", <mode>: value},
-    "per_image": [records]}``; ``n_images + n_skipped`` is the number of images run.
+    "per_image": [records]}``; ``n_images + n_skipped (+ n_unreadable)`` is the number of images run.
 
     Example:
         >>> from svde.models import build_model
@@ -215,8 +284,8 @@ def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protoc
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
-    loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=list)
+    loader = DataLoader(Subset(dataset if strict else _Tolerant(dataset), range(n)), batch_size=batch_size,
+                        shuffle=False, num_workers=num_workers, collate_fn=list)
     device = torch.device(device)
     was_training = model.training
     model.to(device)
@@ -227,7 +296,11 @@ def evaluate_model(model: nn.Module, dataset: Dataset, *, protocol: str | Protoc
     name = getattr(dataset, "name", "") or type(dataset).__name__
     try:
         with torch.no_grad():
-            for batch in tqdm(loader, desc=f"eval {name}", disable=not progress, unit="batch"):
+            for batch in tqdm(_batches(loader), desc=f"eval {name}", disable=not progress, unit="batch",
+                              total=len(loader)):
+                records += [{"file": u.file, "n_valid": 0, "skipped": True, "reason": f"unreadable: {u.error}",
+                             "unreadable": True, "error": u.error} for u in batch if isinstance(u, Unreadable)]
+                batch = [sample for sample in batch if not isinstance(sample, Unreadable)]
                 # the authors' order: crop (NYU), then resize the cropped image for the network
                 images = [protocol.crop_sample(sample)["image"] for sample in batch]
                 groups: dict[tuple[int, int], list[int]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,6 +42,22 @@ class NonFiniteStateError(RunFailed):
         self.path, self.names = path, names
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         super().__init__(f"refused to write {path}: {len(names)} tensor(s) hold NaN/inf ({shown})")
+
+
+class CheckpointWriteError(RunFailed):
+    """A checkpoint could not be written (a full disk, a quota, an I/O error); the file is untouched."""
+
+    def __init__(self, path: Path, exc: BaseException) -> None:
+        self.path = path
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+        else:  # torch.save reports a failed write as a RuntimeError of its C++ stream writer
+            try:
+                free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+            except OSError:
+                free = "free space unknown"
+            reason = f"the write failed ({' '.join(str(exc).split())[:120]}; {free}: is the disk full?)"
+        super().__init__(f"cannot write {path}: {reason}")
 
 
 def nonfinite_tensors(obj: Any, prefix: str = "") -> list[str]:
@@ -193,7 +210,8 @@ def save_checkpoint(path: str | os.PathLike, model: DepthModel, config: Mapping[
     Every floating-point tensor written (weights, BatchNorm statistics, optimiser state, ...) is
     checked first: if any holds NaN or inf, nothing is written and :class:`NonFiniteStateError`
     names them. The file goes through :func:`svde.atomic.atomic_path` (temporary in the same
-    folder, fsync, rename), so a crash never leaves a half-written checkpoint behind.
+    folder, fsync, rename), so a crash never leaves a half-written checkpoint behind; a failed
+    write (a full disk) is a :class:`CheckpointWriteError` naming ``path``, which is left as it was.
     """
     path = Path(path)
     model = getattr(model, "module", model)  # unwrap DDP
@@ -202,8 +220,11 @@ def save_checkpoint(path: str | os.PathLike, model: DepthModel, config: Mapping[
     bad = nonfinite_tensors(payload)
     if bad:
         raise NonFiniteStateError(path, bad)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointWriteError(path, exc) from None
     return path
 
 

@@ -107,7 +107,8 @@ def export_onnx(model: DepthModel, path: str | os.PathLike, height: int = 384, w
                               opset_version=opset, input_names=["image"], output_names=["log_disparity"],
                               dynamic_axes={"image": axes, "log_disparity": axes} if dynamic else None)
         proto = onnx.load(str(tmp))
-        meta = {"svde_model": model.name, "output": "log_disparity", "stride": str(STRIDE),
+        meta = {"svde_model": model.name, "svde_precision": "fp32", "output": "log_disparity",
+                "stride": str(STRIDE),
                 "mean": json.dumps(IMAGENET_MEAN.tolist()), "std": json.dumps(IMAGENET_STD.tolist())}
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)

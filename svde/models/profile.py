@@ -11,18 +11,23 @@ Example:
 
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 import time
 from contextlib import nullcontext
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from svde.device import AMP_DTYPES, resolve_device  # AMP_DTYPES: re-exported (svde benchmark --amp)
 from svde.errors import UserError, unknown_name
-from svde.models.export import example_input
+from svde.models.export import example_input, export_onnx
 from svde.models.fast import for_inference, optimize_for_inference
+from svde.models import precision as reduced
 from svde.models.registry import build_model
 
 
@@ -132,4 +137,109 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
                      f"{'yes' if r['channels_last'] else 'no'} | {'yes' if r['compile'] else 'no'} | "
                      f"{r['params_m']:.2f} | {r['gmacs']:.2f} | {r['latency_ms']:.1f} | {r['latency_min_ms']:.1f} | "
                      f"{r['fps']:.1f} |")
+    return "\n".join(lines)
+
+
+# ---- reduced precision (svde benchmark --precision) --------------------------------------------
+def time_round_robin(calls: dict[str, Callable[[], Any]], warmup: int = 3, repeats: int = 10) -> dict[str, list[float]]:
+    """Milliseconds of each call, timed in turn (one call of each per round), so that load from
+    other processes hits all of them alike; ``warmup`` untimed rounds first.
+
+    Example:
+        >>> sorted(time_round_robin({"a": lambda: None, "b": lambda: None}, 0, 2))
+        ['a', 'b']
+    """
+    if repeats < 1 or warmup < 0:
+        raise UserError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(warmup + repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def precision_variants(net: nn.Module, precisions: Sequence[str], folder: str | os.PathLike, height: int, width: int,
+                       batch: int = 1, calibration: str | os.PathLike | None = None,
+                       count: int = reduced.CALIBRATION_COUNT) -> dict[tuple[str, str], Callable[[np.ndarray], Any]]:
+    """The runners timed for ``precisions``, keyed ``(precision, runtime)``; files are written to ``folder``.
+
+    Always ``("fp32", "pytorch")`` (svde's default path, the reference); with int8 also ONNX
+    Runtime's fp32 (the int8 runtime's own baseline) and, when OpenVINO is installed, its int8;
+    with bf16 also OpenVINO's fp32. bf16 without OpenVINO is a :class:`~svde.models.runtimes.MissingRuntime`.
+    """
+    for p in precisions:
+        reduced.check_precision_name(p)
+    if "bf16" in precisions:
+        reduced.require_openvino()
+    openvino = reduced.openvino_installed()
+    folded = for_inference(net)
+    variants: dict[tuple[str, str], Callable[[np.ndarray], Any]] = {
+        ("fp32", "pytorch"): lambda x: folded(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))}
+    fp32 = Path(folder) / "fp32.onnx"
+    export_onnx(net, fp32, height=height, width=width, batch=batch)
+    if "int8" in precisions or "fp32" in precisions:
+        variants[("fp32", "onnxruntime")] = reduced.onnx_runner(fp32, "onnxruntime")
+    if openvino and ("bf16" in precisions or "fp32" in precisions):
+        variants[("fp32", "openvino")] = reduced.onnx_runner(fp32, "openvino", "fp32")
+    if "bf16" in precisions:
+        variants[("bf16", "openvino")] = reduced.onnx_runner(fp32, "openvino", "bf16")
+    if "int8" in precisions:
+        int8 = Path(folder) / "int8.onnx"
+        inputs = reduced.calibration_inputs(calibration, count, height, width)
+        reduced.quantize_int8(fp32, int8, [np.repeat(x, batch, axis=0) for x in inputs])
+        variants[("int8", "onnxruntime")] = reduced.onnx_runner(int8, "onnxruntime")
+        if openvino:
+            variants[("int8", "openvino")] = reduced.onnx_runner(int8, "openvino", "fp32")
+    return variants
+
+
+@torch.no_grad()
+def benchmark_precisions(name: str, precisions: Sequence[str], height: int = 384, width: int = 384, batch: int = 1,
+                         warmup: int = 3, repeats: int = 10, model: nn.Module | None = None,
+                         calibration: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """CPU latency of ``name`` at each precision and runtime (:func:`precision_variants`), timed
+    round-robin; rows for :func:`precision_table`, each with its speed-up over PyTorch fp32 and
+    over the fastest fp32 runtime, and its max abs difference to PyTorch fp32 on the timed input.
+
+    Weights are random unless ``model`` is given (speed does not depend on them; accuracy does:
+    benchmarks/precision.py measures it on real frames with trained weights).
+
+    Example:
+        >>> rows = benchmark_precisions("mn_lrn4", ["int8"], 64, 64, warmup=0, repeats=1)  # doctest: +SKIP
+    """
+    net = (model if model is not None else build_model(name)).cpu().float().eval()
+    x = example_input(batch, height, width).numpy()
+    with tempfile.TemporaryDirectory(prefix="svde-benchmark-") as folder:
+        variants = precision_variants(net, precisions, folder, height, width, batch, calibration)
+        reference = np.asarray(variants[("fp32", "pytorch")](x))
+        diffs = {key: float(np.abs(np.asarray(run(x)) - reference).max()) for key, run in variants.items()}
+        times = time_round_robin({f"{p} {r}": (lambda run=run: run(x)) for (p, r), run in variants.items()},
+                                 warmup, repeats)
+    medians = {key: statistics.median(times[f"{key[0]} {key[1]}"]) for key in variants}
+    minima = {key: min(times[f"{key[0]} {key[1]}"]) for key in variants}
+    base, base_min = medians[("fp32", "pytorch")], minima[("fp32", "pytorch")]
+    best_fp32 = min(v for (p, _), v in medians.items() if p == "fp32")
+    rows = []
+    for (p, runtime), median in medians.items():
+        rows.append({"model": name, "precision": p, "runtime": runtime, "input": f"{height}x{width}", "batch": batch,
+                     "latency_ms": median, "latency_min_ms": minima[(p, runtime)], "fps": batch * 1000.0 / median,
+                     "speedup": base / median, "speedup_min": base_min / minima[(p, runtime)],
+                     "speedup_best_fp32": best_fp32 / median, "max_abs_diff": diffs[(p, runtime)],
+                     "repeats": repeats})
+    return rows
+
+
+def precision_table(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`benchmark_precisions` rows as a markdown table."""
+    head = ("| model | precision | runtime | input | batch | latency median (ms) | latency min (ms) | FPS | "
+            "speed-up vs PyTorch fp32 (median) | (min) | speed-up vs fastest fp32 (median) | "
+            "max abs diff to PyTorch fp32 (timed input) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['precision']} | {r['runtime']} | {r['input']} | {r['batch']} | "
+                     f"{r['latency_ms']:.1f} | {r['latency_min_ms']:.1f} | {r['fps']:.1f} | {r['speedup']:.2f}x | "
+                     f"{r['speedup_min']:.2f}x | {r['speedup_best_fp32']:.2f}x | {r['max_abs_diff']:.2g} |")
     return "\n".join(lines)

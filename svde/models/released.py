@@ -45,6 +45,7 @@ import functools
 import json
 import logging
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -106,13 +107,37 @@ class ReleasedWeights:
     @property
     def url(self) -> str:
         """Where the file is downloaded from (``$SVDE_WEIGHTS_URL/<filename>`` when that is set)."""
-        base = os.environ.get(URL_VARIABLE) or RELEASE_URL
-        return f"{base.rstrip('/')}/{self.filename}"
+        return f"{weights_base_url().rstrip('/')}/{self.filename}"
 
     @property
     def cache_path(self) -> Path:
         """Where the file is kept: ``torch.hub.get_dir()/checkpoints/<filename>``."""
         return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+
+def weights_base_url() -> str:
+    """The base URL of the released files: ``SVDE_WEIGHTS_URL`` when set, else the release's.
+
+    A value that is no ``http(s)://host/...`` or ``file:///folder`` URL is a
+    :class:`~svde.errors.UserError` naming the variable (not a traceback from the URL parser).
+
+    Example:
+        >>> weights_base_url() == (os.environ.get(URL_VARIABLE) or RELEASE_URL)
+        True
+    """
+    base = os.environ.get(URL_VARIABLE) or RELEASE_URL
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        usable = ((parts.scheme in ("http", "https") and bool(parts.hostname))
+                  or (parts.scheme == "file" and bool(parts.path)))
+    except ValueError:
+        usable = False
+    if not usable:
+        raise UserError(f"{URL_VARIABLE}={base!r} is not a usable base URL for the released weights; expected "
+                        f"http://host/path, https://host/path or file:///folder (a mirror, a local server or a "
+                        f"folder holding the <model>.pth files)")
+    return base
 
 
 def _published() -> dict[str, Mapping[str, float]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from svde.config import Config, DatasetEntry
+from svde.config import Config, ConfigError, DatasetEntry
 from svde.data import DataError, build_dataset
 from svde.data.base import DepthDataset, valid_depth_mask
 from svde.data.mixing import MixedDataset, collate
@@ -20,7 +20,6 @@ from svde.data.sampling import ResumableSampler, SeededSamples, split_holdout, t
 from svde.data.transforms import Compose, ToUTS, ToUTSS, build_train_transform
 from svde.evaluation import DATASET_PROTOCOLS, EvalEntry
 from svde.training.distributed import DistContext
-from svde.training.errors import TrainingError
 from svde.types import SCALE_INVARIANT, DepthType
 
 
@@ -67,8 +66,8 @@ def build_train_loader(cfg: Config, ctx: DistContext) -> DataLoader:
     depth_types = [e.convert or ds.depth_type for e, ds in zip(cfg.data.train, datasets)]  # as trained on
     for entry, ds in zip(cfg.data.train, datasets):
         if entry.convert and ds.depth_type not in SCALE_INVARIANT:
-            raise TrainingError(f"data.train entry {entry.name!r}: convert={entry.convert!r} needs "
-                                f"{' or '.join(map(str, SCALE_INVARIANT))} depth, but the dataset gives {ds.depth_type!r}")
+            raise ConfigError(f"data.train entry {entry.name!r}: convert={entry.convert!r} needs "
+                              f"{' or '.join(map(str, SCALE_INVARIANT))} depth, but the dataset gives {ds.depth_type!r}")
     datasets = [take_subset(ds, e.subset, e.name) for e, ds in zip(cfg.data.train, datasets)]
     # Validation samples never train (val.holdout; ValSet.holdout takes the same ones, untransformed).
     datasets = [split_holdout(ds, cfg.val.holdout, e.name)[0] if holds_out(cfg, depth_type) else ds
@@ -77,12 +76,12 @@ def build_train_loader(cfg: Config, ctx: DistContext) -> DataLoader:
                          seed=cfg.train.seed)
     per_rank, rest = divmod(cfg.data.batch_size, ctx.world_size)
     if rest or per_rank == 0:
-        raise TrainingError(f"data.batch_size={cfg.data.batch_size} (all processes together) does not split "
-                            f"evenly over {ctx.world_size} processes")
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} (all processes together) does not split "
+                          f"evenly over {ctx.world_size} processes")
     sampler = ResumableSampler(mixed, rank=ctx.rank, world_size=ctx.world_size)
     if len(sampler) < per_rank:
-        raise TrainingError(f"data.epoch_length={cfg.data.epoch_length} gives {len(sampler)} samples per process, "
-                            f"fewer than one batch of {per_rank}")
+        raise ConfigError(f"data.epoch_length={cfg.data.epoch_length} gives {len(sampler)} samples per process, "
+                          f"fewer than one batch of {per_rank}")
     return DataLoader(SeededSamples(mixed, cfg.train.seed), batch_size=per_rank, sampler=sampler, drop_last=True,
                       collate_fn=collate, num_workers=cfg.data.num_workers, pin_memory=ctx.device.type == "cuda")
 
@@ -128,6 +127,6 @@ def val_sets(cfg: Config) -> list[tuple[EvalEntry, Dataset, dict]]:
         entry = EvalEntry.from_dataset(e, protocol)
         sets.append((entry, held, {**entry.to_dict(), "holdout": cfg.val.holdout, "train_entry": i}))
     if not sets:
-        raise TrainingError(f"val.holdout={cfg.val.holdout}: no training dataset has depth ground truth (absolute "
-                            "or UTS) to validate on; set val.dataset instead, or val.every=0")
+        raise ConfigError(f"val.holdout={cfg.val.holdout}: no training dataset has depth ground truth (absolute "
+                          "or UTS) to validate on; set val.dataset instead, or val.every=0")
     return sets

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,8 +21,11 @@ import torch
 from svde.atomic import read_jsonl, write_text
 from svde.data import denormalize_image
 from svde.errors import UserError
+from svde.training.errors import writing
 from svde.types import SCALE_INVARIANT
 from svde.viz import colorize
+
+log = logging.getLogger(__name__)
 
 
 def depth_grid(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, pred_logdisp: torch.Tensor,
@@ -69,24 +73,34 @@ class RunLogger:
         except ValueError as exc:  # a broken line before the last: not a kill mid-append
             raise UserError(f"{exc}; fix or delete that line to resume") from None
         kept = [r for r in old if r.get("step", 0) <= resume_step]
-        if kept or self.metrics_path.exists():
-            write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._file = self.metrics_path.open("a", buffering=1)  # line-buffered: readable while training
+        with writing(self.metrics_path):
+            if kept or self.metrics_path.exists():
+                write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+            self._file = self.metrics_path.open("a", buffering=1)  # line-buffered: readable while training
         # TensorBoard hides earlier events at steps >= purge_step: the resumed step itself stays.
-        self.writer = SummaryWriter(str(self.tb_dir), purge_step=0 if resume_step is None else resume_step + 1)
+        with writing(self.tb_dir):
+            self.writer = SummaryWriter(str(self.tb_dir), purge_step=0 if resume_step is None else resume_step + 1)
 
     def record(self, step: int, values: Mapping[str, Any], prefix: str = "") -> None:
         """One JSON line ``{"step": step, **values}`` plus a TensorBoard scalar per number."""
         clean = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in values.items()}
-        self._file.write(json.dumps({"step": step, **clean}) + "\n")
-        for key, value in clean.items():
-            if isinstance(value, float) and math.isfinite(value):
-                self.writer.add_scalar(f"{prefix}{key}", value, step)
+        with writing(self.metrics_path):
+            self._file.write(json.dumps({"step": step, **clean}) + "\n")
+        with writing(self.tb_dir):  # TensorBoard's writer thread reports its failures on the next call
+            for key, value in clean.items():
+                if isinstance(value, float) and math.isfinite(value):
+                    self.writer.add_scalar(f"{prefix}{key}", value, step)
 
     def image(self, step: int, tag: str, rgb: np.ndarray) -> None:
         """A uint8 (H, W, 3) image in TensorBoard."""
-        self.writer.add_image(tag, rgb, step, dataformats="HWC")
+        with writing(self.tb_dir):
+            self.writer.add_image(tag, rgb, step, dataformats="HWC")
 
     def close(self) -> None:
-        self._file.close()
-        self.writer.close()
+        """Close the files; a failure here (a full disk) is logged, not raised: closing runs while a
+        run stops, and the error that stopped it is the one to show."""
+        for name, close in (("metrics.jsonl", self._file.close), ("tb", self.writer.close)):
+            try:
+                close()
+            except OSError as exc:
+                log.warning("cannot finish writing %s: %s", self.run_dir / name, exc.strerror or exc)

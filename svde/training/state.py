@@ -56,24 +56,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class DivergenceMonitor:
-    """Flags a run whose loss keeps jumping far above its running level.
+PROBE_IMAGES = 2  # training images every checkpoint's model must predict usably
 
-    The level is an exponential moving average of the loss (``beta``); the reference is the
-    lowest level seen so far. A step whose loss exceeds ``factor`` x the reference is a strike.
-    The run has diverged when ``patience`` of the last ``2 * patience`` steps are strikes: a
-    lone outlier batch is tolerated, a diverged model is caught even when some batches (e.g.
-    UTSS ones, whose scale-and-shift-invariant loss stays bounded) still look fine.
-    ``factor=None`` turns it off.
+
+class DivergenceMonitor:
+    """Judges whether a run has diverged, on the loss and on what the loss cannot see.
+
+    The SI and SSI losses are invariant to the scale and shift of the prediction, so a diverged
+    model can keep a loss near its usual level while its weights grow without bound (Adam at
+    lr 1 takes the global weight norm from 189 to 8000 in 20 steps, and the eval-mode output to
+    1e33, with the loss still near 2). Three checks, each turned off by ``None``:
+
+    * loss (:meth:`update`): the level is an exponential moving average of the loss (``beta``);
+      the reference is the lowest level seen so far. A step whose loss exceeds ``factor`` x the
+      reference is a strike; the run has diverged when ``patience`` of the last ``2 * patience``
+      steps are strikes (a lone outlier batch is tolerated);
+    * weights (:meth:`weights_problem`): the global L2 norm of the parameters may not exceed
+      ``norm_factor`` x its value at the start of the run (:meth:`start`). Measured (mn_lrn4,
+      start 189): the quickstart stays within 1.003 x in 200 steps, the paper's recipe (Ranger,
+      lr 1e-3, 384x512) within 1.000001 x in its first 30; Adam at lr 1 reaches 8.1 x after one
+      step and 13.4 x after two. The default 10 leaves room for long runs: growing as in the
+      quickstart's first 200 steps (the squared norm by 1.0 per step), 150k steps reach 2.3 x;
+    * outputs (:meth:`output_problem`): a prediction (log-disparity) may not exceed
+      ``output_bound`` in absolute value. Normal runs stay within 2 (quickstart: 1.8); e^50 is a
+      depth ratio no camera sees, and float32 ``exp`` overflows beyond 88.
 
     See the module example.
     """
 
-    def __init__(self, factor: float | None, patience: int, beta: float = 0.9) -> None:
+    def __init__(self, factor: float | None, patience: int, beta: float = 0.9, norm_factor: float | None = None,
+                 output_bound: float | None = None) -> None:
         self.factor, self.patience, self.beta = factor, patience, beta
+        self.norm_factor, self.output_bound = norm_factor, output_bound
         self.level: float | None = None
         self.floor = math.inf
         self.recent: list[bool] = []  # strike or not, for the last 2 * patience steps
+        self.norm0: float | None = None  # the weights' global norm at the start of the run
 
     def update(self, loss: float) -> bool:
         """Record one step's (finite) loss; True when the run has diverged."""
@@ -83,6 +101,29 @@ class DivergenceMonitor:
         self.level = loss if self.level is None else self.beta * self.level + (1 - self.beta) * loss
         self.floor = min(self.floor, self.level)
         return self.strikes >= self.patience
+
+    def start(self, norm: float) -> None:
+        """Set the reference weight norm (the run's first one; a resumed run keeps its own)."""
+        if self.norm0 is None:
+            self.norm0 = norm
+
+    def weights_problem(self, norm: float) -> str | None:
+        """Why the weights' global norm ``norm`` means divergence, or None."""
+        if not math.isfinite(norm):
+            return f"the weights' global norm is {norm}"
+        if self.norm_factor is None or self.norm0 is None or not norm > self.norm_factor * self.norm0:
+            return None
+        return (f"the weights' global norm grew to {norm:.4g}, {norm / self.norm0:.3g} x its value at the start "
+                f"({self.norm0:.4g}; the limit is train.diverge_norm_factor={self.norm_factor:g} x)")
+
+    def output_problem(self, absmax: float, where: str = "a prediction") -> str | None:
+        """Why predictions reaching ``absmax`` (max |log-disparity|) mean divergence, or None."""
+        if not math.isfinite(absmax):
+            return f"{where} holds non-finite values"
+        if self.output_bound is None or not absmax > self.output_bound:
+            return None
+        return (f"{where} reached |log-disparity| {absmax:.4g}, beyond train.diverge_output_bound="
+                f"{self.output_bound:g} (a depth ratio of e^{self.output_bound:g})")
 
     @property
     def strikes(self) -> int:
@@ -95,10 +136,18 @@ class DivergenceMonitor:
         return self.strikes > 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "floor": self.floor, "recent": list(self.recent)}
+        return {"level": self.level, "floor": self.floor, "recent": list(self.recent), "norm0": self.norm0}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.level, self.floor, self.recent = state["level"], state["floor"], list(state["recent"])
+        self.norm0 = state.get("norm0")  # absent in checkpoints of svde <= 0.2: the resumed run's own start
+
+
+def parameter_norm(params: Sequence[torch.Tensor]) -> float:
+    """The global L2 norm of ``params`` (one number for the whole model)."""
+    if not params:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach().float()) for p in params])))
 
 
 def batchnorm_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -135,6 +184,7 @@ class TrainState:
     saved_step: int | None = None  # the step of the last last.pt written or resumed from
     params: list[torch.Tensor] = field(default_factory=list)
     bn_buffers: list[torch.Tensor] = field(default_factory=list)
+    probe: torch.Tensor | None = None  # a few training images on the device: see probe_problem
 
     @classmethod
     def build(cls, cfg: Config, device: torch.device) -> "TrainState":
@@ -147,7 +197,9 @@ class TrainState:
         return cls(model=model, raw_model=model, optimizer=optimizer,
                    scheduler=build_scheduler(optimizer, cfg.optim, tcfg.steps),
                    scaler=torch.amp.GradScaler(device.type, enabled=tcfg.amp == "fp16"),
-                   monitor=DivergenceMonitor(tcfg.diverge_factor, tcfg.diverge_patience),
+                   monitor=DivergenceMonitor(tcfg.diverge_factor, tcfg.diverge_patience,
+                                             norm_factor=tcfg.diverge_norm_factor,
+                                             output_bound=tcfg.diverge_output_bound),
                    amp_dtype=AMP_DTYPES.get(tcfg.amp), params=list(model.parameters()),
                    bn_buffers=batchnorm_buffers(model))
 
@@ -186,6 +238,30 @@ class TrainState:
             log.warning("%s was written by a run on %d CPU threads, this one has %d: it continues, but is no "
                         "longer bit-identical to an uninterrupted run (set the thread count, e.g. "
                         "svde train --threads %d, to keep it)", source, threads, torch.get_num_threads(), threads)
+
+    def set_probe(self, images: torch.Tensor, device: torch.device) -> None:
+        """Keep the first :data:`PROBE_IMAGES` of ``images`` (a training batch) for :meth:`probe_problem`."""
+        self.probe = images[:PROBE_IMAGES].detach().to(device).clone()
+
+    def probe_problem(self) -> str | None:
+        """Why the model, as a checkpoint would hold it, is unusable; None when it is fine (or
+        there is no probe yet).
+
+        The model runs as inference runs it: in eval mode (BatchNorm's running statistics), in
+        float32, on the probe images. Its prediction must be finite and within the monitor's
+        output bound: a diverged model can look fine in training mode (BatchNorm renormalises
+        each batch) and still predict 1e33 or NaN from its running statistics.
+        """
+        if self.probe is None:
+            return None
+        model, was_training = self.raw_model, self.raw_model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                absmax = float(model(self.probe).float().abs().max())
+        finally:
+            model.train(was_training)
+        return self.monitor.output_problem(absmax, "the model's eval-mode prediction of the probe images")
 
     @property
     def lr(self) -> float:

@@ -2,9 +2,12 @@
 
 A step whose loss, gradient norm or BatchNorm statistics are not finite, or whose batch holds
 no valid depth pixel, is skipped on every rank alike: its BatchNorm running statistics are put
-back as they were, and no weight changes. Too many skipped steps in a row, or non-finite
-weights after an update, stop the run with a :class:`~svde.training.errors.TrainingError`
-that names the last good checkpoint.
+back as they were, and no weight changes. Too many skipped steps in a row, non-finite weights
+after an update, or what the losses cannot see (they are invariant to the prediction's scale and
+shift): a prediction beyond ``train.diverge_output_bound`` or weights whose global norm outgrew
+``train.diverge_norm_factor`` x its start (:class:`~svde.training.state.DivergenceMonitor`),
+stop the run with a :class:`~svde.training.errors.TrainingError` that names the last good
+checkpoint.
 
 Example (one step of a fresh model on two synthetic samples):
     >>> import math
@@ -37,7 +40,7 @@ from svde.models.checkpoint import nonfinite_tensors
 from svde.training.checkpoints import ADVICE, Checkpointer
 from svde.training.distributed import DistContext, all_reduce_mean
 from svde.training.errors import TrainingError
-from svde.training.state import TrainState, all_finite
+from svde.training.state import TrainState, all_finite, parameter_norm
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class StepResult:
     """What one step did: the losses and gradient norm averaged over ranks, the learning rate it
-    used, the number of images (all ranks) and, for image grids, this rank's batch and prediction."""
+    used, the number of images (all ranks), for image grids this rank's batch and prediction, and
+    what the divergence checks saw (the weights' norm, the prediction's largest magnitude)."""
 
     loss: float
     si: float
@@ -55,6 +59,8 @@ class StepResult:
     images: int
     batch: dict[str, Any]
     pred: torch.Tensor
+    param_norm: float = math.nan  # the weights' global norm after the update
+    pred_absmax: float = math.nan  # the largest |log-disparity| of this rank's prediction
 
 
 def _losses(state: TrainState, batch: dict[str, Any], cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict]:
@@ -92,16 +98,26 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
     # non-finite loss on any rank makes it non-finite everywhere.
     grad_norm = torch.nn.utils.clip_grad_norm_(state.raw_model.parameters(), cfg.optim.grad_clip or math.inf)
     bn_bad = torch.tensor(0.0 if all_finite(state.bn_buffers) else 1.0, device=device)
+    # Saturated outputs: the losses cannot see them (they are invariant to the scale and shift of
+    # the prediction). Any rank's is every rank's (a flag, averaged: > 0 on all ranks alike).
+    absmax = pred.detach().float().abs().max()
+    bound = state.monitor.output_bound
+    saturated = (absmax > bound).float() if bound is not None else torch.zeros((), device=device)
     values = all_reduce_mean(torch.stack([terms["loss"].detach().float(), terms["si"].detach().float(),
                                           terms["ssi"].detach().float(), grad_norm.float(), bn_bad,
-                                          batch["mask"].sum().float()]), ctx)
-    loss, si, ssi, norm, bn_bad_v, valid = values.tolist()
+                                          batch["mask"].sum().float(), saturated]), ctx)
+    loss, si, ssi, norm, bn_bad_v, valid, saturated_v = values.tolist()
 
     nonfinite = not math.isfinite(loss) or (not math.isfinite(norm) and cfg.train.amp != "fp16") or bn_bad_v > 0
     if nonfinite or valid == 0:  # fp16 gradient overflow is the scaler's business, not an error
         _skip(state, bn_before, nonfinite, loss, norm, cfg, checkpoints)
         return None
     state.skipped_run = 0
+    if saturated_v > 0:  # stop before the update: the weights stay those of the last step
+        problem = (state.monitor.output_problem(float(absmax), "a training prediction")
+                   or "a training prediction of another process exceeded train.diverge_output_bound")
+        raise TrainingError(f"step {state.step + 1}: {problem}: the run diverged. {checkpoints.last_good(state)}. "
+                            f"{ADVICE}")
     lr = state.lr  # the rate this step uses (logged)
     state.scaler.step(state.optimizer)
     state.scaler.update()
@@ -111,7 +127,13 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
         bad = nonfinite_tensors(dict(state.raw_model.named_parameters()))
         raise TrainingError(f"step {state.step}: the update made {len(bad)} weight tensor(s) non-finite (e.g. "
                             f"{', '.join(bad[:3])}): the run diverged. {checkpoints.last_good(state)}. {ADVICE}")
-    return StepResult(loss, si, ssi, norm, lr, batch["image"].shape[0] * ctx.world_size, batch, pred.detach())
+    # The weights are the same on every rank (DDP), so is their norm and this decision.
+    param_norm = parameter_norm(state.params)
+    problem = state.monitor.weights_problem(param_norm)
+    if problem is not None:
+        raise TrainingError(f"step {state.step}: {problem}: the run diverged. {checkpoints.last_good(state)}. {ADVICE}")
+    return StepResult(loss, si, ssi, norm, lr, batch["image"].shape[0] * ctx.world_size, batch, pred.detach(),
+                      param_norm, float(absmax))
 
 
 def _skip(state: TrainState, bn_before: list[torch.Tensor], nonfinite: bool, loss: float, norm: float,

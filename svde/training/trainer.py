@@ -18,22 +18,28 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import torch
 
 from svde.config import Config, ConfigError, DatasetEntry
+from svde.data.base import worker_error
 from svde.data.sampling import batches
 from svde.data.sampling import take_subset as subset_of
+from svde.errors import SvdeError
 from svde.evaluation import ZERO_SHOT_DATASETS, evaluate_entry
+from svde.evaluation.evaluator import PredictionError
 from svde.training.checkpoints import (ADVICE, RESUME_SAFE, Checkpointer, check_resume_config, flatten_config,
                                        resume_config)
-from svde.training.distributed import DistContext, all_gather_objects, barrier, cleanup, init_distributed
+from svde.training.distributed import DistContext, all_gather_objects, all_reduce_mean, cleanup, init_distributed
 from svde.training.errors import RunFolderError, TrainingError
 from svde.training.loaders import build_train_loader, build_train_transform_for, val_sets
-from svde.training.state import TrainState, rng_state, seed_everything, set_rng_state
+from svde.training.state import TrainState, parameter_norm, rng_state, seed_everything, set_rng_state
 from svde.training.step import StepResult, train_step
 from svde.types import DepthType
 
@@ -56,7 +62,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     :data:`~svde.training.checkpoints.RESUME_SAFE` keys; a folder whose run was killed before its
     first checkpoint starts over. The run stops with a :class:`TrainingError` naming the last
     good checkpoint when it cannot learn: too many non-finite steps in a row, non-finite weights,
-    or a diverging loss (``train.diverge_*``). No checkpoint is ever written with a NaN/inf tensor.
+    a diverging loss, weights whose norm outgrew its start, saturated predictions
+    (``train.diverge_*``), a model that predicts unusable values in eval mode (probed before every
+    checkpoint) or cannot be validated; also when a file cannot be written (a full disk). No
+    checkpoint is ever written with a NaN/inf tensor or a model that fails the probe; a run that
+    stops before its first ``last.pt`` writes its initial state as ``last.pt`` (step 0).
 
     Returns a summary: ``run_dir``, ``last``/``best`` checkpoint paths, ``tb_dir``, ``steps``,
     ``val`` (the first and last validation results) -- on every rank, but files are rank 0's.
@@ -85,16 +95,24 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
     if ckpt is not None:
         state.restore(ckpt, ctx, checkpoints.last)
     state.wrap(ctx, compile=tcfg.compile)
+    state.monitor.start(parameter_norm(state.params))  # the reference of train.diverge_norm_factor
     run = RunLog(cfg, run_dir, state.step, resumed=ckpt is not None) if ctx.is_main else None
-    if run is not None:
-        checkpoints.write_config()
     try:
-        if state.step == 0:  # the untrained model's score, on record
+        if run is not None:
+            checkpoints.write_config()
+        rngs = all_gather_objects(rng_state(), ctx) if state.step == 0 else None  # before any batch is drawn
+        # resumes at the batch an uninterrupted run would draw; its first images probe every checkpoint
+        stream = batches(loader, state.step)
+        first = next_batch(stream)
+        state.set_probe(first["image"], ctx.device)
+        stream = itertools.chain([first], stream)
+        if state.step == 0:  # the untrained model's score on record; its state kept as the last good one
             checkpoint_and_validate(state, None, checkpoints, validation, run, ctx, save_last=False)
+            if ctx.is_main:
+                checkpoints.keep_initial(state, rngs)
         state.model.train()
-        stream = batches(loader, state.step)  # resumes at the batch an uninterrupted run would draw
         while state.step < tcfg.steps:
-            result = train_step(state, next(stream), cfg, ctx, checkpoints)
+            result = train_step(state, next_batch(stream), cfg, ctx, checkpoints)
             if result is None:  # skipped: nothing changed
                 continue
             diverged = state.monitor.update(result.loss)
@@ -107,6 +125,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
                 # Every rank's RNG state goes into last.pt, so that a resumed run draws the same numbers.
                 rngs = all_gather_objects(rng_state(), ctx) if save_last else None
                 checkpoint_and_validate(state, rngs, checkpoints, validation, run, ctx, save_last)
+    except TrainingError:
+        if ctx.is_main:  # a run that diverged before its first last.pt: the stop message names the initial state
+            checkpoints.write_initial(state)
+        raise
     finally:  # keep what was logged, even when the run stops on an error
         if run is not None:
             run.close()
@@ -133,23 +155,48 @@ def validation_due(cfg: Config, at: int) -> bool:
     return validates and cfg.val.every > 0 and (at % cfg.val.every == 0 or at == cfg.train.steps)
 
 
+def next_batch(stream: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """The next training batch; a dataset's error raised in a DataLoader worker is shown as the
+    dataset's own one-line error (not the worker's traceback)."""
+    try:
+        return next(stream)
+    except SvdeError as exc:
+        raise worker_error(exc) from None
+
+
+def agreed(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank when ``flag`` is True on any (a collective: every rank must call it)."""
+    return float(all_reduce_mean(torch.tensor(float(flag), device=ctx.device), ctx)) > 0
+
+
 def checkpoint_and_validate(state: TrainState, rngs: list[dict[str, Any]] | None, checkpoints: Checkpointer,
                             validation: "Validation | None", run: "RunLog | None", ctx: DistContext,
                             save_last: bool) -> None:
-    """At ``state.step``, rank 0 validates (if due; a better score writes ``best.pt``) and writes
-    ``last.pt``; the other ranks wait for it."""
+    """At ``state.step``: every rank probes the model (:meth:`TrainState.probe_problem`: a model that
+    predicts non-finite or saturated values is never saved, the run stops); then rank 0 validates
+    (if due; a better score writes ``best.pt``) and writes ``last.pt``, and the other ranks wait for
+    it. A failure of rank 0 (a broken model's validation, a full disk) stops every rank."""
     at = state.step
+    problem = state.probe_problem()
+    if agreed(problem is not None, ctx):
+        raise TrainingError(f"step {at}: {problem or 'the model of another process predicts unusable values'}: "
+                            f"the run diverged. {checkpoints.last_good(state)}. {ADVICE}")
+    failure: SvdeError | None = None
     if ctx.is_main:
-        if validation is not None and validation_due(validation.cfg, at):
-            score = validation.run(state, run)
-            if score is not None and math.isfinite(score) and score < state.best and not state.monitor.suspicious:
-                state.best = score
-                checkpoints.save_best(state, at, validation.selected_on)
-        if save_last:
-            checkpoints.save_last(state, at, rngs)
+        try:
+            if validation is not None and validation_due(validation.cfg, at):
+                score = validation.run(state, run, checkpoints)
+                if score is not None and math.isfinite(score) and score < state.best and not state.monitor.suspicious:
+                    state.best = score
+                    checkpoints.save_best(state, at, validation.selected_on)
+            if save_last:
+                checkpoints.save_last(state, at, rngs)
+        except SvdeError as exc:
+            failure = exc
         if run is not None:
             run.restart_clock()  # checkpoint and validation time is not training throughput
-    barrier(ctx)
+    if agreed(failure is not None, ctx):  # also the barrier: the other ranks wait for rank 0 here
+        raise failure if failure is not None else TrainingError(f"step {at}: the main process stopped the run")
 
 
 class Validation:
@@ -169,18 +216,24 @@ class Validation:
         # What best.pt was chosen on: svde eval / paper-table warn when asked to evaluate it.
         self.selected_on = {"metric": cfg.val.metric, "datasets": [record for _, _, record in self.sets]}
 
-    def run(self, state: TrainState, run: "RunLog") -> float | None:
+    def run(self, state: TrainState, run: "RunLog", checkpoints: Checkpointer) -> float | None:
         """Evaluate ``state.raw_model`` (UTS alignment) on every set, log it, return the ``val.metric``
-        score (the mean over the sets)."""
+        score (the mean over the sets). A model whose predictions cannot be scored (non-finite, or
+        beyond what the alignment can represent) has diverged: a :class:`TrainingError`."""
         v = self.cfg.val
         saved_rng = rng_state()  # validation must not shift the training's random streams
         scores = []
-        for entry, dataset, _ in self.sets:
-            results = evaluate_entry(state.raw_model, entry, dataset=dataset, modes=(DepthType.UTS,),
-                                     short_side=v.short_side, max_images=v.max_images, batch_size=v.batch_size,
-                                     device=self.device)
-            scores.append(results[DepthType.UTS])
-        set_rng_state(saved_rng)
+        try:
+            for entry, dataset, _ in self.sets:
+                results = evaluate_entry(state.raw_model, entry, dataset=dataset, modes=(DepthType.UTS,),
+                                         short_side=v.short_side, max_images=v.max_images, batch_size=v.batch_size,
+                                         device=self.device)
+                scores.append(results[DepthType.UTS])
+        except PredictionError as exc:
+            raise TrainingError(f"step {state.step}: validation on {entry.name}: {exc}: the run diverged. "
+                                f"{checkpoints.last_good(state)}. {ADVICE}") from None
+        finally:
+            set_rng_state(saved_rng)
         combined = scores[0] if len(scores) == 1 else mean_scores(scores, self.labels)
         run.validation(state.step, combined)
         return combined.get(v.metric)
@@ -231,7 +284,8 @@ class RunLog:
         if step % tcfg.log_every == 0 or step == tcfg.steps or force:
             ips = self.images / max(time.perf_counter() - self.tic, 1e-9)
             self.logger.record(step, {"loss": result.loss, "si": result.si, "ssi": result.ssi,
-                                      "grad_norm": result.grad_norm, "lr": result.lr, "images_per_s": ips},
+                                      "grad_norm": result.grad_norm, "lr": result.lr, "images_per_s": ips,
+                                      "param_norm": result.param_norm, "pred_absmax": result.pred_absmax},
                                prefix="train/")
             self.bar.set_postfix(loss=f"{result.loss:.4f}", img_s=f"{ips:.1f}")
             self.tic, self.images = time.perf_counter(), 0

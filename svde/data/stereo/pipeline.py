@@ -44,6 +44,7 @@ shards may share one folder, and a frame that another manifest of the folder rec
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -61,9 +62,10 @@ import torch
 from svde.atomic import TMP_SUFFIX, check_writable, write_bytes, write_json
 from svde.data.io import write_npy, write_rgb
 from svde.errors import RunFailed, UserError
-from svde.data.stereo import midas, raft
+from svde.data.stereo import midas, preview, raft
 from svde.data.stereo.estimate import estimate_disparity, matcher_function
 from svde.data.stereo.matching import StereoSettings, check_pair, rectification
+from svde.data.stereo.offsets import OUTLIER_PERCENTILE, low_outliers, stored_offset  # noqa: F401 (public here too)
 from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frames
 
 log = logging.getLogger(__name__)
@@ -219,17 +221,6 @@ def _base(ref: FrameRef) -> dict[str, Any]:
     return rec
 
 
-def stored_offset(disparity: np.ndarray, valid: np.ndarray) -> float:
-    """Added to a frame's stored disparities so that every valid one is >= 1 (0 when they are).
-
-    Example:
-        >>> stored_offset(np.array([-3.5, 2.0]), np.array([True, True])), stored_offset(np.array([1.0]), np.array([True]))
-        (5.0, 0.0)
-    """
-    low = float(disparity[valid].min()) if valid.any() else 1.0
-    return 0.0 if low >= 1 else float(1 - np.floor(low))
-
-
 def _svde_filter(left: np.ndarray, right: np.ndarray, opts: PrepareOptions, device: str) -> midas.FrameResult:
     """The default frame filter (see the module): rectification, valid share, rectification checked,
     5th..95th percentile range."""
@@ -288,30 +279,6 @@ def _drop_stats(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if k not in _VERTICAL_STATS}
 
 
-OUTLIER_PERCENTILE = 1.0
-
-
-def low_outliers(disparity: np.ndarray, valid: np.ndarray, min_pixels: int = 100) -> np.ndarray:
-    """Valid pixels far below the rest (bool, like ``valid``): more than ``max(1, p50 - p1)`` px
-    below the 1st percentile ``p1`` of the valid disparities (``p50``: their median).
-
-    Wrong matches a few pixels large (of the wrong sign, say) would otherwise set the frame's
-    :func:`stored_offset` and, with sky masks, the sky's disparity. Robust to outliers up to 1 %
-    of the valid pixels; genuine content that far behind the rest and that small is lost with them.
-    Frames with fewer than ``min_pixels`` valid pixels are left as they are.
-
-    Example:
-        >>> d = np.concatenate([np.linspace(5, 20, 1000), np.full(5, -46.0)]).astype(np.float32)
-        >>> int(low_outliers(d, np.ones_like(d, bool)).sum())
-        5
-    """
-    if int(valid.sum()) < min_pixels:
-        return np.zeros_like(valid)
-    p1, p50 = np.percentile(disparity[valid], [OUTLIER_PERCENTILE, 50])
-    fence = p1 - max(float(p50 - p1), 1.0)
-    return valid & (disparity < fence)
-
-
 def _store(ref: FrameRef, out: Path, left: np.ndarray, result: midas.FrameResult, opts: PrepareOptions) -> dict[str, Any]:
     """Write a kept frame (at ``opts.scale``, low outliers invalid, sky applied, shifted by its stored
     offset): its record."""
@@ -333,12 +300,12 @@ def _store(ref: FrameRef, out: Path, left: np.ndarray, result: midas.FrameResult
     if opts.frame_filter == "midas" or opts.scale != 1 or opts.sky_masks or "low_outliers" in extra:
         stats["kept_fraction"] = round(float(valid.mean()), 6)  # of the stored mask
     offset = stored_offset(disp, valid)
-    write_npy(out / "disparity" / f"{ref.name}.npy", np.where(valid, disp + offset, 0.0).astype(np.float32))
+    _write(write_npy, out / "disparity" / f"{ref.name}.npy", np.where(valid, disp + offset, 0.0).astype(np.float32))
     ok, png = cv2.imencode(".png", valid.astype(np.uint8) * 255)
     if not ok:
         raise RunFailed(f"{out / 'mask' / ref.name}.png: cannot encode the mask")
-    write_bytes(out / "mask" / f"{ref.name}.png", png.tobytes())
-    write_rgb(out / "left" / f"{ref.name}.png", view)  # last: the loader indexes left/
+    _write(write_bytes, out / "mask" / f"{ref.name}.png", png.tobytes())
+    _write(write_rgb, out / "left" / f"{ref.name}.png", view)  # last: the loader indexes left/
     vertical = {k: stats.pop(k) for k in _VERTICAL_STATS if k in stats}
     return {**_base(ref), "status": "kept", **stats, **extra, "stored_offset": offset, **vertical}
 
@@ -359,10 +326,19 @@ def _done_elsewhere(out: Path, own: str) -> dict[str, dict[str, Any]]:
     return records
 
 
+def _write(writer: Any, path: Path, data: Any) -> None:
+    """``writer(path, data)``; a failed write (a full disk) is one RunFailed naming the file."""
+    try:
+        writer(path, data)
+    except OSError as exc:
+        raise RunFailed(f"cannot write {path}: {exc.strerror or exc}; the frames done so far are kept: free some "
+                        "space and run the same command again to continue") from None
+
+
 def _save(path: Path, settings: dict[str, Any], shard: tuple[int, int], records: dict[str, dict[str, Any]]) -> None:
     frames = sorted(records.values(), key=lambda r: (r["source"], r["frame_index"]))
     kept = [r for r in frames if r["status"] == "kept"]
-    write_json(path, {"format": MANIFEST_FORMAT, "settings": settings, "shard": f"{shard[0]}/{shard[1]}",
+    _write(write_json, path, {"format": MANIFEST_FORMAT, "settings": settings, "shard": f"{shard[0]}/{shard[1]}",
                       "layout": "left/<name>.png, disparity/<name>.npy (px + the record's stored_offset), mask/<name>.png",
                       "frames_kept": len(kept), "frames_dropped": len(frames) - len(kept), "frames": frames})
 
@@ -416,25 +392,27 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _results(tasks: Iterator[tuple], workers: int) -> Iterator[dict[str, Any]]:
-    """Records of ``tasks`` in order; with workers, fed a few frames at a time (``Pool.imap`` alone
-    would decode the whole video into its queue)."""
+def _results(tasks: Iterator[tuple], workers: int, previews: bool = False) -> Iterator[dict[str, Any]]:
+    """Records of ``tasks`` in order (``previews``: and each frame's picture, :mod:`~svde.data.stereo.preview`);
+    with workers, fed a few frames at a time (``Pool.imap`` alone would decode the whole video into its queue)."""
+    work = functools.partial(preview.previewed, process_frame) if previews else process_frame
     if workers <= 1:
-        yield from map(process_frame, tasks)
+        yield from map(work, tasks)
         return
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
         while batch := list(itertools.islice(tasks, 4 * workers)):
-            yield from pool.imap(process_frame, batch, chunksize=1)
+            yield from pool.imap(work, batch, chunksize=1)
 
 
 def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, shard: tuple[int, int] = (0, 1),
             workers: int = 1, progress: bool = False, device: str = "cpu",
-            download_weights: bool = False) -> dict[str, Any]:
+            download_weights: bool = False, previews: bool = False) -> dict[str, Any]:
     """Prepare ``inputs`` into ``out`` (see the module docstring); returns the manifest's counts.
 
     Everything is checked before the first frame; a :class:`~svde.errors.RunFailed` when every
     frame was dropped (naming the reasons). ``download_weights``: fetch torchvision's RAFT
     weights into its cache for the ``raft`` matcher (after the cheap checks, before the videos).
+    ``previews``: a picture of each frame under ``preview/`` (:mod:`svde.data.stereo.preview`).
     """
     opts = (opts or PrepareOptions()).check()
     inputs, out = [Path(p) for p in inputs], Path(out)
@@ -475,7 +453,7 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
         from tqdm import tqdm
         bar = tqdm(total=len(todo), unit="frame", desc="stereo")
     try:
-        for i, rec in enumerate(_results(tasks, workers), 1):
+        for i, rec in enumerate(_results(tasks, workers, previews), 1):
             records[rec["name"]] = rec
             if rec["status"] == "dropped":
                 log.info("%s: dropped: %s", rec["name"], rec["reason"])
@@ -486,7 +464,7 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     finally:
         if bar is not None:
             bar.close()
-        _save(manifest, settings, shard, records)
+        _save(manifest, settings, shard, records)  # on a full disk too: then its error is the one shown
     mine = [theirs.get(f.name) or records[f.name] for f in frames if f.name in theirs or f.name in records]
     kept = sum(r["status"] == "kept" for r in mine)
     if mine and kept == 0:
