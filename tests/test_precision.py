@@ -137,8 +137,11 @@ def test_int8_export_of_a_tiny_model_is_qdq_and_matches_fp32(tmp_path):
 def test_runtime_model_int8_predicts_like_fp32():
     model = Tiny().eval()
     net = runtime_model(model, "int8", height=32, width=32, count=2)
-    assert list(net.parameters()) == [] and net.runtime in net.timings  # the faster runtime here
-    assert set(net.timings) == {"onnxruntime"} | ({"openvino"} if precision.openvino_installed() else set())
+    assert list(net.parameters()) == []
+    if precision.openvino_installed():  # the faster of the two here
+        assert set(net.timings) == {"onnxruntime", "openvino"} and net.runtime == min(net.timings, key=net.timings.get)
+    else:
+        assert net.runtime == "onnxruntime" and net.timings == {}
     rgb = (calibration_inputs(None, 1, 40, 56, split="test")[0][0].transpose(1, 2, 0) * 0.2 + 0.45).clip(0, 1)
     rgb = rgb.astype(np.float32)
     ref, got = predict(model, rgb, short_side=32), predict(net, rgb, short_side=32)

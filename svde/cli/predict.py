@@ -247,8 +247,7 @@ def with_precision(args: argparse.Namespace, model: torch.nn.Module) -> torch.nn
           + (f", calibrated on {args.calibration or 'synthetic rooms'}" if args.precision == "int8" else ""),
           file=sys.stderr)
     net = runtime_model(model, args.precision, height=size, width=size, calibration=args.calibration)
-    if net.timings:
-        timed = ", ".join(f"{r} {ms:.1f} ms" for r, ms in net.timings.items())
-        print(f"note: {args.precision} runs in {net.runtime}, the faster here at {size}x{size} ({timed})",
-              file=sys.stderr)
+    timed = ", ".join(f"{r} {ms:.1f} ms" for r, ms in net.timings.items())
+    print(f"note: {args.precision} runs in {net.runtime}"
+          + (f", the faster here at {size}x{size} ({timed})" if timed else ""), file=sys.stderr)
     return net

@@ -1,4 +1,4 @@
-"""Reduced-precision CPU inference: bf16 through OpenVINO, int8 (static QDQ) through ONNX Runtime or OpenVINO.
+"""Reduced-precision CPU inference: bf16 in OpenVINO, int8 (static QDQ) in ONNX Runtime or OpenVINO.
 
 PyTorch's own reduced precision pays little for these networks on a CPU (``torch.autocast``
 bf16 gained 1.2x on an AVX512-BF16 machine); the runtimes made for it do: OpenVINO runs the fp32
@@ -6,8 +6,8 @@ ONNX file with bf16 arithmetic (``INFERENCE_PRECISION_HINT=bf16``), and ONNX Run
 int8 file quantized statically (QDQ, per-channel int8 weights, uint8 activations calibrated on
 images; :func:`quantize_int8`), which is also the file a mobile or edge user ships; OpenVINO
 runs the same file, faster for some models, so :func:`runtime_model` times both and keeps the
-faster. Both start from svde's ONNX export (:func:`svde.models.export.export_onnx`). docs/benchmarks.md, "Reduced
-precision", has the measured speed and accuracy per model.
+faster. Both start from svde's ONNX export (:func:`svde.models.export.export_onnx`).
+docs/benchmarks.md, "Reduced precision", has the measured speed and accuracy per model.
 
 Each precision pays only on a CPU with the units for it (:func:`cpu_features`, read at run
 time): bf16 needs AVX512-BF16 or AMX-BF16 (without them OpenVINO computes in fp32);
@@ -349,9 +349,12 @@ def runtime_model(model: nn.Module, precision: str, height: int = 384, width: in
             runtimes = [runtime] if runtime in ("onnxruntime", "openvino") else []
             if not runtimes:
                 raise unknown_name("runtime", runtime, ("onnxruntime", "openvino"))
-        chosen, runner, timings = fastest_runner(int8, (1, 3, height, width), runtimes, threads, rounds=3)
+        if len(runtimes) == 1:  # nothing to choose: no timing
+            chosen, runner, timings = runtimes[0], onnx_runner(int8, runtimes[0], "fp32", threads), {}
+        else:
+            chosen, runner, timings = fastest_runner(int8, (1, 3, height, width), runtimes, threads, rounds=3)
         if isinstance(runner, OpenVinoRunner):
-            runner.compiled_for((1, 3, height, width))
+            runner.compiled_for((1, 3, height, width))  # compile now: the file goes with the folder
         net = RuntimeModel(runner, name, "int8", chosen)
         net.timings = timings
         return net
