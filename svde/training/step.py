@@ -60,7 +60,7 @@ class StepResult:
     batch: dict[str, Any]
     pred: torch.Tensor
     param_norm: float = math.nan  # the weights' global norm after the update
-    pred_absmax: float = math.nan  # the largest |log-disparity| of this rank's prediction
+    pred_absmax: float = math.nan  # the largest |log-disparity| of the prediction (mean over ranks)
 
 
 def _losses(state: TrainState, batch: dict[str, Any], cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict]:
@@ -105,8 +105,8 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
     saturated = (absmax > bound).float() if bound is not None else torch.zeros((), device=device)
     values = all_reduce_mean(torch.stack([terms["loss"].detach().float(), terms["si"].detach().float(),
                                           terms["ssi"].detach().float(), grad_norm.float(), bn_bad,
-                                          batch["mask"].sum().float(), saturated]), ctx)
-    loss, si, ssi, norm, bn_bad_v, valid, saturated_v = values.tolist()
+                                          batch["mask"].sum().float(), saturated, absmax]), ctx)
+    loss, si, ssi, norm, bn_bad_v, valid, saturated_v, absmax_v = values.tolist()  # one sync for all
 
     nonfinite = not math.isfinite(loss) or (not math.isfinite(norm) and cfg.train.amp != "fp16") or bn_bad_v > 0
     if nonfinite or valid == 0:  # fp16 gradient overflow is the scaler's business, not an error
@@ -114,7 +114,7 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
         return None
     state.skipped_run = 0
     if saturated_v > 0:  # stop before the update: the weights stay those of the last step
-        problem = (state.monitor.output_problem(float(absmax), "a training prediction")
+        problem = (state.monitor.output_problem(absmax_v, "a training prediction")
                    or "a training prediction of another process exceeded train.diverge_output_bound")
         raise TrainingError(f"step {state.step + 1}: {problem}: the run diverged. {checkpoints.last_good(state)}. "
                             f"{ADVICE}")
@@ -123,17 +123,20 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
     state.scaler.update()
     state.scheduler.step()
     state.step += 1
-    if not all_finite(state.params):
-        bad = nonfinite_tensors(dict(state.raw_model.named_parameters()))
-        raise TrainingError(f"step {state.step}: the update made {len(bad)} weight tensor(s) non-finite (e.g. "
-                            f"{', '.join(bad[:3])}): the run diverged. {checkpoints.last_good(state)}. {ADVICE}")
+    # One pass over the weights for both checks: their norm is finite exactly when they all are.
     # The weights are the same on every rank (DDP), so is their norm and this decision.
     param_norm = parameter_norm(state.params)
+    if not math.isfinite(param_norm):
+        bad = nonfinite_tensors(dict(state.raw_model.named_parameters()))
+        what = (f"made {len(bad)} weight tensor(s) non-finite (e.g. {', '.join(bad[:3])})" if bad
+                else "made the weights' norm overflow float32")
+        raise TrainingError(f"step {state.step}: the update {what}: the run diverged. "
+                            f"{checkpoints.last_good(state)}. {ADVICE}")
     problem = state.monitor.weights_problem(param_norm)
     if problem is not None:
         raise TrainingError(f"step {state.step}: {problem}: the run diverged. {checkpoints.last_good(state)}. {ADVICE}")
     return StepResult(loss, si, ssi, norm, lr, batch["image"].shape[0] * ctx.world_size, batch, pred.detach(),
-                      param_norm, float(absmax))
+                      param_norm, absmax_v)
 
 
 def _skip(state: TrainState, bn_before: list[torch.Tensor], nonfinite: bool, loss: float, norm: float,
