@@ -242,8 +242,17 @@ def read_checkpoint(path: str | os.PathLike | Mapping[str, Any]) -> dict[str, An
 
 def checkpoint_selection(path: str | os.PathLike) -> dict[str, Any] | None:
     """What selected a project checkpoint (``best.pt``'s ``selected_on``: the validation metric and
-    datasets), or None: ``last.pt``, older checkpoints and the authors' files record none."""
-    obj, _ = _read(path, "checkpoint")
+    datasets), or None: ``last.pt``, older checkpoints and the authors' files record none.
+
+    Called beside a load of the same file (``svde eval``, ``svde paper-table``), so the tensors are
+    memory-mapped, not read again; a file torch cannot map (the legacy format) is read whole.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not mappable (legacy format) or unreadable: the full read explains
+        obj, _ = _read(path, "checkpoint")
+    if not isinstance(obj, Mapping):
+        return None
     selected = obj.get("selected_on") if obj.get("format") == FORMAT else None
     return dict(selected) if isinstance(selected, Mapping) else None
 
