@@ -1,23 +1,37 @@
 """Data-loading throughput, one process, one thread: samples/s of the synthetic set (render only,
 and with the full training augmentation) and of an ``rgbd_folder`` of real-format files
 (8-bit PNG RGB + 16-bit PNG depth in millimetres, 480x640 like NYU/Kinect, written to a
-temporary folder), with the training augmentation of svde 0.2 (``legacy``: albumentations, one
-resampling per step) and the current one (one warp, uint8 until normalisation) side by side, and
-the pure decode of the folder's files (``cv2.imdecode`` of both PNGs) as the floor.
+temporary folder), side by side:
 
-samples/s (cpu) is per core: one thread, this process's CPU time. The rows are measured in
-interleaved rounds (every row once per round) and the median round is reported, so that old and
-new see the same machine load; the load average is printed with them.
+* ``svde 0.2``: the whole dataset path of svde 0.2.0 (commit ``SVDE_02``, the tree issue 25 measured),
+  extracted with ``git archive`` and run in a child process on the same files (``--old-ref``);
+  where the clone has no history the rows are left out and a ``note:`` says so;
+* ``albumentations (legacy=True)``: svde 0.2's augmentation on today's reading and normalisation;
+* ``new``: :class:`~svde.data.transforms.TrainAugment` (one warp, uint8), colour jitter and
+  normalisation in the worker (``data.colour_on: workers``, the CPU default);
+* ``new, colour on device: worker part``: what a DataLoader worker does with ``data.colour_on:
+  device`` (the CUDA default): decode, warp, uint8 out; and the batch part it leaves
+  (:func:`svde.data.colour.apply_colour`), timed here on the CPU per sample;
+* the pure decode of the folder's files (``cv2.imdecode`` of both PNGs): the floor.
+
+samples/s/core is one thread's rate in the process's CPU time. The rows are measured in
+interleaved rounds (every row once per round, the svde 0.2 process included) and the median round
+is reported, so that old and new see the same machine load; the load average is printed with them.
 
 Usage:
-    python benchmarks/data.py [--samples 60] [--rounds 5] [--height 384] [--width 512]
+    python benchmarks/data.py [--samples 60] [--rounds 5] [--height 384] [--width 512] [--old-ref REF|none]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -31,16 +45,21 @@ import torch  # noqa: E402
 
 from svde.atomic import write_bytes  # noqa: E402
 from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform  # noqa: E402
+from svde.data.colour import apply_colour  # noqa: E402
+
+SVDE_02 = "0b11508"  # svde 0.2.0, the tree issue 25 measured ("today's" 67 samples/s/core)
 
 
-def throughput(item: Callable[[int], object], count: int, samples: int) -> tuple[float, float]:
-    """(samples/s wall clock, samples/s of this process's CPU time) of ``item(i)`` over ``samples`` items."""
+def throughput(item: Callable[[int], object], count: int, samples: int, per_item: int = 1) -> tuple[float, float]:
+    """(samples/s wall clock, samples/s of this process's CPU time) of ``item(i)``, each call
+    ``per_item`` samples, over about ``samples`` samples."""
     item(0)  # warm-up: imports, first allocations
+    calls = max(1, samples // per_item)
     wall, cpu = time.perf_counter(), time.process_time()
-    for i in range(samples):
+    for i in range(calls):
         item((i + 1) % count)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return samples / wall, samples / max(cpu, 1e-9)
+    return calls * per_item / wall, calls * per_item / max(cpu, 1e-9)
 
 
 def dataset_item(dataset) -> Callable[[int], object]:
@@ -73,25 +92,103 @@ def write_folder(root: Path, count: int, height: int, width: int) -> None:
             write_bytes(root / sub / f"{i:04d}.png", buf.tobytes())
 
 
-def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], object], int]]:
-    """(name, item function, item count) of every measured row."""
-    old, new = build_train_transform(h, w, legacy=True), build_train_transform(h, w)
+# The svde 0.2 side runs in its own process from `git archive` of the commit that released it,
+# fed the same files, one round at a time between this process's rounds.
+OLD_SERVER = r"""
+import json, os, sys, time
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import cv2, torch
+import svde
+from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform
+folder, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(1); cv2.setNumThreads(1); torch.manual_seed(0)
+rows = {"synthetic": SyntheticDataset(length=1000, height=h, width=w, transform=build_train_transform(h, w)),
+        "rgbd_folder": RGBDFolderDataset(folder, depth_scale=1000.0, transform=build_train_transform(h, w))}
+print(json.dumps({"version": svde.__version__, "file": svde.__file__}), flush=True)
+for line in sys.stdin:
+    samples, out = int(line), {}
+    for name, ds in rows.items():
+        ds[0]
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(samples):
+            assert torch.isfinite(ds[(i + 1) % len(ds)]["target"]).all()
+        out[name] = (samples / (time.perf_counter() - wall), samples / max(time.process_time() - cpu, 1e-9))
+    print(json.dumps(out), flush=True)
+"""
+
+
+class OldSvde:
+    """svde 0.2's dataset path (``ref``), measured in a child process on request; ``None`` rows
+    (with ``self.reason``) where the repository's history is not at hand."""
+
+    def __init__(self, ref: str, folder: Path, scratch: Path, h: int, w: int) -> None:
+        self.ref, self.reason, self.proc = ref, "", None
+        repo = Path(__file__).resolve().parents[1]
+        try:
+            tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref, "svde"],
+                                 capture_output=True, check=True, timeout=60).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.reason = f"git archive {ref} failed ({getattr(exc, 'stderr', b'') or exc!s})".strip()
+            return
+        root = scratch / "old"
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            archive.extractall(root, filter="data")
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        self.proc = subprocess.Popen([sys.executable, "-c", OLD_SERVER, str(folder), str(h), str(w)], cwd=root,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        hello = json.loads(self.proc.stdout.readline() or "{}")
+        if not str(hello.get("file", "")).startswith(str(root)):
+            self.close()
+            self.reason = f"the child process imported svde from {hello.get('file')}, not from {ref}"
+            return
+        self.version = hello["version"]
+
+    def round(self, samples: int) -> dict[str, tuple[float, float]]:
+        self.proc.stdin.write(f"{samples}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+
+def device_colour_item(h: int, w: int, batch: int = 8) -> Callable[[int], object]:
+    """The deferred colour jitter + normalisation of one sample, as :func:`finish_batch` runs it on
+    a batch of ``batch`` (here on the CPU: on a GPU this is a few kernels per batch)."""
+    ds = SyntheticDataset(length=batch, height=h, width=w, transform=build_train_transform(h, w, colour_on_device=True))
+    images = torch.stack([ds[i]["image"] for i in range(batch)])
+    colour = torch.stack([ds[i]["colour"] for i in range(batch)])
+    return lambda i: apply_colour(images, colour)
+
+
+def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], object], int, int]]:
+    """(name, item function, item count, samples per item) of every row measured in this process."""
+    transforms = {"albumentations": build_train_transform(h, w, legacy=True), "new": build_train_transform(h, w),
+                  "device": build_train_transform(h, w, colour_on_device=True)}
     synth = {k: SyntheticDataset(length=1000, height=h, width=w, transform=t)
-             for k, t in (("none", None), ("old", old), ("new", new))}
-    folder_h, folder_w = 480, 640  # NYU/Kinect-like files
-    write_folder(tmp, 20, folder_h, folder_w)
-    rgbd = {k: RGBDFolderDataset(tmp, depth_scale=1000.0, transform=t) for k, t in (("none", None), ("old", old), ("new", new))}
+             for k, t in (("none", None), *transforms.items())}
+    rgbd = {k: RGBDFolderDataset(tmp, depth_scale=1000.0, transform=t) for k, t in (("none", None), *transforms.items())}
     decode, count = decode_item(tmp)
-    f = f"rgbd_folder PNG {folder_h}x{folder_w}"
-    return [
-        (f"synthetic {h}x{w}, no augmentation", dataset_item(synth["none"]), 1000),
-        (f"synthetic {h}x{w}, full augmentation, old", dataset_item(synth["old"]), 1000),
-        (f"synthetic {h}x{w}, full augmentation, new", dataset_item(synth["new"]), 1000),
-        (f"{f}, decode only (cv2.imdecode x2)", decode, count),
-        (f"{f}, no augmentation", dataset_item(rgbd["none"]), count),
-        (f"{f}, full augmentation, old", dataset_item(rgbd["old"]), count),
-        (f"{f}, full augmentation, new", dataset_item(rgbd["new"]), count),
-    ]
+    f = f"rgbd_folder PNG {FOLDER_SIZE[0]}x{FOLDER_SIZE[1]}"
+    rows = []
+    for prefix, sets, n in ((f"synthetic {h}x{w}", synth, 1000), (f, rgbd, count)):
+        if prefix == f:
+            rows.append((f"{f}, decode only (cv2.imdecode x2)", decode, count, 1))
+        rows += [(f"{prefix}, no augmentation", dataset_item(sets["none"]), n, 1),
+                 (f"{prefix}, {LABELS['albumentations']}", dataset_item(sets["albumentations"]), n, 1),
+                 (f"{prefix}, {LABELS['new']}", dataset_item(sets["new"]), n, 1),
+                 (f"{prefix}, {LABELS['device']}", dataset_item(sets["device"]), n, 1)]
+    rows.append((f"{h}x{w}: {LABELS['device_part']}", device_colour_item(h, w), 1, 8))
+    return rows
+
+
+FOLDER_SIZE = (480, 640)  # NYU/Kinect-like files
+LABELS = {"old": "full augmentation, svde 0.2", "albumentations": "full augmentation, albumentations (legacy=True)",
+          "new": "full augmentation, new", "device": "full augmentation, new, colour on device: worker part",
+          "device_part": "colour on device: the batch part, per sample on this CPU (batch 8)"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,31 +197,63 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--old-ref", default=SVDE_02,
+                        help=f"the git commit whose dataset path is 'old' (default {SVDE_02}: svde 0.2.0); "
+                             "'none': skip it")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     torch.manual_seed(0)
     h, w = args.height, args.width
     with tempfile.TemporaryDirectory() as tmp:
-        rows = rows_for(Path(tmp), h, w)
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in rows}
+        folder = Path(tmp) / "folder"
+        write_folder(folder, 20, *FOLDER_SIZE)
+        rows = rows_for(folder, h, w)
+        old = OldSvde(args.old_ref, folder, Path(tmp), h, w) if args.old_ref != "none" else None
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in rows}
         load = [os.getloadavg()[0]]
-        for _ in range(args.rounds):
-            for name, item, count in rows:
-                results[name].append(throughput(item, count, args.samples))
-            load.append(os.getloadavg()[0])
+        try:
+            for _ in range(args.rounds):
+                for name, item, count, per_item in rows:
+                    results[name].append(throughput(item, count, args.samples, per_item))
+                if old is not None and old.proc is not None:
+                    for prefix, value in old.round(args.samples).items():
+                        key = next(k for k in results if k.startswith(prefix)).split(",")[0]
+                        results.setdefault(f"{key}, {LABELS['old']} ({args.old_ref}, own process)", []).append(value)
+                load.append(os.getloadavg()[0])
+        finally:
+            if old is not None:
+                old.close()
+    report(results, args, load, old)
+
+
+def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace, load: list[float],
+           old: OldSvde | None) -> None:
+    h, w = args.height, args.width
     print(f"one process, one thread; crop {h}x{w}; {args.samples} samples x {args.rounds} interleaved rounds "
           f"(median); load average (1 min) {min(load):.2f}..{max(load):.2f} on {os.cpu_count()} cores")
-    print(f"{'dataset':58s} {'samples/s (wall)':>17s} {'samples/s/core':>15s} {'ms/sample (cpu)':>16s}")
+    if old is not None and old.reason:
+        print(f"note: no svde 0.2 rows: {old.reason}")
+    order = sorted(results, key=lambda k: (not k.startswith("synthetic"), k.startswith(f"{h}x{w}"),
+                                           LABELS["old"] not in k and "no augmentation" not in k and "decode" not in k))
+    print(f"{'dataset':92s} {'samples/s (wall)':>17s} {'samples/s/core':>15s} {'ms/sample (cpu)':>16s}")
     cpu = {}
-    for name, values in results.items():
+    for name in order:
+        values = results[name]
         wall, cpu[name] = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
-        print(f"{name:58s} {wall:17.1f} {cpu[name]:15.1f} {1000 / cpu[name]:16.2f}")
+        print(f"{name:92s} {wall:17.1f} {cpu[name]:15.1f} {1000 / cpu[name]:16.2f}")
     for prefix in ("synthetic", "rgbd_folder"):
-        old, new = (next(v for k, v in cpu.items() if k.startswith(prefix) and k.endswith(s)) for s in (", old", ", new"))
-        print(f"{prefix}: full augmentation new / old = {new / old:.2f}x samples/s/core")
-    decode, new = (next(v for k, v in cpu.items() if k.startswith("rgbd") and s in k) for s in ("decode only", ", new"))
-    print(f"rgbd_folder: new time per sample / pure decode = {decode / new:.2f}x")
+        rate = {k: next((v for name, v in cpu.items() if name.startswith(prefix) and label in name), None)
+                for k, label in LABELS.items() if k != "device_part"}
+        for base in ("old", "albumentations"):
+            if rate[base] is None:
+                continue
+            print(f"{prefix}: new / {LABELS[base].split(', ', 1)[1]} = {rate['new'] / rate[base]:.2f}x "
+                  f"samples/s/core (colour in the workers), {rate['device'] / rate[base]:.2f}x (colour on device)")
+    decode = next(v for k, v in cpu.items() if k.startswith("rgbd") and "decode only" in k)
+    for key in ("new", "device"):
+        new = next(v for k, v in cpu.items() if k.startswith("rgbd") and k.endswith(LABELS[key]))
+        print(f"rgbd_folder: time per sample / pure decode = {decode / new:.2f}x ({LABELS[key].split(', ', 1)[1]})")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ class DataConfig:
     height: int = 384
     width: int = 512
     augment: bool = True
+    # colour jitter + normalisation in the "workers" or on the batch on the "device" (svde.data.colour); auto: CUDA
+    colour_on: str = "auto"
     batch_size: int = 8
     num_workers: int = 0
     epoch_length: int = 1000  # samples drawn from the mixture per epoch (all processes together)
@@ -352,6 +354,7 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
 def validate(cfg: Config) -> Config:
     """Check the values that types alone cannot (names, ranges); returns ``cfg``."""
     # Local imports: keep ``import svde.config`` light.
+    from svde.data.colour import COLOUR_PLACES
     from svde.data.registry import DATASETS, option_problems
     from svde.data.sampling import subset_problem
     from svde.losses import SI_REDUCTIONS, SI_TYPES
@@ -386,20 +389,18 @@ def validate(cfg: Config) -> Config:
                          ("train.max_nonfinite", cfg.train.max_nonfinite)):
         if value <= 0:
             problems.append(f"{where} must be > 0, got {value}")
-    if cfg.train.amp not in AMP_MODES:
-        problems.append(f"train.amp must be one of {', '.join(AMP_MODES)}, got {cfg.train.amp!r}")
     if cfg.loss.si_weight < 0 or cfg.loss.ssi_weight < 0 or cfg.loss.si_weight + cfg.loss.ssi_weight == 0:
         problems.append(f"loss weights must be >= 0 and not both 0, got si_weight={cfg.loss.si_weight}, "
                         f"ssi_weight={cfg.loss.ssi_weight}")
     bad_types = [t for t in cfg.loss.si_types if t not in SI_TYPES]
     if bad_types:
         problems.append(f"loss.si_types may hold {list(SI_TYPES)} only (SI needs unbiased depth), got {bad_types}")
-    if cfg.loss.si_reduction not in SI_REDUCTIONS:
-        problems.append(f"loss.si_reduction {cfg.loss.si_reduction!r} is not one of {', '.join(SI_REDUCTIONS)}")
-    if cfg.optim.name not in OPTIMIZER_NAMES:
-        problems.append(f"optim.name {cfg.optim.name!r} is not one of {', '.join(OPTIMIZER_NAMES)}")
-    if cfg.optim.schedule not in SCHEDULE_NAMES:
-        problems.append(f"optim.schedule {cfg.optim.schedule!r} is not one of {', '.join(SCHEDULE_NAMES)}")
+    for where, value, names in (("train.amp", cfg.train.amp, AMP_MODES), ("data.colour_on", cfg.data.colour_on,
+                                 COLOUR_PLACES), ("loss.si_reduction", cfg.loss.si_reduction, SI_REDUCTIONS),
+                                ("optim.name", cfg.optim.name, OPTIMIZER_NAMES),
+                                ("optim.schedule", cfg.optim.schedule, SCHEDULE_NAMES)):
+        if value not in names:
+            problems.append(f"{where} {value!r} is not one of {', '.join(names)}")
     if cfg.optim.warmup_steps < 0 or not 0 <= cfg.optim.min_lr_ratio <= 1:
         problems.append(f"optim.warmup_steps must be >= 0 and optim.min_lr_ratio in [0, 1], got "
                         f"{cfg.optim.warmup_steps} and {cfg.optim.min_lr_ratio}")

@@ -138,12 +138,15 @@ def test_benchmark_precision_errors(monkeypatch):
 
 
 def test_data_benchmark_prints_old_and_new_side_by_side(capsys):
-    """benchmarks/data.py (issue 25): old and new augmentation, and the pure decode, in one run."""
+    """benchmarks/data.py (issue 25): svde 0.2's dataset path (from git, in its own process), the
+    albumentations pipeline, the new one with colour in the workers or on the device, and the pure
+    decode, in one run."""
     import importlib.util
+    import subprocess
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data.py"
-    spec = importlib.util.spec_from_file_location("data_benchmark", path)
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("data_benchmark", root / "benchmarks" / "data.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     threads = torch.get_num_threads()
@@ -152,10 +155,25 @@ def test_data_benchmark_prints_old_and_new_side_by_side(capsys):
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    rows = {line[:58].strip(): line[58:].split() for line in out.splitlines() if line.startswith(("synthetic", "rgbd"))
-            and "=" not in line}
-    for name in ("rgbd_folder PNG 480x640, full augmentation, old", "rgbd_folder PNG 480x640, full augmentation, new",
-                 "rgbd_folder PNG 480x640, decode only (cv2.imdecode x2)", "synthetic 64x96, full augmentation, new"):
-        assert float(rows[name][1]) > 0, name
-    assert "rgbd_folder: full augmentation new / old = " in out and "new time per sample / pure decode" in out
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith(("synthetic ", "rgbd_folder ", "64x96")) and " = " not in line:
+            name, *numbers = line.rsplit(None, 3)
+            rows[name] = [float(v) for v in numbers]
+    f = "rgbd_folder PNG 480x640"
+    expected = [f"{f}, decode only (cv2.imdecode x2)", f"{f}, full augmentation, albumentations (legacy=True)",
+                f"{f}, full augmentation, new", f"{f}, full augmentation, new, colour on device: worker part",
+                "synthetic 64x96, full augmentation, new",
+                "64x96: colour on device: the batch part, per sample on this CPU (batch 8)"]
+    has_history = subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{module.SVDE_02}^{{commit}}"],
+                                 capture_output=True).returncode == 0
+    if has_history:  # a clone with history: the old rows come from svde 0.2 itself
+        expected += [f"{f}, full augmentation, svde 0.2 ({module.SVDE_02}, own process)",
+                     f"synthetic 64x96, full augmentation, svde 0.2 ({module.SVDE_02}, own process)"]
+        assert "rgbd_folder: new / svde 0.2 = " in out
+    else:
+        assert "note: no svde 0.2 rows: git archive" in out
+    for name in expected:
+        assert rows[name][1] > 0, name
+    assert "rgbd_folder: new / albumentations (legacy=True) = " in out and "time per sample / pure decode" in out
     assert "load average" in out

@@ -58,7 +58,8 @@ def test_yaml_exponent_without_dot_reads_as_float(tmp_path):
     ({"optim": {"schedule": "step"}}, "optim.schedule 'step' is not one of"),
     ({"loss": {"si_types": ["utss"]}}, "loss.si_types"),
     ({"loss": {"si_weight": 0, "ssi_weight": 0}}, "not both 0"),
-    ({"train": {"amp": "fp8"}}, "train.amp must be one of"),
+    ({"train": {"amp": "fp8"}}, "train.amp 'fp8' is not one of none"),
+    ({"data": {"colour_on": "gpu"}}, "data.colour_on 'gpu' is not one of auto, workers, device"),
     ({"data": {"train": [{"convert": "metric"}]}}, "data.train.0.convert"),
     # issue 13: every value checked before the first step, not at the end of the run
     ({"optim": {"lr": float("inf")}}, "optim.lr must be a finite number, got inf"),

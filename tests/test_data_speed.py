@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform
-from svde.data.transforms import TrainAugment, _jitter, colour_matrix
+from svde.data.colour import colour_matrix, jitter_image
+from svde.data.transforms import TrainAugment
 
 
 def coordinates(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,13 +213,13 @@ def test_colour_jitter_matches_albumentations(order):
         expected = image.copy()
         for k in order:
             expected = ops[k](expected, factors[k])
-        out = _jitter(image, (*factors, order))
+        out = jitter_image(image, (*factors, order))
         diff = np.abs(out.astype(int) - expected.astype(int))
         # albumentations rounds after every step and quantises hue to 180 levels, we to 256
         assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 6
-    assert np.array_equal(_jitter(image, (1.0, 1.0, 1.0, 0.0, order)), image)
+    assert np.array_equal(jitter_image(image, (1.0, 1.0, 1.0, 0.0, order)), image)
     grey = np.full((4, 4, 3), 77, np.uint8)
-    assert np.array_equal(_jitter(grey, (1.0, 1.0, 1.0, 0.05, order)), grey)  # hue leaves grey alone
+    assert np.array_equal(jitter_image(grey, (1.0, 1.0, 1.0, 0.05, order)), grey)  # hue leaves grey alone
 
 
 def test_colour_matrix_steps():

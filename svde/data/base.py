@@ -4,6 +4,9 @@ A sample is a dict:
 
 * ``image``: float32 (3, H, W), ImageNet-normalised RGB (decoded as uint8, or as float in
   [0, 1] where a dataset stores float RGB, e.g. TUM's ``/gt/img_1``: kept float, never rounded);
+  or, when a transform defers the colour jitter to the training device (``data.colour_on``),
+  uint8 (3, H, W) RGB with ``colour``: float32 (9,), the drawn jitter
+  (:func:`svde.data.colour.finish_batch` turns the batch into the float form);
 * ``target``: float32 (1, H, W): depth for ``absolute``/``uts``, disparity for ``utss``,
   zeros for ``ordinal``; invalid pixels hold 0;
 * ``mask``: bool (1, H, W), True where ``target`` is valid (finite and > 0);
@@ -39,7 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from svde.errors import UserError
-from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize_image, normalize_image
+from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize_image, normalize_image, uint8_chw
 from svde.types import DENSE, DepthType
 
 __all__ = ["DEPTH_TYPES", "DataError", "DepthDataset", "IMAGENET_MEAN", "IMAGENET_STD", "MIN_SAMPLE_SIZE",
@@ -228,7 +231,9 @@ class DepthDataset(Dataset):
         if raw.get("mask") is not None:
             mask &= raw["mask"].astype(bool)
         # depth_type is set before the transform so that depth-type conversions can check it.
-        raw = {**raw, "target": np.where(mask, target, 0.0).astype(np.float32), "mask": mask,
+        if not getattr(self.transform, "zeroes_invalid", False):  # else the transform does it (one pass, not two)
+            target = np.where(mask, target, np.float32(0))
+        raw = {**raw, "target": target, "mask": mask,
                "depth_type": raw.get("depth_type", self.depth_type)}
         if self.transform is not None:
             raw = self.transform(raw)
@@ -236,7 +241,7 @@ class DepthDataset(Dataset):
         if depth_type not in DEPTH_TYPES:
             raise DataError(f"{file}: depth_type must be one of {DEPTH_TYPES}, got {depth_type!r}")
         sample = {
-            "image": normalize_image(raw["image"]),
+            "image": normalize_image(raw["image"]) if raw.get("colour") is None else uint8_chw(raw["image"]),
             "target": torch.from_numpy(np.ascontiguousarray(raw["target"], dtype=np.float32))[None],
             "mask": torch.from_numpy(np.ascontiguousarray(raw["mask"], dtype=bool))[None],
             "depth_type": DepthType(depth_type).value,
@@ -247,6 +252,8 @@ class DepthDataset(Dataset):
                 else torch.as_tensor(np.asarray(raw["intrinsics"], dtype=np.float32)),
             },
         }
+        if raw.get("colour") is not None:  # jittered and normalised on the batch (svde.data.colour)
+            sample["colour"] = torch.as_tensor(np.asarray(raw["colour"], dtype=np.float32))
         if raw.get("pairs") is not None:
             sample["pairs"] = torch.as_tensor(np.asarray(raw["pairs"], dtype=np.float32))
         return sample

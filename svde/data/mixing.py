@@ -178,7 +178,8 @@ class MixedSampler(Sampler):
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch samples of the common contract.
 
-    ``image``/``target``/``mask`` are stacked (all samples must share one size), ``depth_type`` and
+    ``image``/``target``/``mask`` (and ``colour``, :mod:`svde.data.colour`) are stacked (all samples
+    must share one size), ``depth_type`` and
     ``meta`` become lists, and ``pairs`` (when any sample has them) a list of (K_i, 5) tensors,
     empty for samples without pairs.
 
@@ -196,7 +197,12 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         files = [s.get("meta", {}).get("file", "?") for s in samples]
         raise DataError(f"collate: samples have different sizes {sorted(sizes)} (files {files}); "
                         f"crop them to one size (build_train_transform) or use batch_size=1")
-    batch: dict[str, Any] = {key: torch.stack([s[key] for s in samples]) for key in ("image", "target", "mask")}
+    deferred = ["colour" in s for s in samples]
+    if any(deferred) and not all(deferred):  # uint8 and normalised float images cannot share a batch
+        raise DataError("collate: some samples defer their colour jitter to the device (data.colour_on) and some do "
+                        "not; build every training dataset with the same colour_on_device")
+    keys = ("image", "target", "mask", "colour") if all(deferred) else ("image", "target", "mask")
+    batch: dict[str, Any] = {key: torch.stack([s[key] for s in samples]) for key in keys}
     batch["depth_type"] = [s["depth_type"] for s in samples]
     batch["meta"] = [s["meta"] for s in samples]
     if any("pairs" in s for s in samples):

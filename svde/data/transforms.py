@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from svde.data.base import DataError
+from svde.data.colour import JITTER, encode_colour, jitter_image
 from svde.types import SCALE_INVARIANT, DepthType
 
 if TYPE_CHECKING:  # albumentations takes ~2 s to import: only the augmentation builders load it
@@ -157,6 +158,8 @@ class Compose:
 
     def __init__(self, transforms: Sequence[RawTransform | None]) -> None:
         self.transforms = [t for t in transforms if t is not None]
+        # the first transform's promise (see TrainAugment.zeroes_invalid): it sees the raw dict first
+        self.zeroes_invalid = bool(self.transforms) and getattr(self.transforms[0], "zeroes_invalid", False)
 
     def __call__(self, raw: Raw) -> Raw:
         for t in self.transforms:
@@ -283,9 +286,7 @@ def transform_pairs(pairs: np.ndarray, affine: np.ndarray, shape: tuple[int, ...
 
 
 # ---- the training augmentation: one resampling, uint8 until the end ----------------------------
-_GRAY = np.array([0.299, 0.587, 0.114])  # cv2.COLOR_RGB2GRAY's weights, as albumentations' ColorJitter
 _WARP_MARGINS = {cv2.INTER_NEAREST: 0, cv2.INTER_LINEAR: 1, cv2.INTER_CUBIC: 2, cv2.INTER_LANCZOS4: 4}  # pixels read
-_JITTER = (0.2, 0.2, 0.2, 0.05)  # brightness, contrast, saturation, hue, as ColorJitter's arguments
 _DRAWS = 17  # uniforms per sample: scale, pad (2), crop (2), rotate (2), flip, colour (1 + 4 + 4)
 
 
@@ -293,62 +294,17 @@ def _translate(x: float, y: float) -> np.ndarray:
     return np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
 
 
-def colour_matrix(brightness: float, contrast: float, saturation: float, order: Sequence[int],
-                  mean_rgb: np.ndarray) -> np.ndarray:
-    """The (3, 4) affine RGB map of brightness (0), contrast (1) and saturation (2) changes applied
-    in ``order`` to an image whose mean colour is ``mean_rgb`` (albumentations' ``ColorJitter``,
-    torchvision semantics: brightness scales; contrast blends with the mean grey level of the image
-    as it is at that step; saturation blends with each pixel's grey level). Several steps compose
-    without the rounding and clipping between them.
-
-    Example:
-        >>> colour_matrix(1.5, 1.0, 1.0, [0, 1, 2], np.zeros(3)).round(3).tolist()[0]
-        [1.5, 0.0, 0.0, 0.0]
-    """
-    m, t = np.eye(3), np.zeros(3)
-    mean = np.asarray(mean_rgb, np.float64)[:3]
-    for op in order:
-        if op == 0:
-            step, offset = brightness * np.eye(3), np.zeros(3)
-        elif op == 1:
-            grey = float(_GRAY @ (m @ mean + t))  # the mean grey level of the image at this step
-            step, offset = contrast * np.eye(3), np.full(3, (1.0 - contrast) * grey)
-        else:
-            step, offset = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), _GRAY), np.zeros(3)
-        m, t = step @ m, step @ t + offset
-    return np.concatenate([m, t[:, None]], axis=1)
-
-
-def _jitter(image: np.ndarray, colour: tuple) -> np.ndarray:
-    """Colour jitter ``(brightness, contrast, saturation, hue, order)`` as albumentations'
-    ``ColorJitter`` applies it: each linear step one ``cv2.transform`` (:func:`colour_matrix`;
-    uint8 rounds and clips after each step), the hue shift in HSV."""
-    *factors, hue, order = colour
-    for op in order:
-        if op < 3 and factors[op] != 1.0:
-            mean = np.asarray(cv2.mean(image)[:3]) if op == 1 else np.zeros(3)
-            matrix = colour_matrix(*factors, [op], mean_rgb=mean)
-            image = cv2.transform(image, matrix) if image.dtype == np.uint8 else np.clip(
-                cv2.transform(image, matrix.astype(image.dtype)), 0.0, 1.0)
-        elif op == 3 and image.dtype == np.uint8 and round(hue * 256) % 256:  # 256 hue levels, wrapping in uint8
-            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
-            hsv[..., 0] += np.uint8(round(hue * 256) % 256)
-            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
-        elif op == 3 and image.dtype != np.uint8 and hue:  # float: hue in degrees
-            hsv = cv2.cvtColor(image.astype(np.float32, copy=False), cv2.COLOR_RGB2HSV)
-            hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(360.0 * hue), np.float32(360.0))
-            image = np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), 0.0, 1.0).astype(image.dtype, copy=False)
-    return image
-
-
 class TrainAugment:
     """The paper's training augmentation (see :func:`build_train_transform`) with one resampling.
 
     The geometric steps (resize to cover the crop, random scale, pad, random crop, rotation, flip)
-    compose into one pixel map, so image, depth and mask are each resampled once (the image in
-    its own dtype, uint8 as decoded; depth and mask nearest-neighbour); each colour step is one
-    pass over the uint8 crop (:func:`_jitter`). Pixels rotated in from outside the crop window
-    are invalid, as after a crop then a rotation.
+    compose into one pixel map, so image and depth are each resampled once (the image in its own
+    dtype, uint8 as decoded; depth nearest-neighbour, with 0 at the input ``mask``'s invalid
+    pixels, and the output mask is where the warped depth is positive); each colour step is one
+    pass over the uint8 crop (:func:`~svde.data.colour.jitter_image`), or, with
+    ``colour_on_device``, the drawn parameters go with the sample as ``colour``
+    (:mod:`svde.data.colour`). Pixels rotated in from outside the crop window are invalid, as
+    after a crop then a rotation.
     Parameters are drawn as albumentations draws them (sizes, offsets, ranges, probabilities, colour
     step order), each independently, from torch's generator: :meth:`plan`.
 
@@ -358,9 +314,12 @@ class TrainAugment:
         (3, 3)
     """
 
+    # It sets ``target`` to 0 wherever ``mask`` is False itself: DepthDataset.finish need not do so first.
+    zeroes_invalid = True
+
     def __init__(self, height: int, width: int, scale_range: Sequence[float] = (0.8, 1.25), rotate_limit: float = 10.0,
                  rotate_p: float = 0.5, flip_p: float = 0.5, color_p: float = 0.8,
-                 interpolation: int = cv2.INTER_LINEAR) -> None:
+                 interpolation: int = cv2.INTER_LINEAR, colour_on_device: bool = False) -> None:
         interpolation = cv2.INTER_NEAREST if interpolation == cv2.INTER_NEAREST_EXACT else interpolation
         if interpolation not in _WARP_MARGINS:
             raise ValueError(f"interpolation must be one of cv2's INTER_NEAREST(_EXACT), INTER_LINEAR, INTER_CUBIC "
@@ -368,7 +327,7 @@ class TrainAugment:
         self.size = (int(height), int(width))
         self.scale_range = _check_range("scale_range", scale_range, positive=True)
         self.rotate_limit, self.rotate_p, self.flip_p, self.color_p = rotate_limit, rotate_p, flip_p, color_p
-        self.interpolation = interpolation
+        self.interpolation, self.colour_on_device = interpolation, bool(colour_on_device)
 
     def plan(self, shape: tuple[int, ...]) -> AugmentPlan:
         """Draw one sample's parameters for an input of ``shape`` (one call to torch's generator)."""
@@ -401,22 +360,27 @@ class TrainAugment:
             affine = np.array([[-1.0, 0, width - 1], [0, 1, 0], [0, 0, 1]]) @ affine
         colour = None
         if u[8] < self.color_p:  # ColorJitter(0.2, 0.2, 0.2, 0.05): factors 0.8..1.2, hue -0.05..0.05
-            colour = (*(float(k < 3) - _JITTER[k] + 2 * _JITTER[k] * u[9 + k] for k in range(4)),
+            colour = (*(float(k < 3) - JITTER[k] + 2 * JITTER[k] * u[9 + k] for k in range(4)),
                       [int(k) for k in np.argsort(u[13:17], kind="stable")])  # a uniform random order
         return AugmentPlan(affine, window, colour)
 
     def __call__(self, raw: Raw) -> Raw:
         image, target, mask = raw["image"], raw["target"].astype(np.float32, copy=False), raw.get("mask")
-        mask = np.ones(target.shape, bool) if mask is None else mask if mask.dtype == bool else mask != 0
+        if mask is not None:  # invalid pixels hold 0: then the mask need not be warped (below)
+            target = np.where(mask, target, np.float32(0))
         plan = self.plan(image.shape)
         # the image reads around the window as its interpolation needs; nearest: exactly the depth's pixels
         out_image = self._warp(image, plan, self.interpolation, margin=_WARP_MARGINS[self.interpolation])
         warped = self._warp(target, plan, cv2.INTER_NEAREST)
-        new_mask = self._warp(mask.view(np.uint8), plan, cv2.INTER_NEAREST) > 0  # cv2 has no bool
-        if plan.colour is not None:
-            out_image = _jitter(out_image, plan.colour)
+        # Nearest sampling copies values and the border is 0: the valid pixels are the positive ones
+        # (one warp fewer than warping the mask; NaN > 0 is False).
+        new_mask = warped > 0
         warped[~new_mask] = 0
         result = {**raw, "image": out_image, "target": warped, "mask": new_mask}
+        if self.colour_on_device:  # drawn all the same, applied on the batch (svde.data.colour)
+            result["colour"] = encode_colour(plan.colour)
+        elif plan.colour is not None:
+            result["image"] = jitter_image(out_image, plan.colour)
         if raw.get("intrinsics") is not None:
             result["intrinsics"] = transform_intrinsics(np.asarray(raw["intrinsics"], np.float64), plan.affine, out_image.shape)
         if raw.get("pairs") is not None:
@@ -455,7 +419,7 @@ class AugmentPlan(NamedTuple):
 def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequence[float] = (0.8, 1.25),
                           rotate_limit: float = 10.0, rotate_p: float = 0.5, flip_p: float = 0.5,
                           color_p: float = 0.8, interpolation: int = cv2.INTER_LINEAR,
-                          legacy: bool = False) -> TrainAugment | JointTransform:
+                          legacy: bool = False, colour_on_device: bool = False) -> TrainAugment | JointTransform:
     """The paper's training augmentation: resize, pad and random-crop to ``height`` x ``width``,
     rotation (``rotate_p``, within ``rotate_limit`` degrees), horizontal flip (``flip_p``) and
     colour jitter (``color_p``: brightness, contrast, saturation 0.8..1.2, hue +-0.05).
@@ -465,14 +429,18 @@ def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequ
     is the image's (depth and mask are always nearest-neighbour, sampling the nearest pixel
     centre; with a nearest ``interpolation`` the image is sampled exactly like the depth).
     ``legacy=True``: the albumentations pipeline of svde 0.2 (one resampling and rounding per
-    step), with the same parameter distributions.
+    step), with the same parameter distributions. ``colour_on_device=True``: the colour parameters
+    are drawn but applied later, on the batch (:mod:`svde.data.colour`; not with ``legacy``).
 
     Example:
         >>> type(build_train_transform(64, 96)).__name__, build_train_transform(64, 96, legacy=True).compose.strict
         ('TrainAugment', True)
     """
     if not legacy:
-        return TrainAugment(height, width, scale_range, rotate_limit, rotate_p, flip_p, color_p, interpolation)
+        return TrainAugment(height, width, scale_range, rotate_limit, rotate_p, flip_p, color_p, interpolation,
+                            colour_on_device)
+    if colour_on_device:
+        raise ValueError("colour_on_device needs the default augmentation (legacy=False)")
     import albumentations as A
 
     lo, hi = _check_range("scale_range", scale_range, positive=True)
@@ -495,6 +463,6 @@ def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequ
     if flip_p > 0:
         steps.append(A.HorizontalFlip(p=flip_p))
     if color_p > 0:
-        steps.append(A.ColorJitter(*_JITTER, p=color_p))
+        steps.append(A.ColorJitter(*JITTER, p=color_p))
     return JointTransform(steps)
 

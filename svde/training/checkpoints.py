@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 RESUME_SAFE = ("name", "train.steps", "train.device", "train.compile", "train.log_every", "train.image_every",
                "train.checkpoint_every", "train.max_nonfinite", "train.diverge_factor", "train.diverge_patience",
                "train.diverge_norm_factor", "train.diverge_output_bound", "train.ddp_timeout_s", "data.num_workers",
+               "data.colour_on",
                "val.every", "val.batch_size")
 
 ADVICE = ("Try a lower optim.lr, optim.grad_clip or train.amp=none in a new run (--out), or check the data "

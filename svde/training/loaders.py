@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from svde.config import Config, ConfigError, DatasetEntry
 from svde.data import DataError, build_dataset
 from svde.data.base import DepthDataset, valid_depth_mask
+from svde.data.colour import resolve_colour_place
 from svde.data.mixing import MixedDataset, collate
 from svde.data.sampling import ResumableSampler, SeededSamples, split_holdout, take_subset
 from svde.data.transforms import Compose, ToUTS, ToUTSS, build_train_transform
@@ -23,12 +24,14 @@ from svde.training.distributed import DistContext
 from svde.types import SCALE_INVARIANT, DepthType
 
 
-def build_train_transform_for(cfg: Config, entry: DatasetEntry) -> Compose:
-    """Crop (plus the paper's augmentation when ``data.augment``), then the entry's depth conversion."""
+def build_train_transform_for(cfg: Config, entry: DatasetEntry, colour_on_device: bool = False) -> Compose:
+    """Crop (plus the paper's augmentation when ``data.augment``), then the entry's depth conversion;
+    ``colour_on_device``: the colour jitter and normalisation are left to the batch (:mod:`svde.data.colour`)."""
     size = (cfg.data.height, cfg.data.width)
     # Without augmentation: only resize to cover and random-crop, so batches share one size.
-    crop = build_train_transform(*size) if cfg.data.augment else build_train_transform(
-        *size, scale_range=(1.0, 1.0), rotate_limit=0.0, flip_p=0.0, color_p=0.0)
+    crop = build_train_transform(*size, colour_on_device=colour_on_device) if cfg.data.augment else \
+        build_train_transform(*size, scale_range=(1.0, 1.0), rotate_limit=0.0, flip_p=0.0, color_p=0.0,
+                              colour_on_device=colour_on_device)
     convert = {None: None, DepthType.UTS: ToUTS(), DepthType.UTSS: ToUTSS()}[entry.convert]
     return Compose([crop, convert])
 
@@ -58,9 +61,12 @@ def check_depth_present(dataset: Dataset, where: str, probes: int = 4) -> None:
 
 
 def build_train_loader(cfg: Config, ctx: DistContext) -> DataLoader:
-    """The weighted training mixture as a loader of collated batches, this process's share."""
-    datasets = [build_dataset(e.name, e.root, e.split, transform=build_train_transform_for(cfg, e), **e.options)
-                for e in cfg.data.train]
+    """The weighted training mixture as a loader of collated batches, this process's share (with
+    deferred colour when ``data.colour_on`` resolves to the device: pass them through
+    :func:`svde.data.colour.finish_batch`)."""
+    on_device = resolve_colour_place(cfg.data.colour_on, ctx.device) == "device"
+    datasets = [build_dataset(e.name, e.root, e.split, transform=build_train_transform_for(cfg, e, on_device),
+                              **e.options) for e in cfg.data.train]
     for i, ds in enumerate(datasets):
         check_depth_present(ds, f"data.train.{i}")
     depth_types = [e.convert or ds.depth_type for e, ds in zip(cfg.data.train, datasets)]  # as trained on

@@ -36,6 +36,7 @@ import torch
 
 from svde import losses  # looked up per call: tests replace losses.mixture_loss
 from svde.config import Config
+from svde.data.colour import finish_batch
 from svde.models.checkpoint import nonfinite_tensors
 from svde.training.checkpoints import ADVICE, Checkpointer
 from svde.training.distributed import DistContext, all_reduce_mean
@@ -86,7 +87,7 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
                checkpoints: Checkpointer) -> StepResult | None:
     """One step on ``batch``; ``None`` when the step was skipped (nothing changed but the counter)."""
     device = ctx.device
-    batch = {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask")}}
+    batch = finish_batch(batch, device)  # on the device; deferred colour jitter and normalisation applied there
     # The forward pass updates the BatchNorm running statistics: keep a copy to put back if this
     # step turns out unusable (a NaN batch must not poison them).
     bn_before = [b.clone() for b in state.bn_buffers]

@@ -29,6 +29,7 @@ import torch
 
 from svde.config import Config, ConfigError, DatasetEntry
 from svde.data.base import worker_error
+from svde.data.colour import finish_batch
 from svde.data.sampling import batches
 from svde.data.sampling import take_subset as subset_of
 from svde.errors import SvdeError
@@ -104,7 +105,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
         # resumes at the batch an uninterrupted run would draw; its first images probe every checkpoint
         stream = batches(loader, state.step)
         first = next_batch(stream)
-        state.set_probe(first["image"], ctx.device)
+        state.set_probe(finish_batch(first, ctx.device)["image"], ctx.device)
         stream = itertools.chain([first], stream)
         if state.step == 0:  # the untrained model's score on record; its state kept as the last good one
             checkpoint_and_validate(state, None, checkpoints, validation, run, ctx, save_last=False)
