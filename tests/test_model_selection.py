@@ -71,6 +71,27 @@ def test_held_out_samples_never_train():
     assert val_sets(reseeded)[0][1].indices == held.indices
 
 
+def test_a_run_indexes_each_training_set_once(tmp_path, monkeypatch):
+    """The loader and the held-out validation share each training set's index (listing a large
+    dataset's files is slow): one index() per data.train entry, and validation reads the
+    untransformed samples while training reads augmented ones."""
+    from svde.data.synthetic import SyntheticDataset
+    from svde.training.loaders import build_train_datasets
+
+    calls = []
+    original = SyntheticDataset.index
+    monkeypatch.setattr(SyntheticDataset, "index", lambda self: calls.append(self.length) or original(self))
+    train(build_config(tiny_holdout_raw()), tmp_path / "run")
+    assert calls == [10, 8]
+    cfg = build_config(tiny_holdout_raw())
+    datasets = build_train_datasets(cfg)
+    loader = build_train_loader(cfg, init_distributed("cpu"), datasets)
+    held = val_sets(cfg, datasets)[0][1]
+    trained = loader.dataset.mixed.datasets[0]
+    assert held.dataset is datasets[0] and datasets[0].transform is None
+    assert trained.dataset.records is datasets[0].records and trained.dataset.transform is not None
+
+
 def test_split_holdout_refuses_to_leave_nothing_to_train():
     from svde.data import DataError
     from svde.data.synthetic import SyntheticDataset
@@ -106,7 +127,7 @@ def test_best_checkpoint_records_what_selected_it_and_eval_warns(tmp_path, capsy
 def test_validating_on_a_zero_shot_set_is_logged(caplog, monkeypatch):
     import svde.training.trainer as trainer
 
-    monkeypatch.setattr(trainer, "val_sets", lambda cfg: [])  # no NYU here: only the rule is under test
+    monkeypatch.setattr(trainer, "val_sets", lambda cfg, datasets=None: [])  # no NYU here: only the rule is under test
     cfg = build_config({"val": {"dataset": {"name": "nyu", "root": "/nowhere", "split": "test"}}})
     with caplog.at_level("WARNING", logger="svde.training.trainer"):
         trainer.Validation(cfg, init_distributed("cpu"))

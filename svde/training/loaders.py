@@ -9,6 +9,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
@@ -60,13 +63,27 @@ def check_depth_present(dataset: Dataset, where: str, probes: int = 4) -> None:
                     "the dataset's depth options (scale, type)")
 
 
-def build_train_loader(cfg: Config, ctx: DistContext) -> DataLoader:
+def build_train_datasets(cfg: Config) -> list[Dataset]:
+    """Each ``data.train`` entry's dataset, untransformed: indexed once, for the loader and for
+    :func:`val_sets` (listing a large dataset's files can take minutes)."""
+    return [build_dataset(e.name, e.root, e.split, **e.options) for e in cfg.data.train]
+
+
+def with_transform(dataset: Dataset, transform: Any) -> Dataset:
+    """A shallow copy of ``dataset`` (its index shared) that applies ``transform``."""
+    out = copy.copy(dataset)
+    out.transform = transform
+    return out
+
+
+def build_train_loader(cfg: Config, ctx: DistContext, datasets: list[Dataset] | None = None) -> DataLoader:
     """The weighted training mixture as a loader of collated batches, this process's share (with
     deferred colour when ``data.colour_on`` resolves to the device: pass them through
-    :func:`svde.data.colour.finish_batch`)."""
+    :func:`svde.data.colour.finish_batch`). ``datasets``: :func:`build_train_datasets`' result,
+    to share its index (built here when None)."""
     on_device = resolve_colour_place(cfg.data.colour_on, ctx.device) == "device"
-    datasets = [build_dataset(e.name, e.root, e.split, transform=build_train_transform_for(cfg, e, on_device),
-                              **e.options) for e in cfg.data.train]
+    datasets = [with_transform(ds, build_train_transform_for(cfg, e, on_device))
+                for e, ds in zip(cfg.data.train, datasets or build_train_datasets(cfg))]
     for i, ds in enumerate(datasets):
         check_depth_present(ds, f"data.train.{i}")
     depth_types = [e.convert or ds.depth_type for e, ds in zip(cfg.data.train, datasets)]  # as trained on
@@ -108,13 +125,14 @@ def val_entry(cfg: Config) -> EvalEntry | None:
     return EvalEntry.from_dataset(entry, cfg.val.protocol)
 
 
-def val_sets(cfg: Config) -> list[tuple[EvalEntry, Dataset, dict]]:
+def val_sets(cfg: Config, datasets: list[Dataset] | None = None) -> list[tuple[EvalEntry, Dataset, dict]]:
     """What validation scores: ``(entry, dataset, record)`` for each set, built and checked now.
 
     ``val.dataset``: that one set. ``val.holdout``: for each training dataset whose ground truth
     is depth, the ``val.holdout`` samples that :func:`build_train_loader` keeps out of training,
     read without augmentation, under ``val.protocol`` or the dataset's own (``folder``: no cap).
-    ``record`` says which data it is, for ``best.pt``'s ``selected_on``.
+    ``record`` says which data it is, for ``best.pt``'s ``selected_on``. ``datasets``:
+    :func:`build_train_datasets`' result, to share its index (built here when None).
     """
     if cfg.val.every == 0:
         return []
@@ -122,10 +140,11 @@ def val_sets(cfg: Config) -> list[tuple[EvalEntry, Dataset, dict]]:
     if entry is not None:
         return [(entry, entry.build(), {**entry.to_dict(), "holdout": None})]
     sets = []
-    for i, e in enumerate(cfg.data.train):
-        if cfg.val.holdout == 0:
-            break
-        ds = build_dataset(e.name, e.root, e.split, **e.options)
+    if cfg.val.holdout == 0:
+        datasets = []
+    elif datasets is None:
+        datasets = build_train_datasets(cfg)
+    for i, (e, ds) in enumerate(zip(cfg.data.train, datasets)):
         if not holds_out(cfg, e.convert or ds.depth_type):
             continue
         held = split_holdout(take_subset(ds, e.subset, e.name), cfg.val.holdout, e.name)[1]

@@ -39,7 +39,7 @@ from svde.training.checkpoints import (ADVICE, RESUME_SAFE, Checkpointer, check_
                                        resume_config)
 from svde.training.distributed import DistContext, all_gather_objects, all_reduce_mean, cleanup, init_distributed
 from svde.training.errors import RunFolderError, TrainingError
-from svde.training.loaders import build_train_loader, build_train_transform_for, val_sets
+from svde.training.loaders import build_train_datasets, build_train_loader, build_train_transform_for, val_sets
 from svde.training.state import TrainState, parameter_norm, rng_state, seed_everything, set_rng_state
 from svde.training.step import StepResult, train_step
 from svde.types import DepthType
@@ -90,8 +90,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
     # rank reads its own share of every epoch.
     seed_everything(tcfg.seed)
     # Data first, so that a missing root or empty dataset fails before any model is built.
-    loader = build_train_loader(cfg, ctx)
-    validation = Validation(cfg, ctx) if ctx.is_main else None
+    datasets = build_train_datasets(cfg)  # indexed once: the loader and the held-out validation share them
+    loader = build_train_loader(cfg, ctx, datasets)
+    validation = Validation(cfg, ctx, datasets) if ctx.is_main else None
     state = TrainState.build(cfg, ctx.device)
     if ckpt is not None:
         state.restore(ckpt, ctx, checkpoints.last)
@@ -204,14 +205,14 @@ class Validation:
     """Periodic validation on ``cfg.val`` through the one evaluation path (``evaluate_entry``):
     one set, or the held-out samples of the training mixture (:func:`~svde.training.loaders.val_sets`)."""
 
-    def __init__(self, cfg: Config, ctx: DistContext) -> None:
+    def __init__(self, cfg: Config, ctx: DistContext, datasets: list | None = None) -> None:
         self.cfg, self.device = cfg, ctx.device
         chosen_on = [cfg.val.dataset] if cfg.val.dataset is not None else cfg.data.train if cfg.val.holdout else []
         for entry in chosen_on:
             if entry.name in ZERO_SHOT_DATASETS:
                 log.warning("validating on %s (split %s), a set the paper evaluates zero-shot: best.pt will be "
                             "selected on it, so its score there is not a zero-shot result", entry.name, entry.split)
-        self.sets = val_sets(cfg)  # built once, checked early
+        self.sets = val_sets(cfg, datasets)  # built once, checked early
         names = [entry.name for entry, _, _ in self.sets]
         self.labels = [n if names.count(n) == 1 else f"{n}{i}" for i, n in enumerate(names)]
         # What best.pt was chosen on: svde eval / paper-table warn when asked to evaluate it.
