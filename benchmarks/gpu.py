@@ -13,8 +13,9 @@ loader keeps the GPU busy with N workers.
   ``configs/paper/<model>.yaml`` (its batch size, 384x512 crop, optimiser, precision; the encoder
   randomly initialised instead of ImageNet weights), on synthetic batches already in memory.
 * **Loader**: the training loader of ``mn_lrn4``'s paper config (:func:`build_train_loader`: a
-  real DataLoader with the training augmentation) over the synthetic dataset with N workers;
-  the GPU idle fraction is the share of wall time the loop waits for the next batch.
+  real DataLoader with the training augmentation) over the synthetic dataset with N workers,
+  with the colour jitter in the workers and on the device (``data.colour_on``); the GPU idle
+  fraction is the share of wall time the loop waits for the next batch.
 
 Results go to ``--out`` as ``gpu_benchmark.json`` and ``gpu_benchmark.md`` (written atomically).
 ``--quick`` (the smoke test, e.g. ``--device cpu --quick``): tiny inputs, one or two models, one
