@@ -86,6 +86,7 @@ def test_apply_threads_sets_torch_and_opencv(restore_threads):
 
 def test_default_threads_leaves_cores_for_workers_and_torchrun(monkeypatch):
     monkeypatch.setattr(common, "available_cores", lambda: 8)
+    monkeypatch.setattr(common, "busy_cores", lambda: 0)  # an idle machine (busy cores: below)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert default_threads(0) is None  # one process loading its own data: torch's own default
@@ -98,15 +99,57 @@ def test_default_threads_leaves_cores_for_workers_and_torchrun(monkeypatch):
         assert 4 * (default_threads(workers) + workers) <= 8 or default_threads(workers) == 1
 
 
-def test_quickstart_does_not_oversubscribe_the_cores(monkeypatch):
+def test_quickstart_does_not_oversubscribe_the_cores(monkeypatch, caplog):
+    """Issue 25, item 4: with another program keeping a core busy, the default leaves it alone."""
     from svde.config import load_config
 
     cfg = load_config(REPO / "configs" / "quickstart.yaml")
     assert cfg.data.num_workers == 0  # the rooms are rendered in the training process: its threads are all
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert default_threads(cfg.data.num_workers) is None  # torch's own: OMP_NUM_THREADS, else the cores
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(common, "available_cores", lambda: 2)
+    monkeypatch.setattr(common, "busy_cores", lambda: 0)
+    assert default_threads(cfg.data.num_workers) is None  # an idle machine: torch's own (all cores)
+    monkeypatch.setattr(common, "busy_cores", lambda: 1)
+    with caplog.at_level("INFO"):
+        assert default_threads(cfg.data.num_workers) == 1 and default_threads(2) == 1
+    assert "1 of this process's 2 CPU cores are busy with other programs: using the other 1" in caplog.text
+    monkeypatch.setattr(common, "busy_cores", lambda: 2)  # every core busy: still one thread, never zero
+    assert default_threads(0) == 1
+    monkeypatch.setattr(common, "available_cores", lambda: 8)
+    monkeypatch.setattr(common, "busy_cores", lambda: 3)
+    assert default_threads(0) == 5 and default_threads(2) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_threads(0) == 4  # under torchrun the starting sibling ranks are not counted as busy: 8 // 2
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert default_threads(0) is None  # the user's choice wins
     readme = (REPO / "README.md").read_text()
     assert "python scripts/train.py --config configs/quickstart.yaml --threads 1" in readme
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists() or common.available_cores() < 2, reason="needs Linux, 2 cores")
+def test_busy_cores_sees_a_program_spinning():
+    import subprocess
+    import sys
+    import time
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert common.busy_cores(0.5) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_cpu_ticks_reads_proc_stat_lines(monkeypatch, tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 10 100 5 0 0 0 0 0\ncpu0 4 0 6 50 2 0 0 0 0 0\ncpu1 6 0 4 50 3 0 0 1 0 0\n"
+                    "intr 123\nctxt 9\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(stat if path == "/proc/stat" else path, *a, **k))
+    assert common._cpu_ticks() == {0: (52, 62), 1: (53, 64)}
 
 
 def test_train_threads_reach_the_trainer_before_work(tmp_path, restore_threads):

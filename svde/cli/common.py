@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,6 +39,7 @@ from svde.models.loading import load
 from svde.preprocess import STRIDE
 
 DEBUG_FLAG = "--debug"
+log = logging.getLogger(__name__)
 
 
 def error_line(exc: BaseException) -> str:
@@ -123,19 +125,62 @@ def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 
                         help=f"CPU threads of PyTorch and OpenCV, >= 1; 1 on a machine other jobs share ({rule})")
 
 
+def _cpu_ticks() -> dict[int, tuple[int, int]]:
+    """(idle, total) clock ticks of each CPU since boot, from Linux's ``/proc/stat``
+    (``cpuN user nice system idle iowait irq softirq steal ...``; idle = idle + iowait)."""
+    ticks = {}
+    with open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                values = [int(v) for v in fields[:8]]
+                ticks[int(name[3:])] = (values[3] + values[4], sum(values))
+    return ticks
+
+
+def busy_cores(interval: float = 0.1) -> int:
+    """How many of the cores this process may run on other programs keep busy right now: the
+    non-idle share of each over ``interval`` seconds (this process sleeps meanwhile), summed and
+    rounded; 0 where the OS does not say (no ``/proc/stat`` or affinity mask)."""
+    try:
+        cores = os.sched_getaffinity(0)
+        before = _cpu_ticks()
+        time.sleep(interval)
+        after = _cpu_ticks()
+    except (OSError, AttributeError, ValueError, IndexError):
+        return 0
+    busy = 0.0
+    for core in cores:
+        if core in before and core in after and after[core][1] > before[core][1]:
+            idle, total = (a - b for a, b in zip(after[core], before[core]))
+            busy += 1.0 - idle / total
+    return int(busy + 0.5)
+
+
 def default_threads(workers: int = 0) -> int | None:
     """The thread count when ``--threads`` is not given; ``None`` keeps torch's own.
 
-    Under ``torchrun`` (``LOCAL_WORLD_SIZE`` processes on this machine) or with ``workers``
-    data-loading processes (PyTorch runs each on one thread), this process gets its share, so that
-    processes x (threads + workers) stays within the cores: ``cores // processes - workers``, at least
-    1. Otherwise torch's default stands (``OMP_NUM_THREADS`` when set, else the cores); with
-    workers, too, a set ``OMP_NUM_THREADS`` wins (torchrun sets it to 1 itself, so there it is not read).
+    The cores this process may use, less those other programs keep busy now (:func:`busy_cores`,
+    outside ``torchrun``: OpenMP threads that share a core with another job wait for each other,
+    2-40x slower), are
+    shared out so that processes x (threads + workers) stays within them: ``free // processes -
+    workers``, at least 1, where ``processes`` is ``torchrun``'s ``LOCAL_WORLD_SIZE`` and
+    ``workers`` the data-loading processes (PyTorch runs each on one thread). A set
+    ``OMP_NUM_THREADS`` wins outside ``torchrun`` (which sets it to 1 itself); with no worker,
+    no ``torchrun`` and no busy core, torch's default stands (all cores).
     """
     processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if processes == 1 and (workers == 0 or "OMP_NUM_THREADS" in os.environ):
+    if processes == 1 and "OMP_NUM_THREADS" in os.environ:
         return None
-    return max(1, available_cores() // processes - workers)
+    cores = available_cores()
+    # Under torchrun the sibling ranks, starting up now, would look busy: their share is divided out instead.
+    busy = min(busy_cores(), cores - 1) if cores > 1 and processes == 1 else 0
+    if busy:
+        log.info("%d of this process's %d CPU cores are busy with other programs: using the other %d "
+                 "(--threads N to choose)", busy, cores, cores - busy)
+    if processes == 1 and workers == 0 and busy == 0:
+        return None
+    return max(1, (cores - busy) // processes - workers)
 
 
 def apply_threads(threads: int | None, workers: int = 0) -> int:
