@@ -28,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -118,41 +119,77 @@ for line in sys.stdin:
 
 
 class OldSvde:
-    """svde 0.2's dataset path (``ref``), measured in a child process on request; ``None`` rows
-    (with ``self.reason``) where the repository's history is not at hand."""
+    """svde 0.2's dataset path (``ref``), measured in a child process on request. Where that cannot
+    run (no git history, an import error, a crash or a hang) its rows are left out, with the
+    reason in ``self.reason``; the rest of the benchmark goes on."""
 
     def __init__(self, ref: str, folder: Path, scratch: Path, h: int, w: int) -> None:
         self.ref, self.reason, self.proc = ref, "", None
+        self.stderr = scratch / "old-svde.stderr"
+        if ref.startswith("-"):
+            self.reason = f"--old-ref {ref!r} is not a commit"
+            return
         repo = Path(__file__).resolve().parents[1]
         try:
             tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref, "svde"],
                                  capture_output=True, check=True, timeout=60).stdout
         except (OSError, subprocess.SubprocessError) as exc:
-            self.reason = f"git archive {ref} failed ({getattr(exc, 'stderr', b'') or exc!s})".strip()
+            detail = getattr(exc, "stderr", None) or str(exc)
+            self.reason = f"git archive {ref} failed: {detail.decode() if isinstance(detail, bytes) else detail}".strip()
             return
         root = scratch / "old"
         with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-            archive.extractall(root, filter="data")
-        env = {**os.environ, "PYTHONPATH": str(root)}
-        self.proc = subprocess.Popen([sys.executable, "-c", OLD_SERVER, str(folder), str(h), str(w)], cwd=root,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        hello = json.loads(self.proc.stdout.readline() or "{}")
-        if not str(hello.get("file", "")).startswith(str(root)):
-            self.close()
-            self.reason = f"the child process imported svde from {hello.get('file')}, not from {ref}"
+            try:
+                archive.extractall(root, filter="data")
+            except TypeError:  # Python releases before extraction filters: our own repository's archive
+                archive.extractall(root)
+        with open(self.stderr, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", OLD_SERVER, str(folder), str(h), str(w)], cwd=root,
+                                         env={**os.environ, "PYTHONPATH": str(root)}, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, text=True)
+        hello = self._reply(120.0)
+        if hello is None:
             return
-        self.version = hello["version"]
+        if not str(hello.get("file", "")).startswith(str(root)):
+            self._fail(f"the child process imported svde from {hello.get('file')}, not from {ref}")
+
+    def _reply(self, timeout: float) -> dict | None:
+        """The child's next JSON line, or None (and the child stopped, the reason kept)."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            self._fail("no answer within the time limit" if not ready else "it stopped")
+            return None
+
+    def _fail(self, why: str) -> None:
+        self.close()
+        last = [line for line in self.stderr.read_text(errors="replace").splitlines() if line.strip()][-1:]
+        self.reason = f"svde {self.ref} in a child process: {why}" + (f" ({last[0].strip()})" if last else "")
 
     def round(self, samples: int) -> dict[str, tuple[float, float]]:
-        self.proc.stdin.write(f"{samples}\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+        """One round's (wall, cpu) samples/s per dataset; empty once the child has failed."""
+        if self.proc is None:
+            return {}
+        try:
+            self.proc.stdin.write(f"{samples}\n")
+            self.proc.stdin.flush()
+        except OSError:
+            self._fail("it stopped")
+            return {}
+        return self._reply(600.0) or {}
 
     def close(self) -> None:
-        if self.proc is not None:
+        if self.proc is None:
+            return
+        try:
             self.proc.stdin.close()
-            self.proc.wait(timeout=60)
-            self.proc = None
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 def device_colour_item(h: int, w: int, batch: int = 8) -> Callable[[int], object]:
@@ -209,14 +246,14 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(tmp) / "folder"
         write_folder(folder, 20, *FOLDER_SIZE)
         rows = rows_for(folder, h, w)
-        old = OldSvde(args.old_ref, folder, Path(tmp), h, w) if args.old_ref != "none" else None
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in rows}
-        load = [os.getloadavg()[0]]
+        load, old = [os.getloadavg()[0]], None
         try:
+            old = OldSvde(args.old_ref, folder, Path(tmp), h, w) if args.old_ref != "none" else None
             for _ in range(args.rounds):
                 for name, item, count, per_item in rows:
                     results[name].append(throughput(item, count, args.samples, per_item))
-                if old is not None and old.proc is not None:
+                if old is not None:
                     for prefix, value in old.round(args.samples).items():
                         key = next(k for k in results if k.startswith(prefix)).split(",")[0]
                         results.setdefault(f"{key}, {LABELS['old']} ({args.old_ref}, own process)", []).append(value)
@@ -237,24 +274,31 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
     order = sorted(results, key=lambda k: (not k.startswith("synthetic"), k.startswith(f"{h}x{w}"),
                                            LABELS["old"] not in k and "no augmentation" not in k and "decode" not in k))
     print(f"{'dataset':92s} {'samples/s (wall)':>17s} {'samples/s/core':>15s} {'ms/sample (cpu)':>16s}")
-    cpu = {}
     for name in order:
         values = results[name]
-        wall, cpu[name] = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
-        print(f"{name:92s} {wall:17.1f} {cpu[name]:15.1f} {1000 / cpu[name]:16.2f}")
-    for prefix in ("synthetic", "rgbd_folder"):
-        rate = {k: next((v for name, v in cpu.items() if name.startswith(prefix) and label in name), None)
-                for k, label in LABELS.items() if k != "device_part"}
-        for base in ("old", "albumentations"):
-            if rate[base] is None:
-                continue
-            print(f"{prefix}: new / {LABELS[base].split(', ', 1)[1]} = {rate['new'] / rate[base]:.2f}x "
-                  f"samples/s/core (colour in the workers), {rate['device'] / rate[base]:.2f}x (colour on device)")
-    decode = next(v for k, v in cpu.items() if k.startswith("rgbd") and "decode only" in k)
-    for key in ("new", "device"):
-        new = next(v for k, v in cpu.items() if k.startswith("rgbd") and k.endswith(LABELS[key]))
-        print(f"rgbd_folder: time per sample / pure decode = {decode / new:.2f}x ({LABELS[key].split(', ', 1)[1]})")
+        wall, cpu = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
+        print(f"{name:92s} {wall:17.1f} {cpu:15.1f} {1000 / cpu:16.2f}")
+    # Ratios per round (both rows measured minutes apart at most), then their median and range:
+    # steadier than a ratio of medians when the machine's speed drifts.
+    def find(prefix: str, key: str) -> str | None:
+        suffix = f", {LABELS[key]}" + (f" ({args.old_ref}, own process)" if key == "old" else "")
+        return next((k for k in results if k.startswith(prefix) and k.endswith(suffix)), None)
 
+    def ratio(top: str, bottom: str) -> str:
+        values = [a[1] / b[1] for a, b in zip(results[top], results[bottom])]
+        return f"{statistics.median(values):.2f}x (rounds {min(values):.2f}-{max(values):.2f})"
+
+    for prefix in ("synthetic", "rgbd_folder"):
+        for base in ("old", "albumentations"):
+            if find(prefix, base) is None:
+                continue
+            print(f"{prefix}: new / {LABELS[base].split(', ', 1)[1]} = {ratio(find(prefix, 'new'), find(prefix, base))} "
+                  f"samples/s/core with the colour in the workers, {ratio(find(prefix, 'device'), find(prefix, base))} "
+                  "with the colour on the device")
+    decode = next(k for k in results if k.startswith("rgbd") and "decode only" in k)
+    for key in ("new", "device"):
+        print(f"rgbd_folder: time per sample / pure decode = {ratio(decode, find('rgbd_folder', key))} "
+              f"({LABELS[key].split(', ', 1)[1]})")
 
 if __name__ == "__main__":
     main()

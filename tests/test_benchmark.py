@@ -177,3 +177,11 @@ def test_data_benchmark_prints_old_and_new_side_by_side(capsys):
         assert rows[name][1] > 0, name
     assert "rgbd_folder: new / albumentations (legacy=True) = " in out and "time per sample / pure decode" in out
     assert "load average" in out
+    # svde 0.2 that cannot run leaves its rows out with the reason, and the rest is measured
+    try:
+        module.main(["--samples", "1", "--rounds", "1", "--height", "64", "--width", "96", "--old-ref", "deadbeef"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "note: no svde 0.2 rows: git archive deadbeef failed" in out and "svde 0.2 (" not in out
+    assert f"{f}, full augmentation, new" in out

@@ -132,6 +132,10 @@ def test_bad_input_is_refused():
         apply_colour(image, bad)
     with pytest.raises(ValueError, match="permutation"):
         encode_colour((1.0, 1.0, 1.0, 0.0, [0, 0, 1, 2]))
+    repeated = torch.tensor([IDENTITY, IDENTITY])
+    repeated[0, 0], repeated[0, 5:] = 1.0, torch.tensor([0.0, 0.0, 1.0, 7.0])
+    with pytest.raises(ValueError, match="permutation of 0..3"):
+        apply_colour(image, repeated)
     with pytest.raises(ValueError, match="legacy"):
         build_train_transform(32, 32, legacy=True, colour_on_device=True)
     with pytest.raises(ValueError, match="not one of auto, workers, device"):
@@ -188,3 +192,42 @@ def test_training_with_colour_on_device(tmp_path, monkeypatch):
         expected = (torch.uint8, True) if place == "device" else (torch.float32, False)
         assert seen and all(s == expected for s in seen), seen
     assert first_loss["device"] == pytest.approx(first_loss["workers"], rel=0.02)
+
+
+@pytest.mark.parametrize("transform", ["augment", "augment+utss", "colour_on_device", "legacy", "none"])
+def test_png_depth_scaled_after_the_crop_gives_the_same_samples(tmp_path, transform):
+    """rgbd_folder's 16-bit PNGs stay uint16 through TrainAugment's warp and are scaled at the
+    crop's size (svde.data.io.read_depth_scaled): bit for bit the samples of scaling first, with
+    zero pixels, an explicit mask folder, and every transform kind."""
+    import cv2
+
+    from svde.data import RGBDFolderDataset
+    from svde.data.io import read_depth_any
+    from svde.data.transforms import Compose, ToUTSS
+
+    rng = np.random.default_rng(0)
+    for sub in ("rgb", "depth", "mask"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "rgb" / f"{i}.png"), rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+        depth = rng.integers(500, 9000, (60, 80)).astype(np.uint16)
+        depth[rng.random((60, 80)) < 0.2] = 0  # holes
+        cv2.imwrite(str(tmp_path / "depth" / f"{i}.png"), depth)
+        cv2.imwrite(str(tmp_path / "mask" / f"{i}.png"), (rng.random((60, 80)) > 0.1).astype(np.uint8) * 255)
+    build = {"augment": lambda: build_train_transform(32, 48),
+             "augment+utss": lambda: Compose([build_train_transform(32, 48), ToUTSS()]),
+             "colour_on_device": lambda: build_train_transform(32, 48, colour_on_device=True),
+             "legacy": lambda: build_train_transform(32, 48, legacy=True), "none": lambda: None}[transform]
+    late = RGBDFolderDataset(tmp_path, depth_scale=1000.0, transform=build())
+    early = RGBDFolderDataset(tmp_path, depth_scale=1000.0, transform=build())
+    read = early.read
+    early.read = lambda record: {**read(record), "target": read_depth_any(record[1], 1000.0), "depth_scale": None}
+    assert late.read(late.records[0])["target"].dtype == np.uint16
+    for i in range(3):
+        torch.manual_seed(i)
+        a = late[i]
+        torch.manual_seed(i)
+        b = early[i]
+        for key in ("image", "target", "mask"):
+            assert torch.equal(a[key], b[key]), (transform, i, key)
+        assert a["mask"].any() and not a["mask"].all() and (a["target"][~a["mask"]] == 0).all()

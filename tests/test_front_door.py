@@ -113,7 +113,7 @@ def test_quickstart_does_not_oversubscribe_the_cores(monkeypatch, caplog):
     monkeypatch.setattr(common, "busy_cores", lambda: 1)
     with caplog.at_level("INFO"):
         assert default_threads(cfg.data.num_workers) == 1 and default_threads(2) == 1
-    assert "1 of this process's 2 CPU cores are busy with other programs: using the other 1" in caplog.text
+    assert "1 of this process's 2 CPU cores are busy with other programs: leaving them alone" in caplog.text
     monkeypatch.setattr(common, "busy_cores", lambda: 2)  # every core busy: still one thread, never zero
     assert default_threads(0) == 1
     monkeypatch.setattr(common, "available_cores", lambda: 8)

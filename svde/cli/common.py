@@ -117,10 +117,11 @@ def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 
     if default is not None:
         rule = "default: %(default)s"
     elif workers:
-        rule = ("default: torch's own (OMP_NUM_THREADS, else all cores), except with data-loading workers or "
-                "under torchrun: cores // processes - workers, at least 1; each worker runs on one thread")
+        rule = ("default: the cores other programs leave free; with data-loading workers or under torchrun "
+                "free cores // processes - workers, at least 1 (each worker runs on one thread); OMP_NUM_THREADS "
+                "wins outside torchrun")
     else:
-        rule = "default: torch's own (OMP_NUM_THREADS, else all cores)"
+        rule = "default: the cores other programs leave free (all when idle); OMP_NUM_THREADS wins"
     parser.add_argument("--threads", type=int, default=default, metavar="N",
                         help=f"CPU threads of PyTorch and OpenCV, >= 1; 1 on a machine other jobs share ({rule})")
 
@@ -141,7 +142,8 @@ def _cpu_ticks() -> dict[int, tuple[int, int]]:
 def busy_cores(interval: float = 0.1) -> int:
     """How many of the cores this process may run on other programs keep busy right now: the
     non-idle share of each over ``interval`` seconds (this process sleeps meanwhile), summed and
-    rounded; 0 where the OS does not say (no ``/proc/stat`` or affinity mask)."""
+    rounded (a core less than a quarter busy counts as idle); 0 where the OS does not say (no
+    ``/proc/stat`` or affinity mask)."""
     try:
         cores = os.sched_getaffinity(0)
         before = _cpu_ticks()
@@ -153,7 +155,8 @@ def busy_cores(interval: float = 0.1) -> int:
     for core in cores:
         if core in before and core in after and after[core][1] > before[core][1]:
             idle, total = (a - b for a, b in zip(after[core], before[core]))
-            busy += 1.0 - idle / total
+            share = 1.0 - min(max(idle, 0), total) / total  # iowait may step back (proc(5))
+            busy += share if share >= 0.25 else 0.0  # background noise on an idle core is not a job
     return int(busy + 0.5)
 
 
@@ -176,8 +179,8 @@ def default_threads(workers: int = 0) -> int | None:
     # Under torchrun the sibling ranks, starting up now, would look busy: their share is divided out instead.
     busy = min(busy_cores(), cores - 1) if cores > 1 and processes == 1 else 0
     if busy:
-        log.info("%d of this process's %d CPU cores are busy with other programs: using the other %d "
-                 "(--threads N to choose)", busy, cores, cores - busy)
+        log.info("%d of this process's %d CPU cores are busy with other programs: leaving them alone "
+                 "(--threads N to choose)", busy, cores)
     if processes == 1 and workers == 0 and busy == 0:
         return None
     return max(1, (cores - busy) // processes - workers)

@@ -13,10 +13,11 @@ saturated values in eval mode, or that validation cannot score; so does a full d
 naming the file). ``--debug`` shows tracebacks.
 
 ``--threads N`` sets the CPU threads of the training process (of each process under torchrun)
-before any work; without it a process that loads its data itself keeps torch's default
-(OMP_NUM_THREADS, else the cores), and one with ``data.num_workers`` workers, or each of
-torchrun's processes, takes its share: cores // processes - workers, at least 1. On a machine
-other jobs share, ``--threads 1``.
+before any work; without it the cores other programs keep busy are left alone (said in one
+line), and a process that loads its data itself takes the rest (torch's default, OMP_NUM_THREADS
+or all cores, when none is busy), one with ``data.num_workers`` workers, or each of torchrun's
+processes, its share: free cores // processes - workers, at least 1. ``--threads 1`` for a
+reproducible count on a machine other jobs share.
 
 Examples:
     svde train --config configs/quickstart.yaml

@@ -5,8 +5,8 @@ A sample is a dict:
 * ``image``: float32 (3, H, W), ImageNet-normalised RGB (decoded as uint8, or as float in
   [0, 1] where a dataset stores float RGB, e.g. TUM's ``/gt/img_1``: kept float, never rounded);
   or, when a transform defers the colour jitter to the training device (``data.colour_on``),
-  uint8 (3, H, W) RGB with ``colour``: float32 (9,), the drawn jitter
-  (:func:`svde.data.colour.finish_batch` turns the batch into the float form);
+  uint8 (3, H, W) RGB (float RGB rounded to 8 bits) with ``colour``: float32 (9,), the drawn
+  jitter (:func:`svde.data.colour.finish_batch` turns the batch into the float form);
 * ``target``: float32 (1, H, W): depth for ``absolute``/``uts``, disparity for ``utss``,
   zeros for ``ordinal``; invalid pixels hold 0;
 * ``mask``: bool (1, H, W), True where ``target`` is valid (finite and > 0);
@@ -46,7 +46,8 @@ from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize_image, norm
 from svde.types import DENSE, DepthType
 
 __all__ = ["DEPTH_TYPES", "DataError", "DepthDataset", "IMAGENET_MEAN", "IMAGENET_STD", "MIN_SAMPLE_SIZE",
-           "check_rgb", "dense_depth_type", "denormalize_image", "normalize_image", "valid_depth_mask", "worker_error"]
+           "check_rgb", "dense_depth_type", "denormalize_image", "normalize_image", "scale_depth", "valid_depth_mask",
+           "worker_error"]
 
 ComplexWarning = np.exceptions.ComplexWarning
 DEPTH_TYPES = tuple(t.value for t in DepthType)  # ("absolute", "uts", "utss", "ordinal")
@@ -137,6 +138,17 @@ def dense_depth_type(value: Any, where: str) -> DepthType:
     return DepthType(value)
 
 
+def scale_depth(raw: np.ndarray, scale: float) -> np.ndarray:
+    """Stored integer depth as float32 in its units, ``raw / scale``, in one pass (uint16 -> float32
+    is exact, then one float32 division): how :func:`svde.data.io.read_depth_any` scales a 16-bit PNG.
+
+    Example:
+        >>> scale_depth(np.array([1500, 0], np.uint16), 1000.0).tolist()
+        [1.5, 0.0]
+    """
+    return raw.astype(np.float32) if scale == 1.0 else np.divide(raw, np.float32(scale), dtype=np.float32)
+
+
 def valid_depth_mask(target: np.ndarray) -> np.ndarray:
     """True where a depth/disparity value is usable: finite and strictly positive."""
     with np.errstate(invalid="ignore"):
@@ -148,7 +160,8 @@ class DepthDataset(Dataset):
 
     ``read`` returns a dict of numpy arrays: ``image`` uint8 (H, W, 3) RGB (or float32 RGB in
     [0, 1] where the dataset stores float colour), ``target``
-    float32 (H, W) (depth or disparity in the dataset's ``depth_type``), optionally ``mask``
+    float32 (H, W) (depth or disparity in the dataset's ``depth_type``; or the stored integers with
+    ``depth_scale``, target = integers / depth_scale: :func:`svde.data.io.read_depth_scaled`), optionally ``mask``
     bool (H, W) (extra validity, ANDed with finite & > 0), ``intrinsics`` (4,) and ``pairs``
     (K, 5), and ``file`` (the path to name in messages).
 
@@ -226,17 +239,28 @@ class DepthDataset(Dataset):
         if target.shape != image.shape[:2]:
             raise DataError(f"{file}: image is {image.shape[1]}x{image.shape[0]} (WxH) but depth is "
                             f"{target.shape[1] if target.ndim > 1 else '?'}x{target.shape[0]}")
-        target = target.astype(np.float32, copy=False)
-        mask = valid_depth_mask(target)
+        # A transform that zeroes invalid depth itself (TrainAugment) also masks and scales at its
+        # output size: fewer pixels, one pass each. Else it all happens here, at the stored size.
+        late = getattr(self.transform, "zeroes_invalid", False)
+        scale = raw.get("depth_scale")
+        if scale is not None and not late:
+            target, scale = scale_depth(target, scale), None
+        if scale is None:
+            target = target.astype(np.float32, copy=False)
+            mask = valid_depth_mask(target)
+        else:  # raw integers: finite; unsigned ones are valid exactly where > 0, which the transform sees
+            mask = None if target.dtype.kind == "u" else target > 0
         if raw.get("mask") is not None:
-            mask &= raw["mask"].astype(bool)
-        # depth_type is set before the transform so that depth-type conversions can check it.
-        if not getattr(self.transform, "zeroes_invalid", False):  # else the transform does it (one pass, not two)
+            mask = raw["mask"].astype(bool) if mask is None else mask & raw["mask"].astype(bool)
+        if not late:
             target = np.where(mask, target, np.float32(0))
-        raw = {**raw, "target": target, "mask": mask,
+        # depth_type is set before the transform so that depth-type conversions can check it.
+        raw = {**raw, "target": target, "mask": mask, "depth_scale": scale,
                "depth_type": raw.get("depth_type", self.depth_type)}
         if self.transform is not None:
             raw = self.transform(raw)
+        if raw.get("depth_scale") is not None:
+            raise DataError(f"{file}: the transform left the depth unscaled (depth_scale {raw['depth_scale']})")
         depth_type = raw.get("depth_type", self.depth_type)
         if depth_type not in DEPTH_TYPES:
             raise DataError(f"{file}: depth_type must be one of {DEPTH_TYPES}, got {depth_type!r}")

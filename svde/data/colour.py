@@ -10,8 +10,8 @@ applying them. :func:`finish_batch` moves the batch to the device and applies th
 (:func:`apply_colour`), then normalises. The uint8 images are also a quarter of the float bytes
 to pass from the workers and to copy to the GPU.
 
-The steps follow albumentations' ``ColorJitter`` on float images (the in-worker path mirrors its
-uint8 functions: :func:`svde.data.transforms._jitter`): brightness scales; contrast blends with
+The steps follow albumentations' ``ColorJitter`` on float images (the in-worker path,
+:func:`jitter_image`, mirrors its uint8 functions): brightness scales; contrast blends with
 the image's mean grey level at that step; saturation blends with each pixel's grey level (grey
 = 0.299 R + 0.587 G + 0.114 B, OpenCV's ``RGB2GRAY``); hue rotates the HSV hue; the result is
 clipped to [0, 1] after each step. Unlike the uint8 path nothing is rounded between steps, so the
@@ -172,6 +172,9 @@ def apply_colour(image: torch.Tensor, colour: torch.Tensor, normalize: bool = Tr
     plan = colour.detach().to("cpu", torch.float32)
     if not torch.isfinite(plan).all():
         raise ValueError("apply_colour: the colour parameters hold NaN or inf")
+    applied = plan[:, 0] > 0
+    if not (plan[applied, 5:].sort(dim=1).values == torch.arange(4.0)).all():
+        raise ValueError("apply_colour: each jittered sample's step order must be a permutation of 0..3")
     x = image.float().div_(255.0)
     params = plan.to(x.device, non_blocking=True)
     brightness, contrast, saturation, hue = params[:, 1:5].unbind(dim=1)
@@ -179,7 +182,7 @@ def apply_colour(image: torch.Tensor, colour: torch.Tensor, normalize: bool = Tr
     eye = torch.eye(3, device=x.device).expand(x.shape[0], 3, 3)
     desaturate = grey.view(1, 1, 3).expand(x.shape[0], 3, 3)  # every channel becomes the pixel's grey
     for position in range(4):  # each sample's step at this position
-        op_cpu = torch.where(plan[:, 0] > 0, plan[:, 5 + position].round().long(), -1)
+        op_cpu = torch.where(applied, plan[:, 5 + position].round().long(), -1)
         if ((op_cpu >= 0) & (op_cpu < 3)).any():  # brightness, contrast, saturation: one (3, 4) map each
             op = op_cpu.to(x.device, non_blocking=True)
             factor = torch.where(op == 0, brightness, torch.where(op == 1, contrast, torch.where(
@@ -217,7 +220,7 @@ def finish_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str,
         (torch.uint8, torch.float32)
     """
     out = {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask")}}
-    if "colour" in batch:
-        out["image"] = apply_colour(out["image"], batch["colour"].to(device, non_blocking=True))
+    if "colour" in batch:  # the parameters stay on the CPU: apply_colour reads them there without a sync
+        out["image"] = apply_colour(out["image"], batch["colour"])
         del out["colour"]
     return out

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from svde.data.base import DataError, DepthDataset, dense_depth_type
-from svde.data.io import read_depth_any, read_gray, read_image
+from svde.data.io import read_depth_scaled, read_gray, read_image
 from svde.data.layout import USER_IMAGE_EXTS, check_intrinsics, pair_by_stem, parse_list
 from svde.types import DepthType
 
@@ -141,11 +141,11 @@ class RGBDFolderDataset(DepthDataset):
     def read(self, record: tuple[Path, Path, Path | None]) -> dict[str, Any]:
         image_path, depth_path, mask_path = record
         image = read_image(image_path)
-        target = read_depth_any(depth_path, self.depth_scale)
+        target, depth_scale = read_depth_scaled(depth_path, self.depth_scale)  # a PNG's scaling waits for the crop
         if target.shape != image.shape[:2]:
             raise DataError(f"{depth_path}: depth is {target.shape[1]}x{target.shape[0]} (WxH) but image "
                             f"{image_path} is {image.shape[1]}x{image.shape[0]}")
-        raw: dict[str, Any] = {"image": image, "target": target, "file": str(image_path),
+        raw: dict[str, Any] = {"image": image, "target": target, "depth_scale": depth_scale, "file": str(image_path),
                                "intrinsics": self.intrinsics, "depth_type": self.depth_type}
         if mask_path is not None:
             mask = read_gray(mask_path)

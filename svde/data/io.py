@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from svde.atomic import atomic_path, write_bytes, write_json
-from svde.data.base import DataError
+from svde.data.base import DataError, scale_depth
 
 # Sintel's .dpt magic number (stored as a little-endian float32 before width and height).
 DPT_TAG = 202021.25
@@ -213,6 +213,30 @@ def read_dpt(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4", offset=12).reshape(height, width).astype(np.float32)
 
 
+def _check_scale(path: Path, scale: float) -> None:
+    if not scale or not np.isfinite(scale) or scale <= 0:
+        raise DataError(f"{path}: depth scale must be a positive number, got {scale!r}")
+
+
+def read_depth_scaled(path: str | os.PathLike, scale: float = 1.0) -> tuple[np.ndarray, float | None]:
+    """:func:`read_depth_any`'s map with the scaling left for later where that is cheaper:
+    ``(raw uint16 values, scale)`` for a 16-bit PNG (:func:`scale_depth` gives the same floats:
+    after the augmentation's crop it divides fewer pixels), ``(read_depth_any(path, scale), None)``
+    for other formats. Datasets return the pair as ``target`` and ``depth_scale``
+    (:class:`svde.data.base.DepthDataset`).
+
+    Example:
+        >>> raw, scale = read_depth_scaled("scene/depth/0001.png", scale=1000.0)  # doctest: +SKIP
+        >>> raw.dtype, scale  # doctest: +SKIP
+        (dtype('uint16'), 1000.0)
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        return read_depth_any(path, scale), None
+    _check_scale(path, scale)
+    return read_png16(path), float(scale)
+
+
 def read_depth_any(path: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
     """Read a depth (or disparity) map as float32 (H, W) by its extension, divided by ``scale``.
 
@@ -223,13 +247,10 @@ def read_depth_any(path: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
         >>> depth_m = read_depth_any("scene/depth/0001.png", scale=1000.0)  # doctest: +SKIP
     """
     path = Path(path)
-    if not scale or not np.isfinite(scale) or scale <= 0:
-        raise DataError(f"{path}: depth scale must be a positive number, got {scale!r}")
+    _check_scale(path, scale)
     ext = path.suffix.lower()
     if ext == ".png":
-        png = read_png16(path)
-        # one pass: uint16 -> float32 is exact, then the same float32 division as below
-        return png.astype(np.float32) if scale == 1.0 else np.divide(png, np.float32(scale), dtype=np.float32)
+        return scale_depth(read_png16(path), scale)
     elif ext == ".pfm":
         depth = read_pfm(path)
     elif ext == ".dpt":

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from svde.data.base import DataError, DepthDataset
-from svde.data.io import read_depth_any, read_gray, read_h5, read_image
+from svde.data.io import read_depth_scaled, read_gray, read_h5, read_image
 from svde.data.layout import IMAGE_EXTS, TRAIN_SPLITS, check_split, pair_by_stem, parse_list
 from svde.types import DepthType
 
@@ -133,8 +133,9 @@ class DIMLIndoorDataset(DepthDataset):
 
     def read(self, record: tuple[Path, Path]) -> dict[str, Any]:
         image, depth = record
-        return {"image": read_image(image), "target": read_depth_any(depth, self.depth_scale),
-                "intrinsics": None, "file": str(image)}
+        target, depth_scale = read_depth_scaled(depth, self.depth_scale)  # a PNG's scaling waits for the crop
+        return {"image": read_image(image), "target": target, "depth_scale": depth_scale, "intrinsics": None,
+                "file": str(image)}
 
 
 class MegaDepthDataset(DepthDataset):

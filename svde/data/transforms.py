@@ -3,15 +3,19 @@
 Transforms are callables on the raw numpy dict that :meth:`DepthDataset.finish` passes them
 (``image`` uint8 (H, W, 3), ``target`` float32 (H, W) with 0 at invalid pixels, ``mask`` bool
 (H, W), ``depth_type``, and optionally ``intrinsics`` (4,), ``pairs`` (K, 5), ``file``); they
-return a dict of the same form.
+return a dict of the same form. A transform with ``zeroes_invalid = True`` (:class:`TrainAugment`,
+first in a :class:`Compose`) is passed the depth as read instead (NaN, inf and values <= 0
+kept; stored uint16 with ``depth_scale``; ``mask`` None where validity is ``target > 0``) and
+masks, zeroes and scales it itself, at its output size.
 
 * :func:`build_train_transform`: resize (to cover the crop, times a random scale), pad, random
   crop, rotation, horizontal flip and colour jitter. By default (:class:`TrainAugment`) the
   geometric steps are composed into one pixel map and applied with one ``cv2.warpAffine`` per
   array, and the image stays in its decoded dtype (uint8) throughout; ``legacy=True`` gives the
   former albumentations pipeline (:class:`JointTransform`: one resampling per step), kept to
-  reproduce older runs and for the benchmark. Depth and mask are resampled nearest-neighbour and
-  padded / rotated-in pixels are invalid (mask 0), so image and depth stay aligned to the pixel.
+  reproduce older runs and for the benchmark. Depth is resampled nearest-neighbour (the mask
+  follows it: :class:`TrainAugment` derives it from the warped depth, the legacy pipeline warps
+  it) and padded / rotated-in pixels are invalid (mask 0), so image and depth stay aligned to the pixel.
   Intrinsics are updated exactly for resize, pad, crop and flip (a flipped sample shows the
   mirrored scene, so ``fx`` stays positive). A rotation about the image centre is a camera roll about the optical axis when
   ``fx == fy``: the intrinsics are then kept (same focal length, principal point rotated with
@@ -43,7 +47,7 @@ import cv2
 import numpy as np
 import torch
 
-from svde.data.base import DataError
+from svde.data.base import DataError, scale_depth, valid_depth_mask
 from svde.data.colour import JITTER, encode_colour, jitter_image
 from svde.types import SCALE_INVARIANT, DepthType
 
@@ -300,7 +304,8 @@ class TrainAugment:
     The geometric steps (resize to cover the crop, random scale, pad, random crop, rotation, flip)
     compose into one pixel map, so image and depth are each resampled once (the image in its own
     dtype, uint8 as decoded; depth nearest-neighbour, with 0 at the input ``mask``'s invalid
-    pixels, and the output mask is where the warped depth is positive); each colour step is one
+    pixels, and the output mask is where the warped depth is positive; stored uint16 depth with
+    its ``depth_scale`` is warped as it is and scaled at the crop's size); each colour step is one
     pass over the uint8 crop (:func:`~svde.data.colour.jitter_image`), or, with
     ``colour_on_device``, the drawn parameters go with the sample as ``colour``
     (:mod:`svde.data.colour`). Pixels rotated in from outside the crop window are invalid, as
@@ -365,18 +370,22 @@ class TrainAugment:
         return AugmentPlan(affine, window, colour)
 
     def __call__(self, raw: Raw) -> Raw:
-        image, target, mask = raw["image"], raw["target"].astype(np.float32, copy=False), raw.get("mask")
+        image, target, mask, scale = raw["image"], raw["target"], raw.get("mask"), raw.get("depth_scale")
+        if target.dtype != np.uint16:  # cv2 warps stored uint16 depth as it is, anything else as float32
+            target = target.astype(np.float32, copy=False)
         if mask is not None:  # invalid pixels hold 0: then the mask need not be warped (below)
-            target = np.where(mask, target, np.float32(0))
+            target = np.where(mask, target, target.dtype.type(0))
         plan = self.plan(image.shape)
         # the image reads around the window as its interpolation needs; nearest: exactly the depth's pixels
         out_image = self._warp(image, plan, self.interpolation, margin=_WARP_MARGINS[self.interpolation])
         warped = self._warp(target, plan, cv2.INTER_NEAREST)
         # Nearest sampling copies values and the border is 0: the valid pixels are the positive ones
-        # (one warp fewer than warping the mask; NaN > 0 is False).
-        new_mask = warped > 0
+        # (one warp fewer than warping the mask; NaN > 0 is False); stored integers are scaled now.
+        new_mask = warped > 0 if warped.dtype == np.uint16 else valid_depth_mask(warped)  # inf: invalid too
+        if warped.dtype != np.float32 or scale is not None:
+            warped = scale_depth(warped, 1.0 if scale is None else scale)
         warped[~new_mask] = 0
-        result = {**raw, "image": out_image, "target": warped, "mask": new_mask}
+        result = {**raw, "image": out_image, "target": warped, "mask": new_mask, "depth_scale": None}
         if self.colour_on_device:  # drawn all the same, applied on the batch (svde.data.colour)
             result["colour"] = encode_colour(plan.colour)
         elif plan.colour is not None:

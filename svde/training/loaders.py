@@ -69,6 +69,15 @@ def build_train_datasets(cfg: Config) -> list[Dataset]:
     return [build_dataset(e.name, e.root, e.split, **e.options) for e in cfg.data.train]
 
 
+def _shared(cfg: Config, datasets: list[Dataset] | None) -> list[Dataset]:
+    """``datasets`` (one per ``data.train`` entry), or them built now."""
+    if datasets is None:
+        return build_train_datasets(cfg)
+    if len(datasets) != len(cfg.data.train):
+        raise ValueError(f"{len(datasets)} datasets given for {len(cfg.data.train)} data.train entries")
+    return datasets
+
+
 def with_transform(dataset: Dataset, transform: Any) -> Dataset:
     """A shallow copy of ``dataset`` (its index shared) that applies ``transform``."""
     out = copy.copy(dataset)
@@ -83,7 +92,7 @@ def build_train_loader(cfg: Config, ctx: DistContext, datasets: list[Dataset] | 
     to share its index (built here when None)."""
     on_device = resolve_colour_place(cfg.data.colour_on, ctx.device) == "device"
     datasets = [with_transform(ds, build_train_transform_for(cfg, e, on_device))
-                for e, ds in zip(cfg.data.train, datasets or build_train_datasets(cfg))]
+                for e, ds in zip(cfg.data.train, _shared(cfg, datasets))]
     for i, ds in enumerate(datasets):
         check_depth_present(ds, f"data.train.{i}")
     depth_types = [e.convert or ds.depth_type for e, ds in zip(cfg.data.train, datasets)]  # as trained on
@@ -140,10 +149,7 @@ def val_sets(cfg: Config, datasets: list[Dataset] | None = None) -> list[tuple[E
     if entry is not None:
         return [(entry, entry.build(), {**entry.to_dict(), "holdout": None})]
     sets = []
-    if cfg.val.holdout == 0:
-        datasets = []
-    elif datasets is None:
-        datasets = build_train_datasets(cfg)
+    datasets = _shared(cfg, datasets) if cfg.val.holdout else []
     for i, (e, ds) in enumerate(zip(cfg.data.train, datasets)):
         if not holds_out(cfg, e.convert or ds.depth_type):
             continue
