@@ -8,6 +8,7 @@ Example:
 """
 
 from svde.data.base import DEPTH_TYPES, DataError, DepthDataset, denormalize_image, normalize_image
+from svde.data.colour import finish_batch
 from svde.data.folder import RGBDFolderDataset, StereoFolderDataset
 from svde.data.mixing import MixedDataset, MixedSampler, collate
 from svde.data.registry import DATASETS, build_dataset, dataset_class
@@ -32,6 +33,7 @@ __all__ = [
     "collate",
     "dataset_class",
     "denormalize_image",
+    "finish_batch",
     "normalize_image",
     "to_uts",
     "to_utss",
