@@ -167,3 +167,34 @@ def test_train_threads_reach_the_trainer_before_work(tmp_path, restore_threads):
     torch.set_num_threads(2)
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--threads", "1"]) == 0
     assert read_checkpoint(tmp_path / "run" / "last.pt")["threads"] == 1  # what the trainer ran on
+
+
+def test_a_resume_keeps_the_thread_count_it_was_written_on(tmp_path, restore_threads, monkeypatch, caplog):
+    """Without --threads a resumed run takes its last.pt's thread count, whatever the load now
+    (busy_cores would pick another), so it stays bit-identical; --threads still wins."""
+    import yaml
+
+    from svde.training.checkpoints import recorded_threads
+
+    tiny = {"height": 64, "width": 64}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny", "val": {"every": 0},
+        "data": {"train": [{"name": "synthetic", "options": {"length": 4, **tiny}}], **tiny, "batch_size": 2,
+                 "epoch_length": 4},
+        "train": {"steps": 1, "log_every": 1, "checkpoint_every": 1, "image_every": 0, "device": "cpu"}}))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run), "--threads", "1"]) == 0
+    assert recorded_threads(run) == 1 and recorded_threads(tmp_path / "nowhere") is None
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(common, "available_cores", lambda: 2)
+    monkeypatch.setattr(common, "busy_cores", lambda: 0)  # the default alone would now take 2
+    torch.set_num_threads(2)
+    with caplog.at_level("INFO"):
+        assert main(["train", "--resume", str(run), "train.steps=2"]) == 0
+    assert torch.get_num_threads() == 1 and read_checkpoint(run / "last.pt")["threads"] == 1
+    assert "resuming on the 1 CPU thread(s) the run was written on" in caplog.text
+    assert "no longer bit-identical" not in caplog.text
+    assert main(["train", "--resume", str(run), "train.steps=3", "--threads", "2"]) == 0
+    assert read_checkpoint(run / "last.pt")["threads"] == 2

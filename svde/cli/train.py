@@ -13,11 +13,11 @@ saturated values in eval mode, or that validation cannot score; so does a full d
 naming the file). ``--debug`` shows tracebacks.
 
 ``--threads N`` sets the CPU threads of the training process (of each process under torchrun)
-before any work; without it the cores other programs keep busy are left alone (said in one
-line), and a process that loads its data itself takes the rest (torch's default, OMP_NUM_THREADS
+before any work; without it a resumed run takes the count its last.pt was written on (so it
+stays bit-identical), and otherwise the cores other programs keep busy are left alone (said in
+one line): a process that loads its data itself takes the rest (torch's default, OMP_NUM_THREADS
 or all cores, when none is busy), one with ``data.num_workers`` workers, or each of torchrun's
-processes, its share: free cores // processes - workers, at least 1. ``--threads 1`` for a
-reproducible count on a machine other jobs share.
+processes, its share: free cores // processes - workers, at least 1.
 
 Examples:
     svde train --config configs/quickstart.yaml
@@ -31,11 +31,14 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from pathlib import Path
 
 from svde.cli.common import add_debug_argument, add_threads_argument, apply_threads, check_positive, command_parser
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
     from svde.config import load_config
     from svde.training import resume_config, train
+    from svde.training.checkpoints import recorded_threads
 
     if args.resume is not None:
         cfg = resume_config(args.resume, args.overrides, config=args.config)
@@ -69,7 +73,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = args.out if args.out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    apply_threads(args.threads, workers=cfg.data.num_workers)  # before the first tensor is made
+    threads = args.threads
+    if threads is None and args.resume is not None and "LOCAL_WORLD_SIZE" not in os.environ:
+        threads = recorded_threads(args.resume)  # the count the run was on: it stays bit-identical
+        if threads is not None:
+            log.info("resuming on the %d CPU thread(s) the run was written on (--threads N to choose)", threads)
+    apply_threads(threads, workers=cfg.data.num_workers)  # before the first tensor is made
     summary = train(cfg, run_dir, resume=args.resume is not None)
     if int(os.environ.get("RANK", "0")) == 0:
         val = summary["val"]

@@ -191,6 +191,19 @@ def resume_config(run_dir: str | Path, overrides: Sequence[str] = (), config: st
     return load_config(config if config is not None else copy, overrides)
 
 
+def recorded_threads(run_dir: str | Path) -> int | None:
+    """The CPU thread count ``run_dir``'s ``last.pt`` was written on (None: no such file, or none
+    recorded): resumed on the same count, a run stays bit-identical to an uninterrupted one. The
+    tensors are memory-mapped, not read (the resume reads the file anyway)."""
+    last = Path(run_dir) / "last.pt"
+    try:
+        stored = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - missing, legacy format or unreadable: resume_config explains
+        return None
+    threads = stored.get("threads") if isinstance(stored, Mapping) else None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
+
+
 def _check_writable(run_dir: Path) -> None:
     try:
         check_writable(run_dir)
