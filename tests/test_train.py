@@ -191,6 +191,22 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_run(tmp_path):
         train(cfg, tmp_path / "empty", resume=True)
 
 
+def test_a_run_from_before_colour_on_resumes_with_its_jitter_in_the_workers(tmp_path):
+    """A last.pt whose stored config has no data.colour_on (svde 0.2) resumes with "workers", as it
+    trained, not auto (which would move the jitter to the device on CUDA); an override still wins."""
+    from svde.training import resume_config
+
+    cfg = build_config(tiny_raw(train={"steps": 1}, val={"every": 0}))
+    run = tmp_path / "run"
+    train(cfg, run)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert resume_config(run).data.colour_on == "auto"  # a run that has the key keeps it
+    del ckpt["config"]["data"]["colour_on"]
+    torch.save(ckpt, run / "last.pt")
+    assert resume_config(run).data.colour_on == "workers"
+    assert resume_config(run, ["data.colour_on=device"]).data.colour_on == "device"
+
+
 def run_script(args, launcher=(sys.executable,)):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([*launcher, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,

@@ -180,7 +180,10 @@ def resume_config(run_dir: str | Path, overrides: Sequence[str] = (), config: st
         if config is not None:
             cfg = load_config(config, overrides)
         else:
-            cfg = build_config(stored, overrides)
+            # A run from before data.colour_on jittered in its workers: it goes on doing so (auto
+            # would move the jitter to the device on CUDA), unless an override says otherwise.
+            legacy = isinstance(stored.get("data"), Mapping) and "colour_on" not in stored["data"]
+            cfg = build_config(stored, (["data.colour_on=workers"] if legacy else []) + list(overrides))
         if config is None and (not copy.is_file() or copy.stat().st_size == 0):
             log.warning("%s is missing or empty: resuming with the config stored in %s", copy, last)
         check_resume_config(cfg, stored, last)
