@@ -118,3 +118,19 @@ def release_server(tmp_path, monkeypatch):
     monkeypatch.setenv("SVDE_WEIGHTS_URL", srv.url)
     yield srv
     srv.close()
+
+
+def _corrupt_mjpg_frame(path: Path, index: int, frames: int) -> None:
+    """Zero frame ``index``'s JPEG data inside an MJPG .avi of ``frames`` frames, keeping the
+    container intact: OpenCV's grab() fails on that frame and its reader goes on."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]  # JPEG start-of-image markers
+    assert len(starts) == frames
+    data[starts[index] + 2:starts[index + 1] - 64] = bytes(starts[index + 1] - 64 - starts[index] - 2)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def corrupt_mjpg_frame() -> Callable[[Path, int, int], None]:
+    """``corrupt(path, index, frames)``: one frame of an MJPG .avi made undecodable (video tests)."""
+    return _corrupt_mjpg_frame

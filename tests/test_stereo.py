@@ -316,15 +316,11 @@ def test_corrupt_pair_is_skipped_with_its_reason(tmp_path):
     assert sorted(p.name for p in (out / "left").iterdir()) == ["000.png"]
 
 
-def test_corrupt_video_frame_is_dropped_and_the_frames_after_it_kept(tmp_path, caplog):
+def test_corrupt_video_frame_is_dropped_and_the_frames_after_it_kept(tmp_path, caplog, corrupt_mjpg_frame):
     """Frame 3's JPEG data zeroed in an MJPG .avi (its grab() fails, OpenCV's reader goes on)."""
     truth = shots(rooms=(0,), length=6)
     video = write_sbs_video(tmp_path / "film.avi", [(p["left"], p["right"]) for p in truth])
-    data = bytearray(video.read_bytes())
-    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]  # JPEG start-of-image markers
-    assert len(starts) == 6
-    data[starts[3] + 2:starts[4] - 64] = bytes(starts[4] - 64 - starts[3] - 2)
-    video.write_bytes(bytes(data))
+    corrupt_mjpg_frame(video, 3, frames=6)
     out = tmp_path / "out"
     assert cli([video, "--out", out, "--dup-threshold", "0"]) == 0
     frames = {f["frame_index"]: f for f in json.loads((out / "manifest.json").read_text())["frames"]}

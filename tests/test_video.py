@@ -104,17 +104,13 @@ def test_one_colour_range_per_video_so_static_pixels_do_not_flicker(tmp_path):
     assert flicker(per_frame, static, mean=True) > 100
 
 
-def test_corrupt_frame_is_skipped_and_named_and_the_length_kept(tmp_path, mn_checkpoint, capsys):
+def test_corrupt_frame_is_skipped_and_named_and_the_length_kept(tmp_path, mn_checkpoint, capsys, corrupt_mjpg_frame):
     """Frame 3's JPEG data zeroed in an MJPG .avi (its grab() fails; OpenCV's reader goes on)."""
     rng = np.random.default_rng(0)
     frames = [np.clip(room().astype(int) + rng.integers(-20, 20, (H, W, 1)), 0, 255).astype(np.uint8)
               for _ in range(6)]
     clip = write_video(tmp_path / "bad.avi", frames, fps=10.0, codec="MJPG")
-    data = bytearray(clip.read_bytes())
-    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]  # JPEG start-of-image markers
-    assert len(starts) == 6
-    data[starts[3] + 2:starts[4] - 64] = bytes(starts[4] - 64 - starts[3] - 2)
-    clip.write_bytes(bytes(data))
+    corrupt_mjpg_frame(clip, 3, frames=6)
     out = tmp_path / "out"
     assert main(["predict", "--checkpoint", str(mn_checkpoint), str(clip), "--out", str(out), "--npy",
                  "--short-side", "64", "--threads", "1"]) == 0
