@@ -169,9 +169,29 @@ def test_sky_masks_set_sky_to_the_minimum_disparity_and_keep_it_valid(pairs, tmp
     assert mask[top].all() and np.allclose(disp[top], disp[mask].min())
 
     (masks / "c_deep.png").unlink()
-    assert cli([*common[:2], tmp_path / "out2", *common[3:]]) == 1
+    other = next(f["name"] for f in manifest["frames"] if f["name"] != "c_deep")
+    cv2.imwrite(str(masks / f"{other}.png"), sky)  # a mask for another frame only: c_deep, kept, has none
+    assert cli([*common[:2], tmp_path / "out2", *common[3:]]) in (0, 1)
     deep = next(f for f in json.loads((tmp_path / "out2/manifest.json").read_text())["frames"] if f["name"] == "c_deep")
     assert deep["status"] == "dropped" and "no sky mask" in deep["reason"]
+
+
+def test_sky_masks_that_match_no_frame_or_do_not_decode_fail_before_matching(pairs, tmp_path, capsys, monkeypatch):
+    from svde.data.stereo import pipeline
+
+    root, _ = pairs
+    masks = tmp_path / "sky"
+    masks.mkdir()
+    (masks / "frame_0001.png").write_bytes(cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes())
+    monkeypatch.setattr(pipeline, "estimate_disparity", lambda *a, **k: pytest.fail("matched before the check"))
+    monkeypatch.setattr(pipeline.midas, "midas_frame", lambda *a, **k: pytest.fail("matched before the check"))
+    assert cli([root, "--out", tmp_path / "out", "--preset", "midas", "--matcher", "sgbm", "--sky-masks", masks]) == 2
+    err = capsys.readouterr().err
+    assert "none of the" in err and "has a mask" in err and err.count("\n") == 1, err
+    monkeypatch.undo()
+    (masks / "c_deep.png").write_bytes(b"not a png")
+    assert cli([root, "--out", tmp_path / "out3", "--preset", "midas", "--matcher", "sgbm", "--sky-masks", masks]) == 2
+    assert "cannot decode this sky mask" in capsys.readouterr().err
 
 
 def write_two_shot_video(path: Path, length: int = 60, fps: float = 24.0) -> Path:

@@ -51,7 +51,7 @@ from svde.cli.common import add_debug_argument, add_threads_argument, apply_thre
 from svde.device import resolve_device
 from svde.data.stereo.estimate import MATCHERS
 from svde.data.stereo.matching import RAFT_MODELS, SGBM_MODES, StereoSettings
-from svde.data.stereo.midas import PRESET_EXCLUDES, PRESETS
+from svde.data.stereo.midas import PRESETS, preset_values
 from svde.data.stereo.pipeline import FRAME_FILTERS, PrepareOptions, prepare
 from svde.data.stereo.preview import write_contact_sheet
 from svde.errors import RunFailed
@@ -84,9 +84,8 @@ def apply_preset(args: argparse.Namespace, given: set[str]) -> argparse.Namespac
     """``args`` with the defaults of ``args.preset`` (:data:`~svde.data.stereo.midas.PRESETS`) for
     every option not ``given``; a preset value also yields to an option it excludes
     (``--every`` to the preset's ``--fps``, ``--cut-detector`` to its ``--cut-threshold``)."""
-    for dest, value in PRESETS.get(args.preset or "", {}).items():
-        if dest not in given and not any(other in given for other in PRESET_EXCLUDES.get(dest, ())):
-            setattr(args, dest, value)
+    for dest, value in (preset_values(args.preset, given) if args.preset else {}).items():
+        setattr(args, dest, value)
     return args
 
 

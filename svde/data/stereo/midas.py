@@ -43,6 +43,7 @@ record names the first that fails. Sampling (``genTraining_recurr.py``) and cuts
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ import numpy as np
 
 from svde.data.stereo import raft
 from svde.data.stereo.matching import StereoSettings, sgbm_maps, texture
+from svde.errors import UserError
 
 # --preset NAME: defaults that flags given explicitly override. Keys are the command line's argparse
 # dests, which are also field names of PrepareOptions, StereoSettings or Sampling (pipeline.preset_options).
@@ -76,6 +78,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 # A preset's value also yields to these options given explicitly: its fps to --every, its
 # threshold (of its own cut detector) to another --cut-detector, which then has its own default.
 PRESET_EXCLUDES = {"fps": ("every",), "cut_threshold": ("cut_detector",)}
+
+
+def preset_values(name: str, given: set[str] | dict[str, Any]) -> dict[str, Any]:
+    """Preset ``name``'s values for the settings not ``given``: a given setting wins, and so does one
+    a preset value yields to (``every`` over the preset's ``fps``, ``cut_detector`` over its
+    ``cut_threshold``). The one merge rule of the command line and :func:`~svde.data.stereo.pipeline.preset_options`.
+
+    Example:
+        >>> "fps" in preset_values("midas", set()), "fps" in preset_values("midas", {"every"})
+        (True, False)
+    """
+    return {k: v for k, v in PRESETS[name].items()
+            if k not in given and not any(other in given for other in PRESET_EXCLUDES.get(k, ()))}
 
 
 @dataclass(frozen=True)
@@ -244,10 +259,13 @@ def rescale(left: np.ndarray, disparity: np.ndarray, valid: np.ndarray, scale: f
 
 
 def read_sky(path: str, size: tuple[int, int]) -> np.ndarray | None:
-    """The sky mask at ``path`` (an image, non-zero = sky) resized (nearest) to ``size`` (W, H); None if absent."""
+    """The sky mask at ``path`` (an image, non-zero = sky) resized (nearest) to ``size`` (W, H); None if
+    absent; a file OpenCV cannot decode is a :class:`~svde.errors.UserError` naming it."""
+    if not os.path.isfile(path):
+        return None
     mask = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if mask is None:
-        return None
+        raise UserError(f"{path}: cannot decode this sky mask (an image, non-zero = sky, expected)")
     return cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) > 0
 
 

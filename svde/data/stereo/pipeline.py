@@ -70,6 +70,9 @@ from svde.data.stereo.sources import FrameRef, Sampling, list_frames, read_frame
 
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "svde-stereo/1"
+# Manifest settings written for people, not compared with an existing folder's: the preset's values
+# are in the other settings already, and the sky text follows from sky.masks.
+RECORDED_ONLY = ("preset", "sky.handling")
 SAVE_EVERY = 20  # frames between manifest saves
 FRAME_FILTERS = ("svde", "midas")
 SKY_NONE = ("not segmented: sky pixels pass or fail the same checks as any other pixel (a flat sky usually "
@@ -143,9 +146,7 @@ def preset_options(name: str, **overrides: Any) -> PrepareOptions:
     """
     if name not in midas.PRESETS:
         raise UserError(f"unknown preset {name!r}; valid presets: {', '.join(midas.PRESETS)}")
-    preset = {k: v for k, v in midas.PRESETS[name].items()
-              if not any(other in overrides for other in midas.PRESET_EXCLUDES.get(k, ()))}
-    values = {**preset, **overrides}
+    values = {**midas.preset_values(name, overrides), **overrides}
     groups: dict[str, dict[str, Any]] = {"stereo": {}, "sampling": {}, "options": {"preset": name}}
     owners = {"stereo": {f.name for f in dataclasses.fields(StereoSettings)},
               "sampling": {f.name for f in dataclasses.fields(Sampling)},
@@ -181,14 +182,14 @@ def check_existing(out: Path, settings: dict[str, Any]) -> None:
     Only settings that both runs recorded are compared (a run of pair folders records no video
     sampling; a matcher's settings differ anyway when ``matcher`` does).
     """
-    mine = _flatten(settings)
+    mine = {k: v for k, v in _flatten(settings).items() if k not in RECORDED_ONLY}
     manifests = sorted(out.glob("manifest*.json"))
     foreign = [d for d in ("left", "disparity", "mask") if (out / d).is_dir() and any((out / d).iterdir())]
     if foreign and not manifests:
         raise UserError(f"{out} already holds {', '.join(d + '/' for d in foreign)} but no manifest.json: not made "
                         f"by prepare-stereo; use an empty or new --out")
     for path in manifests:
-        theirs = _flatten(read_manifest(path)["settings"])
+        theirs = {k: v for k, v in _flatten(read_manifest(path)["settings"]).items() if k not in RECORDED_ONLY}
         diff = [f"{k}: {theirs[k]!r} there, {mine[k]!r} now" for k in sorted(set(mine) & set(theirs))
                 if theirs[k] != mine[k]]
         if diff:
@@ -444,6 +445,9 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     _remove_own_temporaries(out, {f.name for f in frames} - set(theirs), manifest.name)
     _save(manifest, settings, shard, records)  # at once: a run killed before its first save stays resumable
     todo = [f for f in frames if f.name not in theirs and not _done(out, records, f)]
+    if opts.sky_masks and todo and not any((Path(opts.sky_masks) / f"{f.name}.png").is_file() for f in todo):
+        raise UserError(f"--sky-masks {opts.sky_masks}: none of the {len(todo)} frames to prepare has a mask "
+                        f"(e.g. {todo[0].name}.png); masks are named after the output's frames")
     log.info("stereo: %d frames (%d done before, %d of them in other manifests), %s", len(frames),
              len(frames) - len(todo), len(theirs), out)
     tasks = ((ref, left, right, reason, str(out), opts, device)

@@ -223,9 +223,10 @@ def _cut_scorer(detector: str, layout: str, half: bool) -> Callable[[np.ndarray]
     return content
 
 
-def video_info(path: Path, layout: str, crop_bars: bool, scan: Sampling | None = None
+def video_info(path: Path, layout: str, crop_bars: bool, scan: Sampling | None = None, needs_fps: bool = False
                ) -> tuple[int, float, Packing, dict[int, float] | None]:
-    """(decodable frames, fps, the packing with its bar crop, cut scores) of a 3D video, checked.
+    """(decodable frames, fps, the packing with its bar crop, cut scores) of a 3D video, checked
+    (``needs_fps``: a video that records no frame rate is refused before its frames are read).
 
     With ``scan`` (a :class:`Sampling` whose :attr:`~Sampling.scans_cuts`) every frame is decoded
     and scored against the one decoded before it (``{index: score}``); otherwise scores are None.
@@ -238,6 +239,9 @@ def video_info(path: Path, layout: str, crop_bars: bool, scan: Sampling | None =
             raise UserError(f"{path}: cannot open the video (unreadable, or not a video format OpenCV can decode)")
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(cap.get(cv2.CAP_PROP_FPS))
+        if needs_fps and not fps > 0:
+            raise UserError(f"{path}: the video does not record its frame rate; use --every N instead of --fps "
+                            f"(and no --clip-length)")
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if layout == "sbs" and width % 2:
             raise UserError(f"{path}: a side-by-side video must have an even width (left half | right half), "
@@ -297,12 +301,10 @@ def _cut_reasons(scores: dict[int, float], sampling: Sampling) -> dict[int, str]
 def _video_frames(path: Path, sampling: Sampling) -> list[FrameRef]:
     layout = "sbs" if sampling.layout == "auto" else sampling.layout
     count, video_fps, packing, scores = video_info(path, layout, sampling.crop_bars,
-                                                   sampling if sampling.scans_cuts else None)
+                                                   sampling if sampling.scans_cuts else None,
+                                                   needs_fps=sampling.fps is not None or sampling.clip_length > 0)
     packing = Packing(layout, sampling.half, packing.crop)
     step = sampling.every
-    if (sampling.fps is not None or sampling.clip_length > 0) and not video_fps > 0:
-        raise UserError(f"{path}: the video does not record its frame rate; use --every N instead of --fps "
-                        f"(and no --clip-length)")
     if sampling.fps is not None:
         step = max(1, int(round(video_fps / sampling.fps)))
     rate = video_fps if video_fps > 0 else None
