@@ -239,28 +239,25 @@ class DepthDataset(Dataset):
         if target.shape != image.shape[:2]:
             raise DataError(f"{file}: image is {image.shape[1]}x{image.shape[0]} (WxH) but depth is "
                             f"{target.shape[1] if target.ndim > 1 else '?'}x{target.shape[0]}")
-        # A transform that zeroes invalid depth itself (TrainAugment) also masks and scales at its
-        # output size: fewer pixels, one pass each. Else it all happens here, at the stored size.
+        # A transform that zeroes invalid depth itself (TrainAugment) decides validity (finite, > 0)
+        # and scales at its output size, after its warp: fewer pixels, one pass each; it gets only the
+        # dataset's own mask. Else it all happens here, at the stored size.
         late = getattr(self.transform, "zeroes_invalid", False)
         scale = raw.get("depth_scale")
-        if scale is not None and not late:
-            target, scale = scale_depth(target, scale), None
-        if scale is None:
-            target = target.astype(np.float32, copy=False)
-            mask = valid_depth_mask(target)
-        else:  # raw integers: finite; unsigned ones are valid exactly where > 0, which the transform sees
-            mask = None if target.dtype.kind == "u" else target > 0
-        if raw.get("mask") is not None:
-            mask = raw["mask"].astype(bool) if mask is None else mask & raw["mask"].astype(bool)
+        mask = None if raw.get("mask") is None else raw["mask"].astype(bool)
         if not late:
+            if scale is not None:
+                target, scale = scale_depth(target, scale), None
+            target = target.astype(np.float32, copy=False)
+            mask = valid_depth_mask(target) if mask is None else valid_depth_mask(target) & mask
             target = np.where(mask, target, np.float32(0))
         # depth_type is set before the transform so that depth-type conversions can check it.
         raw = {**raw, "target": target, "mask": mask, "depth_scale": scale,
                "depth_type": raw.get("depth_type", self.depth_type)}
         if self.transform is not None:
             raw = self.transform(raw)
-        if raw.get("depth_scale") is not None:
-            raise DataError(f"{file}: the transform left the depth unscaled (depth_scale {raw['depth_scale']})")
+        if raw.get("depth_scale") is not None:  # a transform's bug, not the data's
+            raise RuntimeError(f"{type(self.transform).__name__} left the depth of {file} unscaled")
         depth_type = raw.get("depth_type", self.depth_type)
         if depth_type not in DEPTH_TYPES:
             raise DataError(f"{file}: depth_type must be one of {DEPTH_TYPES}, got {depth_type!r}")

@@ -5,15 +5,15 @@ Transforms are callables on the raw numpy dict that :meth:`DepthDataset.finish` 
 (H, W), ``depth_type``, and optionally ``intrinsics`` (4,), ``pairs`` (K, 5), ``file``); they
 return a dict of the same form. A transform with ``zeroes_invalid = True`` (:class:`TrainAugment`,
 first in a :class:`Compose`) is passed the depth as read instead (NaN, inf and values <= 0
-kept; stored uint16 with ``depth_scale``; ``mask`` None where validity is ``target > 0``) and
-masks, zeroes and scales it itself, at its output size.
+kept; stored uint16 with ``depth_scale``; ``mask`` only the dataset's own, or None) and decides
+validity, zeroes and scales it itself, at its output size.
 
 * :func:`build_train_transform`: resize (to cover the crop, times a random scale), pad, random
   crop, rotation, horizontal flip and colour jitter. By default (:class:`TrainAugment`) the
   geometric steps are composed into one pixel map and applied with one ``cv2.warpAffine`` per
   array, and the image stays in its decoded dtype (uint8) throughout; ``legacy=True`` gives the
   former albumentations pipeline (:class:`JointTransform`: one resampling per step), kept to
-  reproduce older runs and for the benchmark. Depth is resampled nearest-neighbour (the mask
+  measure against in the benchmark (no config reaches it). Depth is resampled nearest-neighbour (the mask
   follows it: :class:`TrainAugment` derives it from the warped depth, the legacy pipeline warps
   it) and padded / rotated-in pixels are invalid (mask 0), so image and depth stay aligned to the pixel.
   Intrinsics are updated exactly for resize, pad, crop and flip (a flipped sample shows the
