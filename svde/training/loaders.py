@@ -101,7 +101,7 @@ def build_train_loader(cfg: Config, ctx: DistContext, datasets: list[Dataset] | 
             raise ConfigError(f"data.train entry {entry.name!r}: convert={entry.convert!r} needs "
                               f"{' or '.join(map(str, SCALE_INVARIANT))} depth, but the dataset gives {ds.depth_type!r}")
     datasets = [take_subset(ds, e.subset, e.name) for e, ds in zip(cfg.data.train, datasets)]
-    # Validation samples never train (val.holdout; ValSet.holdout takes the same ones, untransformed).
+    # Validation samples never train (val.holdout; val_sets takes the same ones, untransformed).
     datasets = [split_holdout(ds, cfg.val.holdout, e.name)[0] if holds_out(cfg, depth_type) else ds
                 for e, ds, depth_type in zip(cfg.data.train, datasets, depth_types)]
     mixed = MixedDataset(datasets, weights=[e.weight for e in cfg.data.train], epoch_length=cfg.data.epoch_length,

@@ -156,10 +156,16 @@ def batchnorm_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
             for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
 
 
-def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
-    """True if no floating-point tensor of ``tensors`` holds NaN or inf."""
+def nonfinite_flag(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """1.0 if a floating-point tensor of ``tensors`` holds NaN or inf, else 0.0: a tensor on
+    ``device``, so that it can travel in an all-reduce instead of costing a host sync.
+
+    Example:
+        >>> nonfinite_flag([torch.ones(2), torch.tensor([float("nan")])], torch.device("cpu")).item()
+        1.0
+    """
     flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
+    return (~torch.stack(flags).all()).float() if flags else torch.zeros((), device=device)
 
 
 @dataclass

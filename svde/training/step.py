@@ -41,7 +41,7 @@ from svde.models.checkpoint import nonfinite_tensors
 from svde.training.checkpoints import ADVICE, Checkpointer
 from svde.training.distributed import DistContext, all_reduce_mean
 from svde.training.errors import TrainingError
-from svde.training.state import TrainState, all_finite, parameter_norm
+from svde.training.state import TrainState, nonfinite_flag, parameter_norm
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
     # DDP averages gradients, so this norm (and the skip decision) is the same on every rank; a
     # non-finite loss on any rank makes it non-finite everywhere.
     grad_norm = torch.nn.utils.clip_grad_norm_(state.raw_model.parameters(), cfg.optim.grad_clip or math.inf)
-    bn_bad = torch.tensor(0.0 if all_finite(state.bn_buffers) else 1.0, device=device)
+    bn_bad = nonfinite_flag(state.bn_buffers, device)  # travels in the all-reduce below: no sync of its own
     # Saturated outputs: the losses cannot see them (they are invariant to the scale and shift of
     # the prediction). Any rank's is every rank's (a flag, averaged: > 0 on all ranks alike).
     absmax = pred.detach().float().abs().max()
@@ -107,7 +107,7 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
     values = all_reduce_mean(torch.stack([terms["loss"].detach().float(), terms["si"].detach().float(),
                                           terms["ssi"].detach().float(), grad_norm.float(), bn_bad,
                                           batch["mask"].sum().float(), saturated, absmax]), ctx)
-    loss, si, ssi, norm, bn_bad_v, valid, saturated_v, absmax_v = values.tolist()  # one sync for all
+    loss, si, ssi, norm, bn_bad_v, valid, saturated_v, absmax_v = values.tolist()  # one sync for the step's checks
 
     nonfinite = not math.isfinite(loss) or (not math.isfinite(norm) and cfg.train.amp != "fp16") or bn_bad_v > 0
     if nonfinite or valid == 0:  # fp16 gradient overflow is the scaler's business, not an error
