@@ -240,17 +240,22 @@ def read_checkpoint(path: str | os.PathLike | Mapping[str, Any]) -> dict[str, An
     return dict(obj)
 
 
+def peek_checkpoint(path: str | os.PathLike) -> Any:
+    """A checkpoint file's object with its tensors memory-mapped, not read: for the small entries
+    of a file that is (or will be) loaded anyway. A file torch cannot map (the legacy format) is
+    read whole; an unreadable one raises :class:`CheckpointError` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not mappable (legacy format) or unreadable: the full read explains
+        return _read(path, "checkpoint")[0]
+
+
 def checkpoint_selection(path: str | os.PathLike) -> dict[str, Any] | None:
     """What selected a project checkpoint (``best.pt``'s ``selected_on``: the validation metric and
-    datasets), or None: ``last.pt``, older checkpoints and the authors' files record none.
-
-    Called beside a load of the same file (``svde eval``, ``svde paper-table``), so the tensors are
-    memory-mapped, not read again; a file torch cannot map (the legacy format) is read whole.
+    datasets), or None: ``last.pt``, older checkpoints and the authors' files record none
+    (:func:`peek_checkpoint`: called beside a load of the same file, ``svde eval``, ``svde paper-table``).
     """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not mappable (legacy format) or unreadable: the full read explains
-        obj, _ = _read(path, "checkpoint")
+    obj = peek_checkpoint(path)
     if not isinstance(obj, Mapping):
         return None
     selected = obj.get("selected_on") if obj.get("format") == FORMAT else None

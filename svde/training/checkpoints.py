@@ -27,7 +27,8 @@ import yaml
 from svde.atomic import check_writable, remove_stale_temporaries, write_text
 from svde.config import Config, ConfigError, build_config, load_config
 from svde.models import CheckpointError, build_model, read_checkpoint
-from svde.models.checkpoint import CheckpointWriteError, NonFiniteStateError, nonfinite_tensors, save_checkpoint
+from svde.models.checkpoint import (CheckpointWriteError, NonFiniteStateError, nonfinite_tensors, peek_checkpoint,
+                                   save_checkpoint)
 from svde.training.distributed import DistContext
 from svde.training.errors import ResumeError, RunFolderError, TrainingError, writing
 from svde.training.state import TrainState
@@ -200,8 +201,8 @@ def recorded_threads(run_dir: str | Path) -> int | None:
     tensors are memory-mapped, not read (the resume reads the file anyway)."""
     last = Path(run_dir) / "last.pt"
     try:
-        stored = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - missing, legacy format or unreadable: resume_config explains
+        stored = peek_checkpoint(last)
+    except (CheckpointError, OSError):  # missing or unreadable: resume_config explains
         return None
     threads = stored.get("threads") if isinstance(stored, Mapping) else None
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
