@@ -1,6 +1,7 @@
 """``svde.load``: one loader for every source (issue 24, item 1), and the entry points that go through it."""
 
 import importlib
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -102,3 +103,17 @@ def test_a_model_without_a_release_breaks_neither_hubconf_nor_the_paper_table(mo
     with pytest.raises(UserError, match="mn_lrn3 has no released weights"):
         svde.load("mn_lrn3")
     sys.modules.pop("hubconf", None)
+
+
+def test_errors_about_a_file_name_the_file(tmp_path):
+    """svde.load reads a file once and passes the dict on: its errors still name the file."""
+    from svde.models.checkpoint import FORMAT, CheckpointError
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": FORMAT, "model_name": "zzz", "model": {}}, bad)
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(bad))}: model_name 'zzz'"):
+        svde.load(bad)
+    authors = tmp_path / "off.pth"
+    torch.save({"branches.0.backbone.x": torch.zeros(1)}, authors)
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(authors))} does not fit mn_lrn4"):
+        svde.load(authors, model="mn_lrn4")

@@ -87,9 +87,11 @@ def _unpickling_reason(exc: BaseException) -> str:
     return detail[0].rstrip(".") if detail else "unsupported pickle content"
 
 
-def _read(path_or_state: str | os.PathLike | Mapping[str, Any], what: str) -> tuple[Mapping[str, Any], str]:
+def _read(path_or_state: str | os.PathLike | Mapping[str, Any], what: str,
+          source: str | None = None) -> tuple[Mapping[str, Any], str]:
+    """``(the checkpoint's dict, the name to give it in errors)``; ``source`` names an already read dict."""
     if isinstance(path_or_state, Mapping):
-        return path_or_state, "<state dict>"
+        return path_or_state, source or "<state dict>"
     path = Path(path_or_state)
     if not path.exists():
         raise CheckpointError(f"{what} {path} does not exist")
@@ -163,7 +165,8 @@ def _mismatches(state: Mapping[str, torch.Tensor], model: torch.nn.Module) -> li
 
 def _guess_official_name(state: Mapping[str, torch.Tensor]) -> str | None:
     for name in MODELS:
-        candidate = build_model(name)
+        with torch.device("meta"):  # keys and shapes only: no weights allocated or initialised
+            candidate = build_model(name)
         if not _mismatches(official_to_svde(state, candidate), candidate):
             return name
     return None
@@ -176,15 +179,17 @@ def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj
 
 
-def load_official_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, Any], name: str) -> DepthModel:
-    """Build ``name`` and load the authors' released weights into it; returns it in eval mode.
+def load_official_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, Any], name: str,
+                             source: str | None = None) -> DepthModel:
+    """Build ``name`` and load the authors' released weights into it; returns it in eval mode
+    (``source`` names an already read dict in errors).
 
     Example:
         >>> model = load_official_checkpoint("weights/mn_lrn4.pth", "mn_lrn4")  # doctest: +SKIP
     """
     if name not in MODELS:
         raise unknown_name("model", name, MODELS)
-    raw, source = _read(path_or_state_dict, "released checkpoint")
+    raw, source = _read(path_or_state_dict, "released checkpoint", source)
     if raw.get("format") == FORMAT:
         raise CheckpointError(f"{source} is an svde checkpoint, not an authors' release: "
                               "use load_model(path) or --checkpoint PATH")
@@ -228,9 +233,10 @@ def save_checkpoint(path: str | os.PathLike, model: DepthModel, config: Mapping[
     return path
 
 
-def read_checkpoint(path: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-    """Read a project checkpoint and check its format (clear error for released files)."""
-    obj, source = _read(path, "checkpoint")
+def read_checkpoint(path: str | os.PathLike | Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
+    """Read a project checkpoint and check its format (clear error for released files; ``source``
+    names an already read dict in errors)."""
+    obj, source = _read(path, "checkpoint", source)
     if obj.get("format") != FORMAT:
         hint = (" It looks like an authors' release: use load_official_checkpoint(path, name) or "
                 "--official PATH --model NAME.") if any(str(k).startswith("branches.") for k in _unwrap(obj)) else ""
@@ -269,7 +275,7 @@ def load_model(path: str | os.PathLike | Mapping[str, Any], source: str | None =
     Example:
         >>> model = load_model("runs/quickstart/best.pt")  # doctest: +SKIP
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, source)
     model = build_model(ckpt["model_name"])
     problems = _mismatches(ckpt["model"], model)
     if problems:

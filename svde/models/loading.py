@@ -111,7 +111,7 @@ def _load_file(path: Path, model: str | None) -> tuple[DepthModel, str]:
     if name is None:
         raise CheckpointError(f"{path}: an authors' file that fits none of {', '.join(MODELS)}; "
                               "pass model=NAME to see what differs")
-    return load_official_checkpoint(obj, name), f"the authors' file {path} ({name})"
+    return load_official_checkpoint(obj, name, source=str(path)), f"the authors' file {path} ({name})"
 
 
 def hub_model(name: str, pretrained: bool = True, **kwargs: Any) -> DepthModel:
