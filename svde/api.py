@@ -22,12 +22,27 @@ import warnings
 
 import torch
 
-from svde.errors import UnknownName, UserError
+from svde.errors import UserError
 from svde.models import MODELS, DepthModel
 from svde.models.loading import load
 from svde.models.prediction import DOMAINS, NonFiniteOutput, convert_domain, predict
 
 __all__ = ["DOMAINS", "NonFiniteOutput", "convert_domain", "load", "load_depth_model", "predict"]
+
+def legacy_source(checkpoint: str | os.PathLike | None, official: str | os.PathLike | None,
+                  model: str | None) -> str | os.PathLike:
+    """What 0.1's ``load_depth_model(checkpoint=, official=, model=)`` names, as :func:`load`'s
+    source (checked: one file at most, a released file with its model name, a known name)."""
+    if checkpoint is not None and official is not None:
+        raise UserError("give either a project checkpoint (--checkpoint) or a released file (--official), not both")
+    if official is not None and model is None:
+        raise UserError(f"a released file ({official}) does not record its architecture: "
+                        f"also give the model name (one of {', '.join(MODELS)})")
+    source = checkpoint if checkpoint is not None else official if official is not None else model
+    if source is None:
+        raise UserError("nothing to load: give a checkpoint, a released file with its model name, or a model name")
+    return source
+
 
 def load_depth_model(checkpoint: str | os.PathLike | None = None, official: str | os.PathLike | None = None,
                      model: str | None = None, device: str | torch.device = "cpu") -> DepthModel:
@@ -44,16 +59,7 @@ def load_depth_model(checkpoint: str | os.PathLike | None = None, official: str 
         ...     warnings.simplefilter("ignore")
         ...     load_depth_model("mn_lrn4.pth")  # doctest: +SKIP
     """
-    if checkpoint is not None and official is not None:
-        raise UserError("give either a project checkpoint (--checkpoint) or a released file (--official), not both")
-    if model is not None and model not in MODELS:
-        raise UnknownName(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
-    if official is not None and model is None:
-        raise UserError(f"a released file ({official}) does not record its architecture: "
-                        f"also give the model name (one of {', '.join(MODELS)})")
-    source = checkpoint if checkpoint is not None else official if official is not None else model
-    if source is None:
-        raise UserError("nothing to load: give a checkpoint, a released file with its model name, or a model name")
+    source = legacy_source(checkpoint, official, model)
     if checkpoint is None and official is None:
         warnings.warn("load_depth_model(model=NAME) now returns the released weights (as svde predict --model "
                       "NAME does), not random ones; use svde.load(NAME), or svde.load(NAME, pretrained=False) "

@@ -73,27 +73,9 @@ def _load_depth_model(checkpoint: str | os.PathLike | None = None, official: str
                       model: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """0.1's ``load_depth_model``: a project checkpoint, a released file (with ``model``), or
     (``model`` alone) random weights; in eval mode on ``device``."""
-    from svde.errors import unknown_name
-    from svde.models import MODELS, build_model, load_model, load_official_checkpoint
+    from svde.api import legacy_source, load
 
-    if checkpoint is not None and official is not None:
-        raise ValueError("give either a project checkpoint (--checkpoint) or a released file (--official), not both")
-    if model is not None and model not in MODELS:
-        raise unknown_name("model", model, MODELS)
-    if checkpoint is not None:
-        net = load_model(checkpoint)
-        if model is not None and net.name != model:
-            raise ValueError(f"{checkpoint} holds a {net.name} model, but model {model!r} was requested")
-    elif official is not None:
-        if model is None:
-            raise ValueError(f"a released file ({official}) does not record its architecture: "
-                             f"also give the model name (one of {', '.join(MODELS)})")
-        net = load_official_checkpoint(official, model)
-    elif model is not None:
-        net = build_model(model)
-    else:
-        raise ValueError("nothing to load: give a checkpoint, a released file with its model name, or a model name")
-    return net.to(device).eval()
+    return load(legacy_source(checkpoint, official, model), device=device, model=model, pretrained=False)
 
 
 def _predict(model: nn.Module, rgb: np.ndarray, short_side: int | None = None,

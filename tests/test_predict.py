@@ -380,7 +380,7 @@ def test_the_0_1_inference_module_serves_its_names_each_with_a_deprecation_warni
     code = (ROOT / "svde/inference.py").read_text().split('"""', 2)[2]  # after the module docstring
     assert imported and not any(m.startswith("svde.cli") for m in imported) and "svde.cli" not in code
     with pytest.warns(DeprecationWarning):
-        net = old.load_depth_model(model="mn_lrn4")  # 0.1: a model name alone builds random weights
+        net = old.load_depth_model(model="mn_lrn4", device="auto")  # 0.1: a name alone, random weights; "auto" too
     assert net.name == "mn_lrn4" and not net.training
     with pytest.warns(DeprecationWarning):
         x = old.preprocess(np.zeros((50, 70, 3), np.uint8), (64, 64))
