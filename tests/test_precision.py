@@ -203,3 +203,17 @@ def test_bf16_openvino_runs_at_bf16_where_the_cpu_has_units():
     got = net(torch.from_numpy(x)).numpy()
     assert agreement(fp32_of(model, x), got)["delta1"] >= 99
     assert net.runner.inference_precision((1, 3, 64, 96)) == ("bf16" if cpu_features().bf16 else "f32")
+
+
+def test_an_empty_calibration_folder_fails_before_any_export(tmp_path, monkeypatch):
+    from svde.errors import UserError
+    from svde.models import build_model, precision
+
+    monkeypatch.setattr(precision, "export_onnx", lambda *a, **k: pytest.fail("exported before the check"))
+    (tmp_path / "photos").mkdir()
+    net = build_model("mn_lrn4").eval()
+    for call in (lambda: precision.export_int8(net, tmp_path / "m.onnx", 64, 64, calibration=tmp_path / "photos"),
+                 lambda: precision.runtime_model(net, "int8", 64, 64, calibration=tmp_path / "photos"),
+                 lambda: precision.runtime_model(net, "int8", 64, 64, runtime="tensorrt")):
+        with pytest.raises(UserError):
+            call()

@@ -331,8 +331,16 @@ def runtime_model(model: nn.Module, precision: str, height: int = 384, width: in
     check_precision_name(precision)
     if precision == "fp32":
         raise UserError("fp32 runs in PyTorch (svde.models.for_inference); runtime_model is for bf16 and int8")
-    if precision == "bf16":
+    if precision == "bf16" or runtime == "openvino":
         require_openvino()
+    if runtime is None:
+        runtimes = ["onnxruntime"] + (["openvino"] if openvino_installed() else [])
+    elif runtime in ("onnxruntime", "openvino"):
+        runtimes = [runtime]
+    else:
+        raise unknown_name("runtime", runtime, ("onnxruntime", "openvino"))
+    # the photos first: an empty or unreadable --calibration fails before any export
+    samples = calibration_inputs(calibration, count, height, width) if precision == "int8" else []
     name = getattr(model, "name", type(model).__name__)
     with tempfile.TemporaryDirectory(prefix="svde-precision-") as work:
         fp32 = Path(work) / f"{name}.onnx"
@@ -342,13 +350,7 @@ def runtime_model(model: nn.Module, precision: str, height: int = 384, width: in
             runner.compiled_for((1, 3, height, width))  # compile now: the file goes with the folder
             return RuntimeModel(runner, name, "bf16", "openvino")
         int8 = Path(work) / f"{name}.int8.onnx"
-        quantize_int8(fp32, int8, calibration_inputs(calibration, count, height, width))
-        if runtime is None:
-            runtimes = ["onnxruntime"] + (["openvino"] if openvino_installed() else [])
-        else:
-            runtimes = [runtime] if runtime in ("onnxruntime", "openvino") else []
-            if not runtimes:
-                raise unknown_name("runtime", runtime, ("onnxruntime", "openvino"))
+        quantize_int8(fp32, int8, samples)
         if len(runtimes) == 1:  # nothing to choose: no timing
             chosen, runner, timings = runtimes[0], onnx_runner(int8, runtimes[0], "fp32", threads), {}
         else:
@@ -391,12 +393,13 @@ def export_int8(model: nn.Module, path: str | os.PathLike, height: int = 384, wi
 
     name = getattr(model, "name", type(model).__name__)
     model = model.cpu().float().eval()
+    samples = calibration_inputs(calibration, count, height, width)  # before the export: a bad folder fails first
     with tempfile.TemporaryDirectory(prefix="svde-int8-") as work:
         fp32, int8 = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
         diff = export_onnx(model, fp32, height=height, width=width, dynamic=dynamic, batch=batch, opset=opset,
                            atol=atol)
         tile = (lambda x: x) if dynamic else (lambda x: np.repeat(x, batch, axis=0))
-        quantize_int8(fp32, int8, [tile(x) for x in calibration_inputs(calibration, count, height, width)])
+        quantize_int8(fp32, int8, [tile(x) for x in samples])
         run = onnx_runner(int8, "onnxruntime")
         pairs = []
         for x in check_inputs(checks, height, width):
