@@ -142,6 +142,13 @@ def test_demo_options_are_checked_before_anything_starts(capsys):
     assert "--model NAME" in capsys.readouterr().err
 
 
+def test_demo_without_trimesh_says_so_before_serving(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "trimesh", None)  # as if not installed
+    assert main(["demo", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "trimesh is missing" in err and "pip install 'svde[demo]'" in err
+
+
 # ---- the app in a real browser ---------------------------------------------------------------------
 @pytest.fixture
 def demo_server(tmp_path, mn_checkpoint):

@@ -196,3 +196,21 @@ def test_unreadable_or_missing_video_is_one_error_line(tmp_path, mn_checkpoint, 
     assert main(["predict", "--checkpoint", str(mn_checkpoint), str(clip), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and message in err and not (tmp_path / "out").exists()
+
+
+def test_a_folder_named_like_a_video_is_a_folder_and_a_blocked_output_fails_first(tmp_path, mn_checkpoint, capsys,
+                                                                                  monkeypatch):
+    folder = tmp_path / "d.mp4"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), room())
+    assert main(["predict", "--checkpoint", str(mn_checkpoint), str(folder), "--out", str(tmp_path / "o1"),
+                 "--short-side", "64", "--threads", "1", "--ply", "--fov", "60"]) == 0  # photo options: a folder
+    assert list((tmp_path / "o1").glob("a*.ply"))
+    clip = write_video(tmp_path / "clip.mp4", [room(i) for i in range(3)])
+    (tmp_path / "o2" / "clip.depth.mp4").mkdir(parents=True)  # where the video would go
+    from svde.cli import common
+
+    monkeypatch.setattr(common, "load_network", lambda *a: pytest.fail("loaded before the check"))
+    assert main(["predict", "--checkpoint", str(mn_checkpoint), str(clip), "--out", str(tmp_path / "o2"),
+                 "--threads", "1"]) == 2
+    assert "clip.depth.mp4 exists and is not a file" in capsys.readouterr().err

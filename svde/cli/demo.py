@@ -100,10 +100,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no analytics, no version check
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own requests to itself, one line each
-    try:
+    try:  # both now: trimesh (the 3D view) would otherwise be missed after the first prediction
         import gradio  # noqa: F401
-    except ImportError:
-        raise UserError("svde demo needs Gradio: pip install 'svde[demo]' (or pip install gradio trimesh)") from None
+        import trimesh  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"svde demo needs Gradio and trimesh ({exc.name} is missing): pip install 'svde[demo]' "
+                        "(or pip install gradio trimesh)") from None
     from svde.cli.demo_app import DemoBackend, build_app, no_weights_message, offline_theme
 
     device = str(resolve_device(args.device))

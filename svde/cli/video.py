@@ -293,7 +293,8 @@ def depth_video(predict_fn: PredictFn, source: Path, output: Path, *, side_by_si
     info = probe_video(source)
     parts = output.with_name(output.name + ".parts")
     settings = {**(settings or {}), "side_by_side": side_by_side, "npy": str(npy_dir) if npy_dir else None,
-                "domain": domain, "percentiles": list(PERCENTILES), "cmap": CMAP, "segment_frames": segment_frames}
+                "percentiles": list(PERCENTILES), "cmap": CMAP, "segment_frames": segment_frames,
+                **({"domain": domain} if npy_dir else {})}  # the domain shapes the .npy files only
     state = _start(parts, info, settings, predict_fn, scale_frames)
     value_range = (float(state["range"][0]), float(state["range"][1]))
     table = colour_table()
@@ -358,8 +359,7 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_video_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``parser.error`` for options that do not go with the input (a video, or a photo)."""
-    video = args.input is not None and Path(args.input).suffix.lower() in VIDEO_EXTS
-    if not video:
+    if not (args.input is not None and is_video(args.input)):
         for flag in ("side_by_side", "npy"):
             if getattr(args, flag):
                 parser.error(f"--{flag.replace('_', '-')} is for a video INPUT ({', '.join(VIDEO_EXTS)})")
@@ -380,6 +380,9 @@ def main_video(args: argparse.Namespace, device: Any) -> int:
     source = Path(args.input)
     probe_video(source)  # a video OpenCV can open, before the model loads
     check_output_folder(args.out)
+    output = args.out / f"{source.stem}.depth.mp4"
+    if output.exists() and not output.is_file():  # found now, not after every frame is predicted
+        raise UserError(f"{output} exists and is not a file: cannot write the depth video there")
     model = load_network(args, device)
     short_side = args.short_side or None
 
@@ -390,7 +393,6 @@ def main_video(args: argparse.Namespace, device: Any) -> int:
     if Path(weights).is_file():
         stat = Path(weights).stat()
         weights = f"{Path(weights).resolve()} ({stat.st_size} bytes, mtime_ns {stat.st_mtime_ns})"
-    output = args.out / f"{source.stem}.depth.mp4"
     npy_dir = args.out / f"{source.stem}.frames" if args.npy else None
     if (output.with_name(output.name + ".parts") / "progress.json").is_file():
         print(f"note: {output}.parts/ holds an interrupted run: resuming it if its input and settings match",
