@@ -94,6 +94,27 @@ def test_backend_gives_svde_predicts_npy_and_a_mesh_the_glb_and_ply_hold(tmp_pat
     assert f"element vertex {len(mesh.vertices)}" in header and f"element face {len(mesh.faces)}" in header
 
 
+def test_a_new_field_of_view_re_meshes_without_predicting_again(tmp_path, mn_checkpoint, monkeypatch):
+    pytest.importorskip("trimesh")
+    import svde.cli.demo_app as app
+
+    calls = []
+    monkeypatch.setattr(app, "predict", lambda *a, **k: calls.append(1) or svde_predict_stub(a[1]))
+    image = photo(tmp_path / "room.png")
+    backend = app.DemoBackend([app.Choice("checkpoint", str(mn_checkpoint))], workdir=tmp_path / "work")
+    first, second = backend.run("checkpoint", image, fov=60), backend.run("checkpoint", image, fov=80)
+    assert len(calls) == 1 and second.npy == first.npy and second.glb != first.glb
+    assert not np.array_equal(read_glb(first.glb)[0], read_glb(second.glb)[0])  # the mesh did change
+    image.write_bytes(image.read_bytes())  # the same name, a new file: predicted again
+    os.utime(image, ns=(0, os.stat(image).st_mtime_ns + 10**9))
+    backend.run("checkpoint", image, fov=80)
+    assert len(calls) == 2
+
+
+def svde_predict_stub(rgb):
+    return np.log(1.0 + np.linspace(0.1, 1.0, rgb.shape[0] * rgb.shape[1], dtype=np.float32)).reshape(rgb.shape[:2])
+
+
 def test_mesh_of_a_large_photo_is_bounded(tmp_path):
     from svde.cli.demo_app import MESH_MAX_SIDE, demo_mesh
 

@@ -99,6 +99,8 @@ class DemoBackend:
     _models: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
+    # (model, photo file, its mtime) -> (rgb, log-disparity, .npy): a new field of view re-meshes only
+    _last: tuple | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -123,14 +125,20 @@ class DemoBackend:
             raise UserError("drop a photo first")
         if not (np.isfinite(fov) and 0 < fov < 180):
             raise UserError(f"the horizontal field of view must be in (0, 180) degrees, got {fov:g}")
-        net = self.model(label)
-        rgb = read_image(photo)
-        log_disp = predict(net, rgb, short_side=self.short_side)
+        key = (label, str(photo), os.stat(photo).st_mtime_ns)
         with self._lock:
             self._count += 1
-            folder = self.workdir / f"{self._count:04d}"
+            folder, last = self.workdir / f"{self._count:04d}", self._last
         stem = Path(photo).stem or "photo"
-        npy = write_npy(folder / f"{stem}.log_disparity.npy", log_disp)
+        if last is not None and last[0] == key:
+            _, rgb, log_disp, npy = last
+        else:
+            net = self.model(label)
+            rgb = read_image(photo)
+            log_disp = predict(net, rgb, short_side=self.short_side)
+            npy = write_npy(folder / f"{stem}.log_disparity.npy", log_disp)
+            with self._lock:
+                self._last = (key, rgb, log_disp, npy)
         mesh = demo_mesh(log_disp, rgb, fov)
         ply = write_mesh_ply(folder / f"{stem}.mesh.ply", mesh.vertices, mesh.faces, mesh.colors)
         glb = write_bytes(folder / f"{stem}.glb", glb_bytes(mesh.vertices, mesh.faces, mesh.colors))
