@@ -12,7 +12,8 @@ import numpy as np
 
 
 def colorize(values: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0), cmap: str = "magma",
-             invert: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
+             invert: bool = False, mask: np.ndarray | None = None,
+             value_range: tuple[float, float] | None = None) -> np.ndarray:
     """uint8 (H, W, 3) RGB visualisation, clipped to robust percentiles of the valid values.
 
     Args:
@@ -22,6 +23,8 @@ def colorize(values: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0),
         cmap: a matplotlib colour map name.
         invert: flip the map (e.g. for depth, so that near is bright as for disparity).
         mask: pixels to use for the percentiles and to draw; the others are black.
+        value_range: the (low, high) values mapped to the ends instead of the percentiles (one
+            scale for many pictures, e.g. every frame of a video).
 
     Example:
         >>> colorize(np.arange(12, dtype=np.float32).reshape(3, 4)).shape
@@ -31,7 +34,10 @@ def colorize(values: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0),
 
     values = np.asarray(values, dtype=np.float64)
     valid = np.isfinite(values) if mask is None else (np.asarray(mask, bool) & np.isfinite(values))
-    lo, hi = np.percentile(values[valid], percentiles) if valid.any() else (0.0, 1.0)
+    if value_range is not None:
+        lo, hi = value_range
+    else:
+        lo, hi = np.percentile(values[valid], percentiles) if valid.any() else (0.0, 1.0)
     scaled = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(values)
     if invert:
         scaled = 1.0 - scaled

@@ -168,13 +168,14 @@ def test_an_interrupted_video_resumes_after_its_last_whole_segment(tmp_path, mon
     assert len(calls) == 20
 
 
-def test_colour_frame_maps_the_fixed_range_onto_the_colour_map():
-    table = video.colour_table()
-    assert table.shape == (256, 3) and table.dtype == np.uint8
+def test_video_frames_are_coloured_as_a_photo_s_vis_png_with_one_fixed_range():
+    """One colour code for photos and videos (svde.viz.colorize): a frame is a photo's picture,
+    except that its range is the video's, fixed."""
     values = np.array([[-1.0, 0.0, 0.5, 1.0, 9.0]])
-    out = video.colour_frame(values, (0.0, 1.0), table)
-    assert (out[0, 0] == table[0]).all() and (out[0, 1] == table[0]).all()
-    assert (out[0, 3] == table[255]).all() and (out[0, 4] == table[255]).all() and (out[0, 2] == table[128]).all()
+    fixed = colorize(values, value_range=(0.0, 1.0))
+    assert (fixed[0, 0] == fixed[0, 1]).all() and (fixed[0, 3] == fixed[0, 4]).all()
+    ramp = np.linspace(0.0, 1.0, 64).reshape(8, 8)
+    assert np.array_equal(colorize(ramp, value_range=(0.0, 1.0)), colorize(ramp, percentiles=(0.0, 100.0)))
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -4,7 +4,7 @@ The output has the input's frame count, size and frame rate (``--side-by-side``:
 left, the depth on the right, twice as wide); ``--npy`` also writes every frame's prediction,
 ``<out>/clip.frames/<frame>.<domain>.npy`` (``--domain``, as for photos).
 
-**One colour scale per video.** Each frame's log-disparity is coloured (magma, near = bright) with
+**One colour scale per video.** Each frame's log-disparity is coloured as a photo's picture (:func:`svde.viz.colorize`, magma, near = bright) with
 one fixed range: the 2nd..98th percentiles of the predictions of :data:`SCALE_FRAMES` frames
 spread evenly over the video, computed before the first frame is written. A per-frame range would
 make a static scene flicker whenever something else moves; with one range a pixel whose
@@ -44,6 +44,7 @@ from svde.atomic import atomic_path, write_json
 from svde.data.io import write_npy
 from svde.errors import RunFailed, UserError
 from svde.models.prediction import convert_domain
+from svde.viz import colorize
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 PROGRESS_FORMAT = "svde-video/1"
@@ -134,26 +135,6 @@ def read_frames(path: Path, start: int = 0, declared: int = 0) -> Iterator[tuple
 
 
 # ---- colour --------------------------------------------------------------------------------------
-def colour_table(cmap: str = CMAP) -> np.ndarray:
-    """uint8 (256, 3) BGR colours of ``cmap`` (as :func:`svde.viz.colorize`'s, in OpenCV's order)."""
-    import matplotlib
-
-    rgb = (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).round().astype(np.uint8)
-    return np.ascontiguousarray(rgb[:, ::-1])
-
-
-def colour_frame(log_disparity: np.ndarray, value_range: tuple[float, float], table: np.ndarray) -> np.ndarray:
-    """BGR uint8 (H, W, 3): ``log_disparity`` mapped linearly from ``value_range`` onto ``table``.
-
-    Example:
-        >>> colour_frame(np.array([[0.0, 0.5, 2.0]]), (0.0, 1.0), colour_table())[0, :, 2].tolist()
-        [0, 183, 252]
-    """
-    lo, hi = value_range
-    scaled = np.clip((np.asarray(log_disparity, np.float64) - lo) / (hi - lo), 0.0, 1.0)
-    return table[np.nan_to_num(scaled * 255.0).round().astype(np.uint8)]
-
-
 def colour_range(predict_fn: PredictFn, info: VideoInfo, samples: int = SCALE_FRAMES) -> tuple[float, float]:
     """The video's colour range: :data:`PERCENTILES` of the predictions of ``samples`` frames spread
     evenly over it (seeking; the first decodable frames when seeking finds none)."""
@@ -297,7 +278,6 @@ def depth_video(predict_fn: PredictFn, source: Path, output: Path, *, side_by_si
                 **({"domain": domain} if npy_dir else {})}  # the domain shapes the .npy files only
     state = _start(parts, info, settings, predict_fn, scale_frames)
     value_range = (float(state["range"][0]), float(state["range"][1]))
-    table = colour_table()
     resumed_at = state["segments"][-1][1] if state["segments"] else 0
     size = (info.width * (2 if side_by_side else 1) + info.width % 2, info.height + info.height % 2)
     from tqdm import tqdm
@@ -318,7 +298,7 @@ def depth_video(predict_fn: PredictFn, source: Path, output: Path, *, side_by_si
                 log_disp = predict_fn(frame)
                 if npy_dir is not None:
                     write_npy(npy_dir / f"{index:06d}.{domain}.npy", convert_domain(log_disp, domain))
-                colour = colour_frame(log_disp, value_range, table)
+                colour = np.ascontiguousarray(colorize(log_disp, cmap=CMAP, value_range=value_range)[..., ::-1])  # BGR
                 previous = _even(np.hstack([frame, colour]) if side_by_side else colour)
             segment.write(previous)
             bar.update(1)
