@@ -12,6 +12,9 @@ temporary folder), side by side:
 * ``new, colour on device: worker part``: what a DataLoader worker does with ``data.colour_on:
   device`` (the CUDA default): decode, warp, uint8 out; and the batch part it leaves
   (:func:`svde.data.colour.apply_colour`), timed here on the CPU per sample;
+* ``new, colour and warp on device: worker part`` (``data.warp_on: device``, the CUDA default):
+  decode, draw, cut the crop's source window; and the batch part it leaves
+  (:func:`svde.data.colour.finish_batch`: resampling, depth scaling, colour), per sample on the CPU;
 * the pure decode of the folder's files (``cv2.imdecode`` of both PNGs): the floor.
 
 samples/s/core is one thread's rate in the process's CPU time. The rows are measured in
@@ -46,7 +49,8 @@ import torch  # noqa: E402
 
 from svde.atomic import write_bytes  # noqa: E402
 from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform  # noqa: E402
-from svde.data.colour import apply_colour  # noqa: E402
+from svde.data.colour import apply_colour, finish_batch  # noqa: E402
+from svde.data.mixing import collate  # noqa: E402
 
 SVDE_02 = "0b11508"  # svde 0.2.0, the tree issue 25 measured ("today's" 67 samples/s/core)
 
@@ -201,10 +205,18 @@ def device_colour_item(h: int, w: int, batch: int = 8) -> Callable[[int], object
     return lambda i: apply_colour(images, colour)
 
 
+def device_warp_item(dataset, batch: int = 8) -> Callable[[int], object]:
+    """The deferred warp, depth scaling, colour jitter and normalisation of one sample, as
+    :func:`finish_batch` runs it on a batch of ``batch`` (here on the CPU)."""
+    samples = collate([dataset[i % len(dataset)] for i in range(batch)])
+    return lambda i: finish_batch(samples, "cpu")
+
+
 def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], object], int, int]]:
     """(name, item function, item count, samples per item) of every row measured in this process."""
     transforms = {"albumentations": build_train_transform(h, w, legacy=True), "new": build_train_transform(h, w),
-                  "device": build_train_transform(h, w, colour_on_device=True)}
+                  "device": build_train_transform(h, w, colour_on_device=True),
+                  "warp": build_train_transform(h, w, colour_on_device=True, warp_on_device=True)}
     synth = {k: SyntheticDataset(length=1000, height=h, width=w, transform=t)
              for k, t in (("none", None), *transforms.items())}
     rgbd = {k: RGBDFolderDataset(tmp, depth_scale=1000.0, transform=t) for k, t in (("none", None), *transforms.items())}
@@ -217,15 +229,19 @@ def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], objec
         rows += [(f"{prefix}, no augmentation", dataset_item(sets["none"]), n, 1),
                  (f"{prefix}, {LABELS['albumentations']}", dataset_item(sets["albumentations"]), n, 1),
                  (f"{prefix}, {LABELS['new']}", dataset_item(sets["new"]), n, 1),
-                 (f"{prefix}, {LABELS['device']}", dataset_item(sets["device"]), n, 1)]
+                 (f"{prefix}, {LABELS['device']}", dataset_item(sets["device"]), n, 1),
+                 (f"{prefix}, {LABELS['warp']}", dataset_item(sets["warp"]), n, 1)]
     rows.append((f"{h}x{w}: {LABELS['device_part']}", device_colour_item(h, w), 1, 8))
+    rows.append((f"{f} -> {h}x{w}: {LABELS['warp_part']}", device_warp_item(rgbd["warp"]), 1, 8))
     return rows
 
 
 FOLDER_SIZE = (480, 640)  # NYU/Kinect-like files
 LABELS = {"old": "full augmentation, svde 0.2", "albumentations": "full augmentation, albumentations (legacy=True)",
           "new": "full augmentation, new", "device": "full augmentation, new, colour on device: worker part",
-          "device_part": "colour on device: the batch part, per sample on this CPU (batch 8)"}
+          "warp": "full augmentation, new, colour and warp on device: worker part",
+          "device_part": "colour on device: the batch part, per sample on this CPU (batch 8)",
+          "warp_part": "colour and warp on device: the batch part, per sample on this CPU (batch 8)"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -294,9 +310,10 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
                 continue
             print(f"{prefix}: new / {LABELS[base].split(', ', 1)[1]} = {ratio(find(prefix, 'new'), find(prefix, base))} "
                   f"samples/s/core with the colour in the workers, {ratio(find(prefix, 'device'), find(prefix, base))} "
-                  "with the colour on the device")
+                  f"with the colour on the device, {ratio(find(prefix, 'warp'), find(prefix, base))} with colour and "
+                  "warp on the device")
     decode = next(k for k in results if k.startswith("rgbd") and "decode only" in k)
-    for key in ("new", "device"):
+    for key in ("new", "device", "warp"):
         print(f"rgbd_folder: time per sample / pure decode = {ratio(decode, find('rgbd_folder', key))} "
               f"({LABELS[key].split(', ', 1)[1]})")
 

@@ -81,8 +81,10 @@ class DataConfig:
     height: int = 384
     width: int = 512
     augment: bool = True
-    # colour jitter + normalisation in the "workers" or on the batch on the "device" (svde.data.colour); auto: CUDA
+    # colour jitter + normalisation, and the crop's resampling, in the "workers" or on the batch on the "device"
+    # (svde.data.colour, svde.data.warp; warp_on: device needs colour_on: device); auto: device on CUDA
     colour_on: str = "auto"
+    warp_on: str = "auto"
     batch_size: int = 8
     num_workers: int = 0
     epoch_length: int = 1000  # samples drawn from the mixture per epoch (all processes together)
@@ -199,10 +201,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     """
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
+        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
     return out
 
 
@@ -234,8 +233,7 @@ def merge_bases(raw: dict[str, Any], path: str | Path, _seen: tuple[Path, ...] =
     path = Path(path)
     raw = dict(raw)
     bases = raw.pop("base", None) or []
-    if isinstance(bases, str):
-        bases = [bases]
+    bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: 'base' must be a file name or a list of file names, got {bases!r}")
     merged: dict[str, Any] = {}
@@ -277,11 +275,7 @@ def apply_override(raw: dict[str, Any], override: str) -> dict[str, Any]:
                 # ``data.train.0.root=...`` reaches the default list's first entry.
                 node[key] = copy.deepcopy(default) if isinstance(default, (dict, list)) else {}
             node = node[key]
-    last = keys[-1]
-    if isinstance(node, list):
-        node[_list_index(node, last, dotted)] = value
-    else:
-        node[last] = value
+    node[_list_index(node, keys[-1], dotted) if isinstance(node, list) else keys[-1]] = value
     return raw
 
 
@@ -325,9 +319,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         (item,) = typing.get_args(tp)
         return [_convert(item, v, f"{where}.{i}") for i, v in enumerate(value)]
     if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
     if tp is Any:
         return value
     if tp is float and not isinstance(value, bool):
@@ -355,6 +349,7 @@ def validate(cfg: Config) -> Config:
     """Check the values that types alone cannot (names, ranges); returns ``cfg``."""
     # Local imports: keep ``import svde.config`` light.
     from svde.data.colour import COLOUR_PLACES
+    from svde.data.warp import WARP_PLACES
     from svde.data.registry import DATASETS, option_problems
     from svde.data.sampling import subset_problem
     from svde.losses import SI_REDUCTIONS, SI_TYPES
@@ -395,8 +390,11 @@ def validate(cfg: Config) -> Config:
     bad_types = [t for t in cfg.loss.si_types if t not in SI_TYPES]
     if bad_types:
         problems.append(f"loss.si_types may hold {list(SI_TYPES)} only (SI needs unbiased depth), got {bad_types}")
+    if cfg.data.warp_on == "device" and cfg.data.colour_on != "device":  # the jitter reads the warped crop
+        problems.append(f"data.warp_on: device needs data.colour_on: device, got {cfg.data.colour_on!r}")
     for where, value, names in (("train.amp", cfg.train.amp, AMP_MODES), ("data.colour_on", cfg.data.colour_on,
-                                 COLOUR_PLACES), ("loss.si_reduction", cfg.loss.si_reduction, SI_REDUCTIONS),
+                                 COLOUR_PLACES), ("data.warp_on", cfg.data.warp_on, WARP_PLACES),
+                                ("loss.si_reduction", cfg.loss.si_reduction, SI_REDUCTIONS),
                                 ("optim.name", cfg.optim.name, OPTIMIZER_NAMES),
                                 ("optim.schedule", cfg.optim.schedule, SCHEDULE_NAMES)):
         if value not in names:

@@ -122,8 +122,8 @@ def test_finish_batch_and_collate():
 
 def test_bad_input_is_refused():
     image = torch.zeros((2, 3, 4, 4), dtype=torch.uint8)
-    with pytest.raises(ValueError, match="uint8"):
-        apply_colour(image.float(), torch.zeros((2, 9)))
+    with pytest.raises(ValueError, match="uint8"):  # float in [0, 1] is taken (svde.data.warp), integers are not
+        apply_colour(image.int(), torch.zeros((2, 9)))
     with pytest.raises(ValueError, match=r"colour \(2, 9\)"):
         apply_colour(image, torch.zeros((3, 9)))
     bad = torch.tensor([IDENTITY, IDENTITY])

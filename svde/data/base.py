@@ -6,7 +6,10 @@ A sample is a dict:
   [0, 1] where a dataset stores float RGB, e.g. TUM's ``/gt/img_1``: kept float, never rounded);
   or, when a transform defers the colour jitter to the training device (``data.colour_on``),
   uint8 (3, H, W) RGB (float RGB rounded to 8 bits) with ``colour``: float32 (9,), the drawn
-  jitter (:func:`svde.data.colour.finish_batch` turns the batch into the float form);
+  jitter (:func:`svde.data.colour.finish_batch` turns the batch into the float form); when the
+  transform defers the resampling too (``data.warp_on``), uint8 (h, w, 3) RGB, the source window
+  of the crop, with ``target`` the window's stored depth ((h, w) float32, or uint16 as int16),
+  no ``mask``, and ``warp`` (:mod:`svde.data.warp`): ``finish_batch`` makes the crop;
 * ``target``: float32 (1, H, W): depth for ``absolute``/``uts``, disparity for ``utss``,
   zeros for ``ordinal``; invalid pixels hold 0;
 * ``mask``: bool (1, H, W), True where ``target`` is valid (finite and > 0);
@@ -262,9 +265,10 @@ class DepthDataset(Dataset):
         if depth_type not in DEPTH_TYPES:
             raise DataError(f"{file}: depth_type must be one of {DEPTH_TYPES}, got {depth_type!r}")
         sample = {
-            "image": normalize_image(raw["image"]) if raw.get("colour") is None else uint8_chw(raw["image"]),
-            "target": torch.from_numpy(np.ascontiguousarray(raw["target"], dtype=np.float32))[None],
-            "mask": torch.from_numpy(np.ascontiguousarray(raw["mask"], dtype=bool))[None],
+            **(_deferred_arrays(raw) if raw.get("warp") is not None else {
+                "image": normalize_image(raw["image"]) if raw.get("colour") is None else uint8_chw(raw["image"]),
+                "target": torch.from_numpy(np.ascontiguousarray(raw["target"], dtype=np.float32))[None],
+                "mask": torch.from_numpy(np.ascontiguousarray(raw["mask"], dtype=bool))[None]}),
             "depth_type": DepthType(depth_type).value,
             "meta": {
                 "dataset": self.name,
@@ -278,3 +282,13 @@ class DepthDataset(Dataset):
         if raw.get("pairs") is not None:
             sample["pairs"] = torch.as_tensor(np.asarray(raw["pairs"], dtype=np.float32))
         return sample
+
+
+def _deferred_arrays(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A sample the device resamples (:mod:`svde.data.warp`): the window as it is, no copies."""
+    image, target = raw["image"], raw["target"]
+    if image.dtype != np.uint8:
+        image = np.clip(np.round(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    target = target.view(np.int16) if target.dtype == np.uint16 else target.astype(np.float32, copy=False)
+    return {"image": torch.from_numpy(np.ascontiguousarray(image)), "target": torch.from_numpy(np.ascontiguousarray(target)),
+            "warp": torch.from_numpy(np.asarray(raw["warp"], np.float64))}

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 import torch
 
+from svde.data.warp import finish_warp
 from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["COLOUR_PLACES", "GREY", "IDENTITY", "JITTER", "apply_colour", "colour_matrix", "encode_colour",
@@ -159,14 +160,15 @@ def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def apply_colour(image: torch.Tensor, colour: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """The deferred colour jitter of a batch: uint8 ``image`` (B, 3, H, W) and ``colour`` (B, 9)
+    """The deferred colour jitter of a batch: uint8 ``image`` (B, 3, H, W) (or float in [0, 1]) and ``colour`` (B, 9)
     (:func:`encode_colour`) -> float32 (B, 3, H, W), ImageNet-normalised unless ``normalize=False``
     (then in [0, 1]). Runs where ``image`` is; ``colour`` is read on the CPU (where the loader
     gives it: no device sync) to pick, for each of the four step positions, the samples whose step
     there is a linear one or a hue turn.
     """
-    if image.ndim != 4 or image.shape[1] != 3 or image.dtype != torch.uint8:
-        raise ValueError(f"apply_colour: expected uint8 (B, 3, H, W) images, got {image.dtype} {tuple(image.shape)}")
+    if image.ndim != 4 or image.shape[1] != 3 or not (image.dtype == torch.uint8 or image.is_floating_point()):
+        raise ValueError(f"apply_colour: expected uint8 (or float in [0, 1]) (B, 3, H, W) images, got {image.dtype} "
+                         f"{tuple(image.shape)}")
     if tuple(colour.shape) != (image.shape[0], len(IDENTITY)):
         raise ValueError(f"apply_colour: expected colour ({image.shape[0]}, {len(IDENTITY)}), got {tuple(colour.shape)}")
     plan = colour.detach().to("cpu", torch.float32)
@@ -175,7 +177,7 @@ def apply_colour(image: torch.Tensor, colour: torch.Tensor, normalize: bool = Tr
     applied = plan[:, 0] > 0
     if not (plan[applied, 5:].sort(dim=1).values == torch.arange(4.0)).all():
         raise ValueError("apply_colour: each jittered sample's step order must be a permutation of 0..3")
-    x = image.float().div_(255.0)
+    x = image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
     params = plan.to(x.device, non_blocking=True)
     brightness, contrast, saturation, hue = params[:, 1:5].unbind(dim=1)
     grey = torch.tensor(GREY, device=x.device, dtype=torch.float32)
@@ -207,7 +209,8 @@ def apply_colour(image: torch.Tensor, colour: torch.Tensor, normalize: bool = Tr
 def finish_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     """``batch`` with ``image``, ``target`` and ``mask`` on ``device``; a batch with deferred colour
     (uint8 images and ``colour``) is jittered and normalised there (:func:`apply_colour`), so the
-    result always holds the network's normalised float images.
+    result always holds the network's normalised float images; one with ``warp`` is first
+    resampled there (:func:`svde.data.warp.finish_warp`).
 
     Example:
         >>> from svde.data.synthetic import SyntheticDataset
@@ -219,7 +222,11 @@ def finish_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str,
         >>> batch["image"].dtype, finish_batch(batch, "cpu")["image"].dtype
         (torch.uint8, torch.float32)
     """
-    out = {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask")}}
+    if "warp" in batch:  # source windows: cropped here (svde.data.warp), then jittered
+        out = {key: value for key, value in batch.items() if key != "warp"}
+        out["image"], out["target"], out["mask"] = finish_warp(batch["image"], batch["target"], batch["warp"], device)
+    else:
+        out = {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask")}}
     if "colour" in batch:  # the parameters stay on the CPU: apply_colour reads them there without a sync
         out["image"] = apply_colour(out["image"], batch["colour"])
         del out["colour"]

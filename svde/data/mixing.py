@@ -179,7 +179,8 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch samples of the common contract.
 
     ``image``/``target``/``mask`` (and ``colour``, :mod:`svde.data.colour`) are stacked (all samples
-    must share one size), ``depth_type`` and
+    must share one size; samples the device resamples, :mod:`svde.data.warp`, give lists of their
+    windows and a stacked ``warp``), ``depth_type`` and
     ``meta`` become lists, and ``pairs`` (when any sample has them) a list of (K_i, 5) tensors,
     empty for samples without pairs.
 
@@ -192,7 +193,11 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """
     if not samples:
         raise ValueError("collate: empty batch")
-    sizes = {tuple(s["image"].shape[-2:]) for s in samples}
+    warped = ["warp" in s for s in samples]
+    if any(warped) and not all(warped):
+        raise DataError("collate: some samples leave their resampling to the device (data.warp_on) and some do not; "
+                        "build every training dataset with the same warp_on_device")
+    sizes = {tuple(s["warp"][1:3].tolist()) if "warp" in s else tuple(s["image"].shape[-2:]) for s in samples}
     if len(sizes) > 1:
         files = [s.get("meta", {}).get("file", "?") for s in samples]
         raise DataError(f"collate: samples have different sizes {sorted(sizes)} (files {files}); "
@@ -202,7 +207,11 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise DataError("collate: some samples defer their colour jitter to the device (data.colour_on) and some do "
                         "not; build every training dataset with the same colour_on_device")
     keys = ("image", "target", "mask", "colour") if all(deferred) else ("image", "target", "mask")
-    batch: dict[str, Any] = {key: torch.stack([s[key] for s in samples]) for key in keys}
+    if all(warped):  # source windows of different sizes: lists, cropped on the device (svde.data.warp)
+        batch: dict[str, Any] = {"image": [s["image"] for s in samples], "target": [s["target"] for s in samples],
+                                 **{key: torch.stack([s[key] for s in samples]) for key in ("warp", "colour")}}
+    else:
+        batch = {key: torch.stack([s[key] for s in samples]) for key in keys}
     batch["depth_type"] = [s["depth_type"] for s in samples]
     batch["meta"] = [s["meta"] for s in samples]
     if any("pairs" in s for s in samples):

@@ -11,9 +11,9 @@ validity, zeroes and scales it itself, at its output size.
 * :func:`build_train_transform`: resize (to cover the crop, times a random scale), pad, random
   crop, rotation, horizontal flip and colour jitter. By default (:class:`TrainAugment`) the
   geometric steps are composed into one pixel map and applied with one ``cv2.warpAffine`` per
-  array, and the image stays in its decoded dtype (uint8) throughout; ``legacy=True`` gives the
-  former albumentations pipeline (:class:`JointTransform`: one resampling per step), kept to
-  measure against in the benchmark (no config reaches it). Depth is resampled nearest-neighbour (the mask
+  array (or on the device: :mod:`svde.data.warp`), the image in its decoded dtype (uint8);
+  ``legacy=True``: svde 0.2's albumentations pipeline (:class:`JointTransform`: one resampling
+  per step), kept for the benchmark (no config reaches it). Depth is resampled nearest-neighbour (the mask
   follows it: :class:`TrainAugment` derives it from the warped depth, the legacy pipeline warps
   it) and padded / rotated-in pixels are invalid (mask 0), so image and depth stay aligned to the pixel.
   Intrinsics are updated exactly for resize, pad, crop and flip (a flipped sample shows the
@@ -49,6 +49,7 @@ import torch
 
 from svde.data.base import DataError, scale_depth, valid_depth_mask
 from svde.data.colour import JITTER, encode_colour, jitter_image
+from svde.data.warp import defer_warp, warp_vector, with_conversion
 from svde.types import SCALE_INVARIANT, DepthType
 
 if TYPE_CHECKING:  # albumentations takes ~2 s to import: only the augmentation builders load it
@@ -121,6 +122,8 @@ class ToUTS:
     def __call__(self, raw: Raw) -> Raw:
         _require_depth(raw, "ToUTS")
         scale = math.exp(_uniform(math.log(self.scale_range[0]), math.log(self.scale_range[1])))
+        if raw.get("warp") is not None:  # the device warps, then converts (svde.data.warp)
+            return {**raw, "warp": with_conversion(raw["warp"], "uts", scale), "depth_type": DepthType.UTS}
         return {**raw, "target": to_uts(raw["target"], raw["mask"], scale), "depth_type": DepthType.UTS}
 
 
@@ -142,6 +145,8 @@ class ToUTSS:
         _require_depth(raw, "ToUTSS")
         scale = math.exp(_uniform(math.log(self.scale_range[0]), math.log(self.scale_range[1])))
         shift = _uniform(*self.shift_range)
+        if raw.get("warp") is not None:  # the median is the crop's: on the device, after the warp
+            return {**raw, "warp": with_conversion(raw["warp"], "utss", scale, shift), "depth_type": DepthType.UTSS}
         return {**raw, "target": to_utss(raw["target"], raw["mask"], scale, shift), "depth_type": DepthType.UTSS}
 
 
@@ -301,17 +306,16 @@ def _translate(x: float, y: float) -> np.ndarray:
 class TrainAugment:
     """The paper's training augmentation (see :func:`build_train_transform`) with one resampling.
 
-    The geometric steps (resize to cover the crop, random scale, pad, random crop, rotation, flip)
-    compose into one pixel map, so image and depth are each resampled once (the image in its own
-    dtype, uint8 as decoded; depth nearest-neighbour, with 0 at the input ``mask``'s invalid
-    pixels, and the output mask is where the warped depth is positive; stored uint16 depth with
-    its ``depth_scale`` is warped as it is and scaled at the crop's size); each colour step is one
-    pass over the uint8 crop (:func:`~svde.data.colour.jitter_image`), or, with
-    ``colour_on_device``, the drawn parameters go with the sample as ``colour``
-    (:mod:`svde.data.colour`). Pixels rotated in from outside the crop window are invalid, as
-    after a crop then a rotation.
-    Parameters are drawn as albumentations draws them (sizes, offsets, ranges, probabilities, colour
-    step order), each independently, from torch's generator: :meth:`plan`.
+    The geometric steps (resize to cover the crop, random scale, pad, random crop, rotation, flip) compose
+    into one pixel map, so image and depth are each resampled once (the image in its own dtype, uint8 as
+    decoded; depth nearest-neighbour, with 0 at the input ``mask``'s invalid pixels, and the output mask is
+    where the warped depth is positive; stored uint16 depth with its ``depth_scale`` is warped as it is and
+    scaled at the crop's size); each colour step is one pass over the uint8 crop
+    (:func:`~svde.data.colour.jitter_image`), or, with ``colour_on_device``, the drawn parameters go with the
+    sample as ``colour`` (:mod:`svde.data.colour`); with ``warp_on_device`` the resampling, scaling and
+    depth conversion too (:mod:`svde.data.warp`). Pixels rotated in from outside the crop window are
+    invalid, as after a crop then a rotation. Parameters are drawn as albumentations draws them (sizes,
+    offsets, ranges, probabilities, colour step order), each independently, from torch's generator: :meth:`plan`.
 
     Example:
         >>> t = TrainAugment(32, 48)
@@ -324,15 +328,20 @@ class TrainAugment:
 
     def __init__(self, height: int, width: int, scale_range: Sequence[float] = (0.8, 1.25), rotate_limit: float = 10.0,
                  rotate_p: float = 0.5, flip_p: float = 0.5, color_p: float = 0.8,
-                 interpolation: int = cv2.INTER_LINEAR, colour_on_device: bool = False) -> None:
+                 interpolation: int = cv2.INTER_LINEAR, colour_on_device: bool = False,
+                 warp_on_device: bool = False) -> None:
         interpolation = cv2.INTER_NEAREST if interpolation == cv2.INTER_NEAREST_EXACT else interpolation
         if interpolation not in _WARP_MARGINS:
             raise ValueError(f"interpolation must be one of cv2's INTER_NEAREST(_EXACT), INTER_LINEAR, INTER_CUBIC "
                              f"or INTER_LANCZOS4, got {interpolation}")
+        if warp_on_device and (not colour_on_device or interpolation == cv2.INTER_LANCZOS4):
+            raise ValueError("warp_on_device needs colour_on_device (the jitter reads the warped crop) and a nearest, "
+                             "linear or cubic interpolation")
         self.size = (int(height), int(width))
         self.scale_range = _check_range("scale_range", scale_range, positive=True)
         self.rotate_limit, self.rotate_p, self.flip_p, self.color_p = rotate_limit, rotate_p, flip_p, color_p
         self.interpolation, self.colour_on_device = interpolation, bool(colour_on_device)
+        self.warp_on_device = bool(warp_on_device)
 
     def plan(self, shape: tuple[int, ...]) -> AugmentPlan:
         """Draw one sample's parameters for an input of ``shape`` (one call to torch's generator)."""
@@ -373,9 +382,35 @@ class TrainAugment:
         image, target, mask, scale = raw["image"], raw["target"], raw.get("mask"), raw.get("depth_scale")
         if target.dtype != np.uint16:  # cv2 warps stored uint16 depth as it is, anything else as float32
             target = target.astype(np.float32, copy=False)
+        plan = self.plan(image.shape)
+        deferred = self.warp_on_device and defer_warp(image, target, mask, plan.affine, plan.window, self.size,
+                                                      self.interpolation, scale)
+        if deferred:  # the device resamples the window (svde.data.warp)
+            result = {**raw, **deferred, "mask": None, "depth_scale": None}
+        else:
+            result = {**raw, **self._crop(image, target, mask, scale, plan)}
+        if self.warp_on_device and not deferred:  # warped here (a large source): the device scales and masks
+            result["warp"] = warp_vector(0, self.size, np.eye(3), (0, self.size[0], 0, self.size[1]))
+        if self.colour_on_device:  # drawn all the same, applied on the batch (svde.data.colour)
+            result["colour"] = encode_colour(plan.colour)
+        elif plan.colour is not None:
+            result["image"] = jitter_image(result["image"], plan.colour)
+        if raw.get("intrinsics") is not None:
+            result["intrinsics"] = transform_intrinsics(np.asarray(raw["intrinsics"], np.float64), plan.affine, self.size)
+        if raw.get("pairs") is not None:
+            pairs = np.asarray(raw["pairs"], np.float32)
+            if plan.window is not None and pairs.size:  # rotated-in points are invalid pixels
+                r0, r1, c0, c1 = plan.window
+                y, x = pairs[:, [0, 2]], pairs[:, [1, 3]]
+                pairs = pairs[np.all((y >= r0) & (y < r1) & (x >= c0) & (x < c1), axis=1)]
+            result["pairs"] = transform_pairs(pairs, plan.affine, self.size)
+        return result
+
+    def _crop(self, image: np.ndarray, target: np.ndarray, mask: np.ndarray | None, scale: float | None,
+              plan: AugmentPlan) -> Raw:
+        """The in-worker resampling: ``image``, ``target`` (scaled, 0 where invalid) and ``mask`` of the crop."""
         if mask is not None:  # invalid pixels hold 0: then the mask need not be warped (below)
             target = np.where(mask, target, target.dtype.type(0))
-        plan = self.plan(image.shape)
         # the image reads around the window as its interpolation needs; nearest: exactly the depth's pixels
         out_image = self._warp(image, plan, self.interpolation, margin=_WARP_MARGINS[self.interpolation])
         warped = self._warp(target, plan, cv2.INTER_NEAREST)
@@ -385,21 +420,7 @@ class TrainAugment:
         if warped.dtype != np.float32 or scale is not None:
             warped = scale_depth(warped, 1.0 if scale is None else scale)
         warped[~new_mask] = 0
-        result = {**raw, "image": out_image, "target": warped, "mask": new_mask, "depth_scale": None}
-        if self.colour_on_device:  # drawn all the same, applied on the batch (svde.data.colour)
-            result["colour"] = encode_colour(plan.colour)
-        elif plan.colour is not None:
-            result["image"] = jitter_image(out_image, plan.colour)
-        if raw.get("intrinsics") is not None:
-            result["intrinsics"] = transform_intrinsics(np.asarray(raw["intrinsics"], np.float64), plan.affine, out_image.shape)
-        if raw.get("pairs") is not None:
-            pairs = np.asarray(raw["pairs"], np.float32)
-            if plan.window is not None and pairs.size:  # rotated-in points are invalid pixels
-                r0, r1, c0, c1 = plan.window
-                y, x = pairs[:, [0, 2]], pairs[:, [1, 3]]
-                pairs = pairs[np.all((y >= r0) & (y < r1) & (x >= c0) & (x < c1), axis=1)]
-            result["pairs"] = transform_pairs(pairs, plan.affine, out_image.shape)
-        return result
+        return {"image": out_image, "target": warped, "mask": new_mask, "depth_scale": None}
 
     def _warp(self, array: np.ndarray, plan: AugmentPlan, interpolation: int, margin: int = 0) -> np.ndarray:
         """``array`` (its crop window's pixels, plus ``margin`` for interpolation) through the plan's map."""
@@ -428,7 +449,8 @@ class AugmentPlan(NamedTuple):
 def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequence[float] = (0.8, 1.25),
                           rotate_limit: float = 10.0, rotate_p: float = 0.5, flip_p: float = 0.5,
                           color_p: float = 0.8, interpolation: int = cv2.INTER_LINEAR,
-                          legacy: bool = False, colour_on_device: bool = False) -> TrainAugment | JointTransform:
+                          legacy: bool = False, colour_on_device: bool = False,
+                          warp_on_device: bool = False) -> TrainAugment | JointTransform:
     """The paper's training augmentation: resize, pad and random-crop to ``height`` x ``width``,
     rotation (``rotate_p``, within ``rotate_limit`` degrees), horizontal flip (``flip_p``) and
     colour jitter (``color_p``: brightness, contrast, saturation 0.8..1.2, hue +-0.05).
@@ -439,7 +461,8 @@ def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequ
     centre; with a nearest ``interpolation`` the image is sampled exactly like the depth).
     ``legacy=True``: the albumentations pipeline of svde 0.2 (one resampling and rounding per
     step), with the same parameter distributions. ``colour_on_device=True``: the colour parameters
-    are drawn but applied later, on the batch (:mod:`svde.data.colour`; not with ``legacy``).
+    are drawn but applied later, on the batch (:mod:`svde.data.colour`; not with ``legacy``);
+    ``warp_on_device=True`` (with it): the resampling too (:mod:`svde.data.warp`).
 
     Example:
         >>> type(build_train_transform(64, 96)).__name__, build_train_transform(64, 96, legacy=True).compose.strict
@@ -447,9 +470,9 @@ def build_train_transform(height: int = 384, width: int = 512, scale_range: Sequ
     """
     if not legacy:
         return TrainAugment(height, width, scale_range, rotate_limit, rotate_p, flip_p, color_p, interpolation,
-                            colour_on_device)
-    if colour_on_device:
-        raise ValueError("colour_on_device needs the default augmentation (legacy=False)")
+                            colour_on_device, warp_on_device)
+    if colour_on_device or warp_on_device:
+        raise ValueError("colour_on_device and warp_on_device need the default augmentation (legacy=False)")
     import albumentations as A
 
     lo, hi = _check_range("scale_range", scale_range, positive=True)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 RESUME_SAFE = ("name", "train.steps", "train.device", "train.compile", "train.log_every", "train.image_every",
                "train.checkpoint_every", "train.max_nonfinite", "train.diverge_factor", "train.diverge_patience",
                "train.diverge_norm_factor", "train.diverge_output_bound", "train.ddp_timeout_s", "data.num_workers",
-               "data.colour_on",
+               "data.colour_on", "data.warp_on",
                "val.every", "val.batch_size")
 
 ADVICE = ("Try a lower optim.lr, optim.grad_clip or train.amp=none in a new run (--out), or check the data "
@@ -181,10 +181,11 @@ def resume_config(run_dir: str | Path, overrides: Sequence[str] = (), config: st
         if config is not None:
             cfg = load_config(config, overrides)
         else:
-            # A run from before data.colour_on jittered in its workers: it goes on doing so (auto
-            # would move the jitter to the device on CUDA), unless an override says otherwise.
-            legacy = isinstance(stored.get("data"), Mapping) and "colour_on" not in stored["data"]
-            cfg = build_config(stored, (["data.colour_on=workers"] if legacy else []) + list(overrides))
+            # A run from before data.colour_on (data.warp_on) jittered (warped) in its workers: it goes on
+            # doing so (auto would move the work to the device on CUDA), unless an override says otherwise.
+            data = stored.get("data") if isinstance(stored.get("data"), Mapping) else {}
+            legacy = [f"data.{key}=workers" for key in ("colour_on", "warp_on") if data and key not in data]
+            cfg = build_config(stored, legacy + list(overrides))
         if config is None and (not copy.is_file() or copy.stat().st_size == 0):
             log.warning("%s is missing or empty: resuming with the config stored in %s", copy, last)
         check_resume_config(cfg, stored, last)

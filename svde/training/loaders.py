@@ -19,6 +19,7 @@ from svde.config import Config, ConfigError, DatasetEntry
 from svde.data import DataError, build_dataset
 from svde.data.base import DepthDataset, valid_depth_mask
 from svde.data.colour import resolve_colour_place
+from svde.data.warp import resolve_warp_place
 from svde.data.mixing import MixedDataset, collate
 from svde.data.sampling import ResumableSampler, SeededSamples, split_holdout, take_subset
 from svde.data.transforms import Compose, ToUTS, ToUTSS, build_train_transform
@@ -27,14 +28,16 @@ from svde.training.distributed import DistContext
 from svde.types import SCALE_INVARIANT, DepthType
 
 
-def build_train_transform_for(cfg: Config, entry: DatasetEntry, colour_on_device: bool = False) -> Compose:
+def build_train_transform_for(cfg: Config, entry: DatasetEntry, colour_on_device: bool = False,
+                              warp_on_device: bool = False) -> Compose:
     """Crop (plus the paper's augmentation when ``data.augment``), then the entry's depth conversion;
-    ``colour_on_device``: the colour jitter and normalisation are left to the batch (:mod:`svde.data.colour`)."""
-    size = (cfg.data.height, cfg.data.width)
+    ``colour_on_device``: the colour jitter and normalisation are left to the batch (:mod:`svde.data.colour`),
+    ``warp_on_device``: the resampling too (:mod:`svde.data.warp`)."""
+    size, places = (cfg.data.height, cfg.data.width), {"colour_on_device": colour_on_device,
+                                                        "warp_on_device": warp_on_device}
     # Without augmentation: only resize to cover and random-crop, so batches share one size.
-    crop = build_train_transform(*size, colour_on_device=colour_on_device) if cfg.data.augment else \
-        build_train_transform(*size, scale_range=(1.0, 1.0), rotate_limit=0.0, flip_p=0.0, color_p=0.0,
-                              colour_on_device=colour_on_device)
+    crop = build_train_transform(*size, **places) if cfg.data.augment else \
+        build_train_transform(*size, scale_range=(1.0, 1.0), rotate_limit=0.0, flip_p=0.0, color_p=0.0, **places)
     convert = {None: None, DepthType.UTS: ToUTS(), DepthType.UTSS: ToUTSS()}[entry.convert]
     return Compose([crop, convert])
 
@@ -87,11 +90,15 @@ def with_transform(dataset: Dataset, transform: Any) -> Dataset:
 
 def build_train_loader(cfg: Config, ctx: DistContext, datasets: list[Dataset] | None = None) -> DataLoader:
     """The weighted training mixture as a loader of collated batches, this process's share (with
-    deferred colour when ``data.colour_on`` resolves to the device: pass them through
-    :func:`svde.data.colour.finish_batch`). ``datasets``: :func:`build_train_datasets`' result,
-    to share its index (built here when None)."""
-    on_device = resolve_colour_place(cfg.data.colour_on, ctx.device) == "device"
-    datasets = [with_transform(ds, build_train_transform_for(cfg, e, on_device))
+    deferred colour (and resampling) when ``data.colour_on`` (``data.warp_on``) resolves to the device:
+    pass them through :func:`svde.data.colour.finish_batch`). ``datasets``: :func:`build_train_datasets`'
+    result, to share its index (built here when None)."""
+    colour = resolve_colour_place(cfg.data.colour_on, ctx.device)
+    try:
+        warp = resolve_warp_place(cfg.data.warp_on, colour, ctx.device)
+    except ValueError as exc:  # data.colour_on: auto on a CPU with data.warp_on: device
+        raise ConfigError(str(exc)) from None
+    datasets = [with_transform(ds, build_train_transform_for(cfg, e, colour == "device", warp == "device"))
                 for e, ds in zip(cfg.data.train, _shared(cfg, datasets))]
     for i, ds in enumerate(datasets):
         check_depth_present(ds, f"data.train.{i}")
