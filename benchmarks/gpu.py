@@ -14,7 +14,8 @@ loader keeps the GPU busy with N workers.
   randomly initialised instead of ImageNet weights), on synthetic batches already in memory.
 * **Loader**: the training loader of ``mn_lrn4``'s paper config (:func:`build_train_loader`: a
   real DataLoader with the training augmentation) over the synthetic dataset with N workers,
-  with the colour jitter in the workers and on the device (``data.colour_on``); the GPU idle
+  with the colour jitter in the workers and on the device (``data.colour_on``), and the crop's
+  resampling too (``data.warp_on``); the GPU idle
   fraction is the share of wall time the loop waits for the next batch.
 
 Results go to ``--out`` as ``gpu_benchmark.json`` and ``gpu_benchmark.md`` (written atomically).
@@ -74,7 +75,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def paper_config(model: str, device: str, crop: tuple[int, int] | None, batch: int | None,
-                 workers: int = 0, colour_on: str = "auto") -> Config:
+                 workers: int = 0, colour_on: str = "auto", warp_on: str = "auto") -> Config:
     """``configs/paper/<model>.yaml`` with random encoder weights and the synthetic set as data."""
     raw = read_yaml(ROOT / "configs" / "paper" / f"{model}.yaml")
     raw["name"] = f"gpu-benchmark-{model}"
@@ -88,7 +89,7 @@ def paper_config(model: str, device: str, crop: tuple[int, int] | None, batch: i
     # rendered a little larger than the crop, as configs/base/data/synthetic.yaml does
     data["train"] = [{"name": "synthetic", "split": "train",
                       "options": {"length": 100_000, "height": h * 5 // 4, "width": w * 5 // 4}}]
-    data["num_workers"], data["epoch_length"], data["colour_on"] = workers, 100_000, colour_on
+    data["num_workers"], data["epoch_length"], data["colour_on"], data["warp_on"] = workers, 100_000, colour_on, warp_on
     raw["val"] = {"dataset": None, "holdout": 0, "every": 0}
     raw["train"]["device"] = device
     return build_config(raw)
@@ -169,9 +170,10 @@ def loader(opts: dict[str, Any], device: str) -> list[dict[str, Any]]:
 
     rows = []
     dev = resolve_device(device)
-    for workers, colour_on in ((w, c) for w in opts["workers"] for c in ("workers", "device")):
+    places = (("workers", "workers"), ("device", "workers"), ("device", "device"))  # (colour_on, warp_on)
+    for workers, (colour_on, warp_on) in ((w, p) for w in opts["workers"] for p in places):
         cfg = paper_config("mn_lrn4", device, opts["train_crop"], opts["train_batch"], workers=workers,
-                           colour_on=colour_on)
+                           colour_on=colour_on, warp_on=warp_on)
         ctx = DistContext(device=dev)
         state = TrainState.build(cfg, dev)
         state.raw_model.train()
@@ -188,7 +190,8 @@ def loader(opts: dict[str, Any], device: str) -> list[dict[str, Any]]:
                 sync(dev)
                 wait, busy = wait + t1 - t0, busy + time.perf_counter() - t1
         total = wait + busy
-        rows.append({"model": "mn_lrn4", "workers": workers, "colour_on": colour_on, "batch": cfg.data.batch_size,
+        rows.append({"model": "mn_lrn4", "workers": workers, "colour_on": colour_on, "warp_on": warp_on,
+                     "batch": cfg.data.batch_size,
                      "crop": f"{cfg.data.height}x{cfg.data.width}", "steps": opts["loader_steps"],
                      "samples_per_s": opts["loader_steps"] * cfg.data.batch_size / total,
                      "gpu_idle_fraction": wait / total, "wait_ms_per_step": 1000.0 * wait / opts["loader_steps"]})
@@ -224,9 +227,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"| {r['model']} | {r['batch']} | {r['crop']} | {r['amp']} | {r['optimizer']} | "
               f"{_fmt(r['samples_per_s'])} | {_fmt(r['step_ms'])} |" for r in result["training"]]
     lines += ["", "Loader: mn_lrn4's training loop fed by the training DataLoader over the synthetic set:", "",
-              "| workers | colour jitter on (data.colour_on) | batch | crop | samples/s | GPU idle fraction | wait ms/step |",
-              "|---:|---|---:|---|---:|---:|---:|"]
-    lines += [f"| {r['workers']} | {r['colour_on']} | {r['batch']} | {r['crop']} | {_fmt(r['samples_per_s'])} | "
+              "| workers | colour jitter on (data.colour_on) | resampling on (data.warp_on) | batch | crop | samples/s "
+              "| GPU idle fraction | wait ms/step |", "|---:|---|---|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['workers']} | {r['colour_on']} | {r.get('warp_on', 'workers')} | {r['batch']} | {r['crop']} | "
+              f"{_fmt(r['samples_per_s'])} | "
               f"{_fmt(r['gpu_idle_fraction'], 2)} | {_fmt(r['wait_ms_per_step'])} |" for r in result["loader"]]
     return "\n".join(lines) + "\n"
 

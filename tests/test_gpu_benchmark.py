@@ -31,12 +31,12 @@ def test_quick_mode_on_cpu_writes_json_and_markdown(tmp_path, capsys):
     assert all(r["fps"] > 0 for r in rows if "skipped" not in r) and sum("fps" in r for r in rows) >= 6
     (train,) = result["training"]
     assert train["model"] == "mn_lrn4" and train["optimizer"] == "ranger" and train["samples_per_s"] > 0
-    assert [(r["workers"], r["colour_on"]) for r in result["loader"]] == [
-        (0, "workers"), (0, "device"), (1, "workers"), (1, "device")]
+    assert [(r["workers"], r["colour_on"], r["warp_on"]) for r in result["loader"]] == [
+        (w, *places) for w in (0, 1) for places in (("workers", "workers"), ("device", "workers"), ("device", "device"))]
     assert all(0.0 <= r["gpu_idle_fraction"] <= 1.0 and r["samples_per_s"] > 0 for r in result["loader"])
     table = (tmp_path / "gpu_benchmark.md").read_text()
     assert "| mn_lrn4 | 135 |" in table and "GPU idle fraction" in table and "samples/s" in table
-    assert "| 1 | device |" in table
+    assert "| 1 | device | device |" in table
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_benchmark.json", "gpu_benchmark.md"]  # no temporaries
     assert "written:" in capsys.readouterr().out
 

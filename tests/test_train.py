@@ -201,10 +201,15 @@ def test_a_run_from_before_colour_on_resumes_with_its_jitter_in_the_workers(tmp_
     train(cfg, run)
     ckpt = torch.load(run / "last.pt", weights_only=True)
     assert resume_config(run).data.colour_on == "auto"  # a run that has the key keeps it
+    assert resume_config(run).data.warp_on == "auto"
+    del ckpt["config"]["data"]["warp_on"]  # a run from before data.warp_on (svde 0.3's first colour_on)
+    torch.save(ckpt, run / "last.pt")
+    assert (resume_config(run).data.colour_on, resume_config(run).data.warp_on) == ("auto", "workers")
     del ckpt["config"]["data"]["colour_on"]
     torch.save(ckpt, run / "last.pt")
-    assert resume_config(run).data.colour_on == "workers"
+    assert (resume_config(run).data.colour_on, resume_config(run).data.warp_on) == ("workers", "workers")
     assert resume_config(run, ["data.colour_on=device"]).data.colour_on == "device"
+    assert resume_config(run, ["data.colour_on=device", "data.warp_on=device"]).data.warp_on == "device"
 
 
 def run_script(args, launcher=(sys.executable,)):
