@@ -15,7 +15,9 @@ temporary folder), side by side:
 * ``new, colour and warp on device: worker part`` (``data.warp_on: device``, the CUDA default):
   decode, draw, cut the crop's source window; and the batch part it leaves
   (:func:`svde.data.colour.finish_batch`: resampling, depth scaling, colour), per sample on the CPU;
-* the pure decode of the folder's files (``cv2.imdecode`` of both PNGs): the floor.
+* the pure decode of the folder's files: ``cv2.imdecode`` of both PNGs (svde 0.2's decoder), and
+  svde's readers (:func:`svde.data.io.read_image`, :func:`~svde.data.io.read_png16`: imagecodecs'
+  libpng where it gives OpenCV's pixels, :mod:`svde.data.png`): the floor.
 
 samples/s/core is one thread's rate in the process's CPU time. The rows are measured in
 interleaved rounds (every row once per round, the svde 0.2 process included) and the median round
@@ -50,6 +52,7 @@ import torch  # noqa: E402
 from svde.atomic import write_bytes  # noqa: E402
 from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform  # noqa: E402
 from svde.data.colour import apply_colour, finish_batch  # noqa: E402
+from svde.data.io import read_image, read_png16  # noqa: E402
 from svde.data.mixing import collate  # noqa: E402
 
 SVDE_02 = "0b11508"  # svde 0.2.0, the tree issue 25 measured ("today's" 67 samples/s/core)
@@ -73,6 +76,12 @@ def dataset_item(dataset) -> Callable[[int], object]:
         assert torch.isfinite(sample["target"]).all()
         return sample
     return item
+
+
+def svde_decode_item(root: Path) -> Callable[[int], object]:
+    """The pure decode of a folder's files with svde's readers (imagecodecs for these PNGs)."""
+    pairs = [(rgb, root / "depth" / rgb.name) for rgb in sorted((root / "rgb").glob("*.png"))]
+    return lambda i: (read_image(pairs[i][0]), read_png16(pairs[i][1]))
 
 
 def decode_item(root: Path) -> tuple[Callable[[int], object], int]:
@@ -226,6 +235,7 @@ def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], objec
     for prefix, sets, n in ((f"synthetic {h}x{w}", synth, 1000), (f, rgbd, count)):
         if prefix == f:
             rows.append((f"{f}, decode only (cv2.imdecode x2)", decode, count, 1))
+            rows.append((f"{f}, decode only (svde's readers)", svde_decode_item(tmp), count, 1))
         rows += [(f"{prefix}, no augmentation", dataset_item(sets["none"]), n, 1),
                  (f"{prefix}, {LABELS['albumentations']}", dataset_item(sets["albumentations"]), n, 1),
                  (f"{prefix}, {LABELS['new']}", dataset_item(sets["new"]), n, 1),
@@ -312,10 +322,11 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
                   f"samples/s/core with the colour in the workers, {ratio(find(prefix, 'device'), find(prefix, base))} "
                   f"with the colour on the device, {ratio(find(prefix, 'warp'), find(prefix, base))} with colour and "
                   "warp on the device")
-    decode = next(k for k in results if k.startswith("rgbd") and "decode only" in k)
-    for key in ("new", "device", "warp"):
-        print(f"rgbd_folder: time per sample / pure decode = {ratio(decode, find('rgbd_folder', key))} "
-              f"({LABELS[key].split(', ', 1)[1]})")
+    for decoder in ("cv2.imdecode", "svde's readers"):
+        decode = next(k for k in results if k.startswith("rgbd") and f"decode only ({decoder}" in k)
+        for key in ("new", "device", "warp"):
+            print(f"rgbd_folder: time per sample / pure decode ({decoder}) = "
+                  f"{ratio(decode, find('rgbd_folder', key))} ({LABELS[key].split(', ', 1)[1]})")
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ import numpy as np
 
 from svde.atomic import atomic_path, write_bytes, write_json
 from svde.data.base import DataError, scale_depth
+from svde.data.png import decode_png
 
 # Sintel's .dpt magic number (stored as a little-endian float32 before width and height).
 DPT_TAG = 202021.25
@@ -38,8 +39,11 @@ def _exists(path: str | os.PathLike) -> Path:
 
 
 def _imread(path: str | os.PathLike) -> np.ndarray:
-    """cv2.imread(IMREAD_UNCHANGED) with a DataError instead of ``None`` on failure."""
-    return _decode(path, _read_bytes(path), cv2.IMREAD_UNCHANGED)
+    """cv2.imread(IMREAD_UNCHANGED) with a DataError instead of ``None`` on failure (greyscale PNGs:
+    the same pixels from :func:`svde.data.png.decode_png`, faster)."""
+    buf = _read_bytes(path)
+    fast = decode_png(buf, rgb=False)
+    return fast if fast is not None else _decode(path, buf, cv2.IMREAD_UNCHANGED)
 
 
 def _read_bytes(path: str | os.PathLike) -> np.ndarray:
@@ -77,6 +81,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         (dtype('uint8'), 3)
     """
     buf = _read_bytes(path)
+    fast = decode_png(buf, rgb=True)  # an 8-bit RGB PNG: the same pixels, faster (svde.data.png)
+    if fast is not None:
+        return fast
     if _decodes_to_rgb(buf):  # no BGR copy to convert
         return _decode(path, buf, _RGB_FLAGS)
     img = _decode(path, buf, cv2.IMREAD_UNCHANGED)
