@@ -134,3 +134,25 @@ def _corrupt_mjpg_frame(path: Path, index: int, frames: int) -> None:
 def corrupt_mjpg_frame() -> Callable[[Path, int, int], None]:
     """``corrupt(path, index, frames)``: one frame of an MJPG .avi made undecodable (video tests)."""
     return _corrupt_mjpg_frame
+
+
+def _two_step_run(run_dir: Path, train_entry: dict, data: dict) -> float:
+    """A 2-step CPU run on 64x64 crops of ``train_entry`` with ``data`` keys on top; checks that
+    both steps logged a finite loss and returns the first."""
+    from svde.config import build_config
+    from svde.training import train
+
+    cfg = build_config({"name": run_dir.name, "data": {"train": [train_entry], "height": 64, "width": 64,
+                                                       "batch_size": 2, "epoch_length": 8, **data},
+                        "train": {"steps": 2, "log_every": 1, "checkpoint_every": 2, "image_every": 2},
+                        "val": {"every": 0}})
+    summary = train(cfg, run_dir)
+    logs = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert len(logs) == 2 and all(math.isfinite(r["loss"]) for r in logs)
+    return logs[0]["loss"]
+
+
+@pytest.fixture
+def two_step_run() -> Callable[[Path, dict, dict], float]:
+    """``run(run_dir, train_entry, data_keys) -> first loss``: a tiny training run (colour/warp place tests)."""
+    return _two_step_run

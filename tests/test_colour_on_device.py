@@ -7,7 +7,6 @@ in-worker path mirrors in uint8) and torchvision's ``adjust_hue`` for the hue tu
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ import torch
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from svde.config import build_config  # noqa: E402
 from svde.data import DataError, SyntheticDataset, collate  # noqa: E402
 from svde.data.colour import (IDENTITY, apply_colour, encode_colour, finish_batch, jitter_image,  # noqa: E402
                               resolve_colour_place, shift_hue)
@@ -159,14 +157,11 @@ def test_normalize_image_fast_path_is_bitwise_the_old_one():
         assert torch.equal(normalize_image(view), old.mul_(_UINT8_SCALE).sub_(_OFFSET))
 
 
-def test_training_with_colour_on_device(tmp_path, monkeypatch):
+def test_training_with_colour_on_device(tmp_path, monkeypatch, two_step_run):
     """Tiny runs with data.colour_on=workers and =device on the CPU, same seed: the step receives
     uint8 batches with their colour and trains on normalised float images; the first loss is the
     in-worker run's to the change of operations, and the image log shows the jittered input."""
-    import json
-
     import svde.training.step as step
-    from svde.training import train
 
     seen, first_loss = [], {}
     original = step.finish_batch
@@ -180,15 +175,8 @@ def test_training_with_colour_on_device(tmp_path, monkeypatch):
     monkeypatch.setattr(step, "finish_batch", spy)
     for place in ("workers", "device"):
         seen.clear()
-        cfg = build_config({"name": place, "data": {"train": [{"name": "synthetic", "options": {"length": 8}}],
-                                                    "height": 64, "width": 64, "batch_size": 2, "epoch_length": 8,
-                                                    "colour_on": place},
-                            "train": {"steps": 2, "log_every": 1, "checkpoint_every": 2, "image_every": 2},
-                            "val": {"every": 0}})
-        summary = train(cfg, tmp_path / place)
-        logs = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-        assert all(np.isfinite(r["loss"]) for r in logs) and len(logs) == 2
-        first_loss[place] = logs[0]["loss"]
+        first_loss[place] = two_step_run(tmp_path / place, {"name": "synthetic", "options": {"length": 8}},
+                                         {"colour_on": place})
         expected = (torch.uint8, True) if place == "device" else (torch.float32, False)
         assert seen and all(s == expected for s in seen), seen
     assert first_loss["device"] == pytest.approx(first_loss["workers"], rel=0.02)

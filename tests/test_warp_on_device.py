@@ -173,14 +173,11 @@ def test_bad_input_and_places_are_refused():
         build_config({"data": {"warp_on": "gpu"}})
 
 
-def test_training_with_warp_on_device(tmp_path, monkeypatch):
+def test_training_with_warp_on_device(tmp_path, monkeypatch, two_step_run):
     """A tiny run with data.warp_on=device on the CPU: the step receives the workers' source
     arrays and warp vectors, trains on the cropped, normalised float batch, and its first loss is
     the in-worker run's to the change of operations."""
-    import json
-
     import svde.training.step as step
-    from svde.training import train
 
     seen, first_loss = [], {}
     original = step.finish_batch
@@ -192,17 +189,9 @@ def test_training_with_warp_on_device(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(step, "finish_batch", spy)
+    entry = {"name": "synthetic", "convert": "utss", "options": {"length": 8, "height": 72, "width": 96}}
     for place in ("workers", "device"):
         seen.clear()
-        cfg = build_config({"name": place, "data": {"train": [{"name": "synthetic", "convert": "utss",
-                                                               "options": {"length": 8, "height": 72, "width": 96}}],
-                                                    "height": 64, "width": 64, "batch_size": 2, "epoch_length": 8,
-                                                    "colour_on": "device", "warp_on": place},
-                            "train": {"steps": 2, "log_every": 1, "checkpoint_every": 2, "image_every": 2},
-                            "val": {"every": 0}})
-        summary = train(cfg, tmp_path / place)
-        logs = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-        assert all(np.isfinite(r["loss"]) for r in logs) and len(logs) == 2
-        first_loss[place] = logs[0]["loss"]
+        first_loss[place] = two_step_run(tmp_path / place, entry, {"colour_on": "device", "warp_on": place})
         assert seen and all(s == ((True, True) if place == "device" else (False, False)) for s in seen), seen
     assert first_loss["device"] == pytest.approx(first_loss["workers"], rel=0.02)

@@ -190,9 +190,10 @@ def _resample(rgb: torch.Tensor, depth: torch.Tensor, row: list[float],
               size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """One sample's (1, 3, h, w) image and (1, 1, h, w) depth through its ``warp`` ``row``."""
     mode, (h, w) = _MODES[int(row[0])], rgb.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(size[0], dtype=torch.float64, device=rgb.device),
-                            torch.arange(size[1], dtype=torch.float64, device=rgb.device), indexing="ij")
-    x, y = row[3] * xs + row[4] * ys + row[5], row[6] * xs + row[7] * ys + row[8]  # source pixels, float64
+    exact = torch.float32 if rgb.device.type == "mps" else torch.float64  # MPS has no float64: ties may differ
+    ys, xs = torch.meshgrid(torch.arange(size[0], dtype=exact, device=rgb.device),
+                            torch.arange(size[1], dtype=exact, device=rgb.device), indexing="ij")
+    x, y = row[3] * xs + row[4] * ys + row[5], row[6] * xs + row[7] * ys + row[8]  # source pixels
     r0, r1, c0, c1 = (int(v) for v in row[9:13])
     if r1 <= r0 or c1 <= c0:  # no source pixel: nothing valid
         return rgb.new_zeros((1, 3, *size)), depth.new_zeros((1, 1, *size))
