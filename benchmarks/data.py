@@ -113,12 +113,17 @@ import json, os, sys, time
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import cv2, torch
 import svde
-from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform
+from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform, collate
 folder, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(1); cv2.setNumThreads(1); torch.manual_seed(0)
 rows = {"synthetic": SyntheticDataset(length=1000, height=h, width=w, transform=build_train_transform(h, w)),
         "rgbd_folder": RGBDFolderDataset(folder, depth_scale=1000.0, transform=build_train_transform(h, w))}
 print(json.dumps({"version": svde.__version__, "file": svde.__file__}), flush=True)
+def shared(value):
+    if torch.is_tensor(value):
+        value.share_memory_()
+    for v in (value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()):
+        shared(v)
 for line in sys.stdin:
     samples, out = int(line), {}
     for name, ds in rows.items():
@@ -127,6 +132,11 @@ for line in sys.stdin:
         for i in range(samples):
             assert torch.isfinite(ds[(i + 1) % len(ds)]["target"]).all()
         out[name] = (samples / (time.perf_counter() - wall), samples / max(time.process_time() - cpu, 1e-9))
+    ds, wall, cpu = rows["rgbd_folder"], time.perf_counter(), time.process_time()
+    for i in range(max(1, samples // 8)):  # the worker's whole part: items, collate, into shared memory
+        shared(collate([ds[(i * 8 + k) % len(ds)] for k in range(8)]))
+    n = max(1, samples // 8) * 8
+    out["rgbd_folder+handover"] = (n / (time.perf_counter() - wall), n / max(time.process_time() - cpu, 1e-9))
     print(json.dumps(out), flush=True)
 """
 
@@ -221,6 +231,29 @@ def device_warp_item(dataset, batch: int = 8) -> Callable[[int], object]:
     return lambda i: finish_batch(samples, "cpu")
 
 
+def with_handover_item(dataset, batch: int = 8) -> Callable[[int], object]:
+    """All of a DataLoader worker's work for ``batch`` samples: the dataset items, then collate and
+    the move of every tensor into shared memory for the main process (``share_memory_``: what
+    torch's ForkingPickler does with a worker's tensors)."""
+    def item(i: int) -> object:
+        out = collate([dataset[(i * batch + k) % len(dataset)] for k in range(batch)])
+        for tensor in _tensors(out):
+            tensor.share_memory_()
+        return out
+    return item
+
+
+def _tensors(value: object):
+    if torch.is_tensor(value):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+
+
 def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], object], int, int]]:
     """(name, item function, item count, samples per item) of every row measured in this process."""
     transforms = {"albumentations": build_train_transform(h, w, legacy=True), "new": build_train_transform(h, w),
@@ -243,10 +276,12 @@ def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], objec
                  (f"{prefix}, {LABELS['warp']}", dataset_item(sets["warp"]), n, 1)]
     rows.append((f"{h}x{w}: {LABELS['device_part']}", device_colour_item(h, w), 1, 8))
     rows.append((f"{f} -> {h}x{w}: {LABELS['warp_part']}", device_warp_item(rgbd["warp"]), 1, 8))
+    rows += [(f"{f}, {LABELS[key]}{HANDOVER}", with_handover_item(rgbd[key]), count, 8) for key in ("new", "warp")]
     return rows
 
 
 FOLDER_SIZE = (480, 640)  # NYU/Kinect-like files
+HANDOVER = ", with the hand-over (collate of 8, shared memory)"
 LABELS = {"old": "full augmentation, svde 0.2", "albumentations": "full augmentation, albumentations (legacy=True)",
           "new": "full augmentation, new", "device": "full augmentation, new, colour on device: worker part",
           "warp": "full augmentation, new, colour and warp on device: worker part",
@@ -281,8 +316,10 @@ def main(argv: list[str] | None = None) -> None:
                     results[name].append(throughput(item, count, args.samples, per_item))
                 if old is not None:
                     for prefix, value in old.round(args.samples).items():
-                        key = next(k for k in results if k.startswith(prefix)).split(",")[0]
-                        results.setdefault(f"{key}, {LABELS['old']} ({args.old_ref}, own process)", []).append(value)
+                        name, handover = prefix.split("+")[0], HANDOVER if prefix.endswith("+handover") else ""
+                        key = next(k for k in results if k.startswith(name)).split(",")[0]
+                        results.setdefault(f"{key}, {LABELS['old']} ({args.old_ref}, own process){handover}",
+                                           []).append(value)
                 load.append(os.getloadavg()[0])
         finally:
             if old is not None:
@@ -322,6 +359,12 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
                   f"samples/s/core with the colour in the workers, {ratio(find(prefix, 'device'), find(prefix, base))} "
                   f"with the colour on the device, {ratio(find(prefix, 'warp'), find(prefix, base))} with colour and "
                   "warp on the device")
+    with_old = find("rgbd_folder", "old")
+    if with_old is not None and with_old + HANDOVER in results:
+        top = find("rgbd_folder", "warp") + HANDOVER
+        print(f"rgbd_folder{HANDOVER}: new / svde 0.2 = {ratio(find('rgbd_folder', 'new') + HANDOVER, with_old + HANDOVER)}"
+              f" samples/s/core with the colour in the workers, {ratio(top, with_old + HANDOVER)} with colour and warp "
+              "on the device")
     for decoder in ("cv2.imdecode", "svde's readers"):
         decode = next(k for k in results if k.startswith("rgbd") and f"decode only ({decoder}" in k)
         for key in ("new", "device", "warp"):

@@ -163,14 +163,18 @@ def test_data_benchmark_prints_old_and_new_side_by_side(capsys):
     f = "rgbd_folder PNG 480x640"
     expected = [f"{f}, decode only (cv2.imdecode x2)", f"{f}, full augmentation, albumentations (legacy=True)",
                 f"{f}, full augmentation, new", f"{f}, full augmentation, new, colour on device: worker part",
+                f"{f}, full augmentation, new, colour and warp on device: worker part",
+                f"{f}, decode only (svde's readers)", f"{f}, full augmentation, new{module.HANDOVER}",
+                f"{f}, full augmentation, new, colour and warp on device: worker part{module.HANDOVER}",
                 "synthetic 64x96, full augmentation, new",
                 "64x96: colour on device: the batch part, per sample on this CPU (batch 8)"]
     has_history = subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{module.SVDE_02}^{{commit}}"],
                                  capture_output=True).returncode == 0
     if has_history:  # a clone with history: the old rows come from svde 0.2 itself
         expected += [f"{f}, full augmentation, svde 0.2 ({module.SVDE_02}, own process)",
+                     f"{f}, full augmentation, svde 0.2 ({module.SVDE_02}, own process){module.HANDOVER}",
                      f"synthetic 64x96, full augmentation, svde 0.2 ({module.SVDE_02}, own process)"]
-        assert "rgbd_folder: new / svde 0.2 = " in out
+        assert "rgbd_folder: new / svde 0.2 = " in out and f"rgbd_folder{module.HANDOVER}: new / svde 0.2 = " in out
     else:
         assert "note: no svde 0.2 rows: git archive" in out
     for name in expected:

@@ -7,9 +7,9 @@ A sample is a dict:
   or, when a transform defers the colour jitter to the training device (``data.colour_on``),
   uint8 (3, H, W) RGB (float RGB rounded to 8 bits) with ``colour``: float32 (9,), the drawn
   jitter (:func:`svde.data.colour.finish_batch` turns the batch into the float form); when the
-  transform defers the resampling too (``data.warp_on``), uint8 (h, w, 3) RGB, the source window
-  of the crop, with ``target`` the window's stored depth ((h, w) float32, or uint16 as int16),
-  no ``mask``, and ``warp`` (:mod:`svde.data.warp`): ``finish_batch`` makes the crop;
+  transform defers the resampling too (``data.warp_on``), uint8 (h, w, 3) RGB as decoded, with
+  ``target`` the stored depth ((h, w) float32, or uint16 travelling as int16), no ``mask``, and
+  ``warp`` (:mod:`svde.data.warp`), from which ``finish_batch`` makes the crop;
 * ``target``: float32 (1, H, W): depth for ``absolute``/``uts``, disparity for ``utss``,
   zeros for ``ordinal``; invalid pixels hold 0;
 * ``mask``: bool (1, H, W), True where ``target`` is valid (finite and > 0);
@@ -285,10 +285,10 @@ class DepthDataset(Dataset):
 
 
 def _deferred_arrays(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """A sample the device resamples (:mod:`svde.data.warp`): the window as it is, no copies."""
+    """A sample the device resamples (:mod:`svde.data.warp`): the arrays as decoded, no copies."""
     image, target = raw["image"], raw["target"]
     if image.dtype != np.uint8:
         image = np.clip(np.round(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
     target = target.view(np.int16) if target.dtype == np.uint16 else target.astype(np.float32, copy=False)
-    return {"image": torch.from_numpy(np.ascontiguousarray(image)), "target": torch.from_numpy(np.ascontiguousarray(target)),
-            "warp": torch.from_numpy(np.asarray(raw["warp"], np.float64))}
+    return {"image": torch.from_numpy(np.ascontiguousarray(image)),
+            "target": torch.from_numpy(np.ascontiguousarray(target)), "warp": torch.from_numpy(np.asarray(raw["warp"], np.float64))}

@@ -222,7 +222,7 @@ def finish_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str,
         >>> batch["image"].dtype, finish_batch(batch, "cpu")["image"].dtype
         (torch.uint8, torch.float32)
     """
-    if "warp" in batch:  # source windows: cropped here (svde.data.warp), then jittered
+    if "warp" in batch:  # the decoded sources: cropped here (svde.data.warp), then jittered
         out = {key: value for key, value in batch.items() if key != "warp"}
         out["image"], out["target"], out["mask"] = finish_warp(batch["image"], batch["target"], batch["warp"], device)
     else:

@@ -180,7 +180,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     ``image``/``target``/``mask`` (and ``colour``, :mod:`svde.data.colour`) are stacked (all samples
     must share one size; samples the device resamples, :mod:`svde.data.warp`, give lists of their
-    windows and a stacked ``warp``), ``depth_type`` and
+    decoded arrays and a stacked ``warp``), ``depth_type`` and
     ``meta`` become lists, and ``pairs`` (when any sample has them) a list of (K_i, 5) tensors,
     empty for samples without pairs.
 
@@ -207,7 +207,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise DataError("collate: some samples defer their colour jitter to the device (data.colour_on) and some do "
                         "not; build every training dataset with the same colour_on_device")
     keys = ("image", "target", "mask", "colour") if all(deferred) else ("image", "target", "mask")
-    if all(warped):  # source windows of different sizes: lists, cropped on the device (svde.data.warp)
+    if all(warped):  # sources of different sizes: lists, cropped on the device (svde.data.warp)
         batch: dict[str, Any] = {"image": [s["image"] for s in samples], "target": [s["target"] for s in samples],
                                  **{key: torch.stack([s[key] for s in samples]) for key in ("warp", "colour")}}
     else:
