@@ -2,9 +2,9 @@
 
 Decoding is most of a training sample's time on PNG datasets (NYUv2, KITTI, TUM, DIML: an RGB
 and a 16-bit depth PNG each). imagecodecs (https://github.com/cgohlke/imagecodecs) wraps the
-same libpng with a faster zlib (zlib-ng): on this project's 2-core machine it decodes the real
-NYUv2/KITTI/TUM/Middlebury PNGs in ``../shared`` 17 % faster than ``cv2.imdecode``
-(``docs/benchmarks.md``). :func:`decode_png` takes only the kinds whose pixels are certain to
+same libpng with a faster zlib (zlib-ng): on this project's 2-core machine it takes 23 % less
+time than ``cv2.imdecode`` over the 23 real PNGs in ``../shared/data/real`` (KITTI 23 %, Scene
+Flow 36 %, NYUv2 and TUM 4-9 %; ``docs/benchmarks.md``). :func:`decode_png` takes only the kinds whose pixels are certain to
 match OpenCV's ``IMREAD_UNCHANGED`` / ``IMREAD_COLOR_RGB`` reading (the PNG specification,
 https://www.w3.org/TR/png/, IHDR and tRNS): 8-bit RGB (colour type 2) in RGB order, and 8- or
 16-bit greyscale (colour type 0), without a tRNS (transparency) chunk. Everything else, and
