@@ -13,7 +13,7 @@ temporary folder), side by side:
   device`` (the CUDA default): decode, warp, uint8 out; and the batch part it leaves
   (:func:`svde.data.colour.apply_colour`), timed here on the CPU per sample;
 * ``new, colour and warp on device: worker part`` (``data.warp_on: device``, the CUDA default):
-  decode, draw, cut the crop's source window; and the batch part it leaves
+  decode, draw, send the arrays as decoded; and the batch part it leaves
   (:func:`svde.data.colour.finish_batch`: resampling, depth scaling, colour), per sample on the CPU;
 * the pure decode of the folder's files: ``cv2.imdecode`` of both PNGs (svde 0.2's decoder), and
   svde's readers (:func:`svde.data.io.read_image`, :func:`~svde.data.io.read_png16`: imagecodecs'

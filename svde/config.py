@@ -82,7 +82,7 @@ class DataConfig:
     width: int = 512
     augment: bool = True
     # colour jitter + normalisation, and the crop's resampling, in the "workers" or on the batch on the "device"
-    # (svde.data.colour, svde.data.warp; warp_on: device needs colour_on: device); auto: device on CUDA
+    # (svde.data.colour, svde.data.warp; warp_on: device needs the colour there too); auto: device on CUDA
     colour_on: str = "auto"
     warp_on: str = "auto"
     batch_size: int = 8
@@ -390,8 +390,8 @@ def validate(cfg: Config) -> Config:
     bad_types = [t for t in cfg.loss.si_types if t not in SI_TYPES]
     if bad_types:
         problems.append(f"loss.si_types may hold {list(SI_TYPES)} only (SI needs unbiased depth), got {bad_types}")
-    if cfg.data.warp_on == "device" and cfg.data.colour_on != "device":  # the jitter reads the warped crop
-        problems.append(f"data.warp_on: device needs data.colour_on: device, got {cfg.data.colour_on!r}")
+    if cfg.data.warp_on == "device" and cfg.data.colour_on == "workers":  # the jitter reads the warped crop
+        problems.append("data.warp_on: device needs the colour on the device too (data.colour_on: device or auto)")
     for where, value, names in (("train.amp", cfg.train.amp, AMP_MODES), ("data.colour_on", cfg.data.colour_on,
                                  COLOUR_PLACES), ("data.warp_on", cfg.data.warp_on, WARP_PLACES),
                                 ("loss.si_reduction", cfg.loss.si_reduction, SI_REDUCTIONS),

@@ -22,8 +22,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
 def _opencv(buf: np.ndarray, rgb: bool) -> np.ndarray:
+    """What svde.data.io read before: IMREAD_COLOR_RGB without EXIF orientation (or the BGR decode
+    turned to RGB on OpenCV < 4.10) for colour, IMREAD_UNCHANGED for greyscale."""
+    if rgb and hasattr(cv2, "IMREAD_COLOR_RGB"):
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if rgb:
-        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB)
     return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
 
 
@@ -76,8 +80,21 @@ def test_png_kinds():
     whole = cv2.imencode(".png", rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))[1]
     flipped = whole.copy()
     flipped[len(whole) // 2] ^= 0xFF  # a CRC error inside IDAT
-    for broken in (whole[:60], whole[: len(whole) * 4 // 5], flipped):  # left to OpenCV, which names the file
+    for broken in (whole[:60], whole[: len(whole) * 4 // 5], flipped, whole[:-6]):  # left to OpenCV, which refuses it
         assert png.decode_png(broken, True) is None and cv2.imdecode(broken, cv2.IMREAD_UNCHANGED) is None
+    assert png.decode_png(np.frombuffer(_apng(rgb8), np.uint8), True) is None  # OpenCV may show another frame
+
+
+def _apng(rgb: np.ndarray) -> bytes:
+    """An animated PNG whose default image (IDAT) is not part of the animation: acTL before IDAT."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    frames[0].save(out, format="PNG", save_all=True, append_images=frames[1:], default_image=True)
+    data = out.getvalue()
+    assert data.index(b"acTL") < data.index(b"IDAT")
+    return data
 
 
 def _palette(rgb: np.ndarray) -> bytes:

@@ -40,6 +40,8 @@ def _finished(dataset, seeds) -> dict:
     batch = collate(samples)
     colour = batch.pop("colour")  # compare the geometry: the colour is the same function of it on both paths
     out = finish_batch({**batch, "colour": torch.zeros_like(colour)}, "cpu")
+    if "warp" in batch:  # which path each sample took: resampled on the device (> 0) or in the worker
+        out["resampled"] = batch["warp"][:, 0] > 0
     return out
 
 
@@ -63,6 +65,7 @@ def test_device_warp_matches_the_workers_cv2_warp(interpolation):
     device = SyntheticDataset(length=6, height=60, width=80, transform=_pair(True, interpolation))
     seeds = range(30)
     a, b = _finished(worker, seeds), _finished(device, seeds)
+    assert b["resampled"].all()  # every sample took the device path
     _compare(a, b, levels=0.0 if interpolation == cv2.INTER_NEAREST else 2.0)
     if interpolation == cv2.INTER_NEAREST:  # nearest: the very pixels, no rounding anywhere
         assert torch.equal(a["image"], b["image"])
@@ -110,6 +113,7 @@ def test_png_depth_mask_and_conversions_match(tmp_path, convert):
     sample = device[0]
     assert sample["target"].dtype == torch.int16 and sample["image"].shape == (60, 80, 3) and "mask" not in sample
     a, b = _finished(worker, range(12)), _finished(device, range(12))
+    assert b["resampled"].all()
     assert a["depth_type"] == b["depth_type"] == [convert or "absolute"] * 12
     _compare(a, b, levels=2.0, exact_depth=convert != "utss")  # UTSS: float32 medians taken differently
     both = a["mask"] & b["mask"]
@@ -126,6 +130,7 @@ def test_a_large_source_is_warped_in_the_worker():
     torch.manual_seed(0)
     assert float(device[0]["warp"][0]) == 0 and device[0]["image"].shape == (48, 64, 3)
     a, b = _finished(worker, range(8)), _finished(device, range(8))
+    assert not b["resampled"].any()
     for key in ("image", "target", "mask"):
         assert torch.equal(a[key], b[key]), key
 
@@ -167,8 +172,14 @@ def test_bad_input_and_places_are_refused():
     assert resolve_warp_place("auto", "workers", "cuda") == resolve_warp_place("auto", "device", "cpu") == "workers"
     with pytest.raises(ValueError, match="not one of auto, workers, device"):
         resolve_warp_place("gpu", "device", "cpu")
-    with pytest.raises(ConfigError, match="data.warp_on: device needs data.colour_on: device"):
-        build_config({"data": {"warp_on": "device"}})
+    with pytest.raises(ConfigError, match="data.warp_on: device needs the colour on the device too"):
+        build_config({"data": {"warp_on": "device", "colour_on": "workers"}})
+    cfg = build_config({"data": {"warp_on": "device"}})  # colour_on: auto is the device on CUDA ...
+    from svde.training.distributed import DistContext
+    from svde.training.loaders import build_train_loader
+
+    with pytest.raises(ConfigError, match="needs the colour jitter on the device too"):  # ... not on a CPU
+        build_train_loader(cfg, DistContext(device=torch.device("cpu")))
     with pytest.raises(ConfigError, match="data.warp_on 'gpu' is not one of"):
         build_config({"data": {"warp_on": "gpu"}})
 
@@ -183,7 +194,7 @@ def test_training_with_warp_on_device(tmp_path, monkeypatch, two_step_run):
     original = step.finish_batch
 
     def spy(batch, device):
-        seen.append(("warp" in batch, isinstance(batch["image"], list)))
+        seen.append(("warp" in batch, "sources" in batch and "image" not in batch))
         out = original(batch, device)
         assert out["image"].dtype == torch.float32 and out["image"].shape[-2:] == (64, 64) and "warp" not in out
         return out
@@ -195,3 +206,41 @@ def test_training_with_warp_on_device(tmp_path, monkeypatch, two_step_run):
         first_loss[place] = two_step_run(tmp_path / place, entry, {"colour_on": "device", "warp_on": place})
         assert seen and all(s == ((True, True) if place == "device" else (False, False)) for s in seen), seen
     assert first_loss["device"] == pytest.approx(first_loss["workers"], rel=0.02)
+
+
+def _collate_in_worker(samples):
+    batch = collate(samples)
+    batch["allocated_shared"] = torch.tensor(batch["sources"].is_shared())
+    return batch
+
+
+def test_batches_travel_packed_from_workers():
+    """A batch of deferred samples is a fixed number of tensors whatever its size (each tensor in
+    flight holds a file descriptor: 2 per sample ran out at `ulimit -n` 1024 with batch 64 and 8
+    workers), allocated in shared memory inside the worker, and unpacks to the very arrays."""
+    from torch.utils.data import DataLoader
+
+    ds = SyntheticDataset(length=8, height=60, width=80, transform=Compose([_pair(True), ToUTSS()]))
+    for size in (2, 8):
+        batch = collate([ds[i] for i in range(size)])
+        assert sorted(k for k, v in batch.items() if torch.is_tensor(v)) == ["colour", "layout", "sources", "warp"]
+    from svde.data.warp import pack_sources, unpack_sources
+
+    images = [torch.randint(0, 256, (5, 7, 3), dtype=torch.uint8), torch.randint(0, 256, (3, 2, 3), dtype=torch.uint8)]
+    targets = [torch.randint(-9, 9, (5, 7), dtype=torch.int16), torch.randn(3, 2)]
+    back = unpack_sources(*pack_sources(images, targets), "cpu")
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(images + targets, back[0] + back[1]))
+    with pytest.raises(ValueError, match="cannot pack"):
+        pack_sources([torch.zeros(2, 2)], [torch.zeros(2, 2)])
+    loader = DataLoader(ds, batch_size=4, num_workers=1, collate_fn=_collate_in_worker)
+    batch = next(iter(loader))
+    assert bool(batch.pop("allocated_shared"))
+    out = finish_batch(batch, "cpu")
+    assert out["image"].shape == (4, 3, 48, 64) and out["mask"].any() and out["depth_type"] == ["utss"] * 4
+
+
+def test_float_depth_with_nan_inf_and_negatives_is_masked():
+    depth = torch.tensor([[1.0, float("nan")], [float("inf"), -2.0]])
+    vector = torch.tensor(warp_vector(2, (2, 2), np.eye(3), (0, 2, 0, 2)))[None]
+    _, target, mask = finish_warp([torch.zeros(2, 2, 3, dtype=torch.uint8)], [depth], vector, "cpu")
+    assert mask.flatten().tolist() == [True, False, False, False] and target.flatten().tolist() == [1.0, 0, 0, 0]

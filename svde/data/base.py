@@ -9,7 +9,8 @@ A sample is a dict:
   jitter (:func:`svde.data.colour.finish_batch` turns the batch into the float form); when the
   transform defers the resampling too (``data.warp_on``), uint8 (h, w, 3) RGB as decoded, with
   ``target`` the stored depth ((h, w) float32, or uint16 travelling as int16), no ``mask``, and
-  ``warp`` (:mod:`svde.data.warp`), from which ``finish_batch`` makes the crop;
+  ``warp`` (:mod:`svde.data.warp`), from which ``finish_batch`` makes the crop (a source too
+  large to move comes already cropped, its depth scaled: ``warp[0] == 0``);
 * ``target``: float32 (1, H, W): depth for ``absolute``/``uts``, disparity for ``utss``,
   zeros for ``ordinal``; invalid pixels hold 0;
 * ``mask``: bool (1, H, W), True where ``target`` is valid (finite and > 0);
@@ -285,7 +286,7 @@ class DepthDataset(Dataset):
 
 
 def _deferred_arrays(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """A sample the device resamples (:mod:`svde.data.warp`): the arrays as decoded, no copies."""
+    """A sample the device resamples (:mod:`svde.data.warp`): the arrays as they come, not copied."""
     image, target = raw["image"], raw["target"]
     if image.dtype != np.uint8:
         image = np.clip(np.round(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)

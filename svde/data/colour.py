@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 import torch
 
-from svde.data.warp import finish_warp
+from svde.data.warp import finish_warp, unpack_sources
 from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["COLOUR_PLACES", "GREY", "IDENTITY", "JITTER", "apply_colour", "colour_matrix", "encode_colour",
@@ -177,7 +177,7 @@ def apply_colour(image: torch.Tensor, colour: torch.Tensor, normalize: bool = Tr
     applied = plan[:, 0] > 0
     if not (plan[applied, 5:].sort(dim=1).values == torch.arange(4.0)).all():
         raise ValueError("apply_colour: each jittered sample's step order must be a permutation of 0..3")
-    x = image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
+    x = image.float().div_(255.0) if image.dtype == torch.uint8 else image.to(torch.float32, copy=True)
     params = plan.to(x.device, non_blocking=True)
     brightness, contrast, saturation, hue = params[:, 1:5].unbind(dim=1)
     grey = torch.tensor(GREY, device=x.device, dtype=torch.float32)
@@ -223,8 +223,9 @@ def finish_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str,
         (torch.uint8, torch.float32)
     """
     if "warp" in batch:  # the decoded sources: cropped here (svde.data.warp), then jittered
-        out = {key: value for key, value in batch.items() if key != "warp"}
-        out["image"], out["target"], out["mask"] = finish_warp(batch["image"], batch["target"], batch["warp"], device)
+        out = {key: value for key, value in batch.items() if key not in ("warp", "sources", "layout")}
+        images, targets = unpack_sources(batch["sources"], batch["layout"], device)
+        out["image"], out["target"], out["mask"] = finish_warp(images, targets, batch["warp"], device)
     else:
         out = {**batch, **{k: batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask")}}
     if "colour" in batch:  # the parameters stay on the CPU: apply_colour reads them there without a sync

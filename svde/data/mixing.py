@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
 from svde.data.base import DataError
+from svde.data.warp import pack_sources
 
 
 class MixedDataset(Dataset):
@@ -179,8 +180,8 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch samples of the common contract.
 
     ``image``/``target``/``mask`` (and ``colour``, :mod:`svde.data.colour`) are stacked (all samples
-    must share one size; samples the device resamples, :mod:`svde.data.warp`, give lists of their
-    decoded arrays and a stacked ``warp``), ``depth_type`` and
+    must share one size; samples the device resamples, :mod:`svde.data.warp`, give their decoded
+    arrays packed as ``sources`` and ``layout`` and a stacked ``warp``), ``depth_type`` and
     ``meta`` become lists, and ``pairs`` (when any sample has them) a list of (K_i, 5) tensors,
     empty for samples without pairs.
 
@@ -207,8 +208,9 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise DataError("collate: some samples defer their colour jitter to the device (data.colour_on) and some do "
                         "not; build every training dataset with the same colour_on_device")
     keys = ("image", "target", "mask", "colour") if all(deferred) else ("image", "target", "mask")
-    if all(warped):  # sources of different sizes: lists, cropped on the device (svde.data.warp)
-        batch: dict[str, Any] = {"image": [s["image"] for s in samples], "target": [s["target"] for s in samples],
+    if all(warped):  # sources of different sizes: one packed buffer, cropped on the device (svde.data.warp)
+        sources, layout = pack_sources([s["image"] for s in samples], [s["target"] for s in samples])
+        batch: dict[str, Any] = {"sources": sources, "layout": layout,
                                  **{key: torch.stack([s[key] for s in samples]) for key in ("warp", "colour")}}
     else:
         batch = {key: torch.stack([s[key] for s in samples]) for key in keys}

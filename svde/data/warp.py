@@ -6,13 +6,14 @@ depth, the depth's scaling and validity, and the channels-first copy. With ``dat
 device`` (``auto`` picks it on CUDA) the worker stops after drawing:
 :class:`~svde.data.transforms.TrainAugment` draws every parameter exactly as before, then
 (:func:`defer_warp`) sends the arrays as decoded (uint8 (h, w, 3) RGB, the depth as stored:
-uint16 with its scale, or float), without a copy, and a ``warp`` vector (:data:`WARP_FIELDS`:
+uint16 with its scale, or float; copied only to zero a dataset mask's invalid depth), and a ``warp`` vector (:data:`WARP_FIELDS`:
 the inverse pixel map, a rotated crop's source window, the depth scale, the depth conversion
 that :class:`~svde.data.transforms.ToUTS` / ``ToUTSS`` drew). :func:`finish_warp` (called by
 :func:`svde.data.colour.finish_batch`) resamples each sample on the device (image bilinear /
 bicubic with ``grid_sample``, nearest by index like the depth), then scales, masks and converts
-the depth there. Moving the whole decoded arrays is one copy into the loader's shared memory;
-cutting the window out first would be two.
+the depth there. A batch's arrays travel packed in one buffer (:func:`pack_sources`, made in the
+worker's shared memory): one copy, and a fixed number of tensors (file descriptors) per batch;
+cutting the crop's window out first would have been a second copy.
 
 The pixel convention is OpenCV's: ``warpAffine`` with ``WARP_INVERSE_MAP`` samples source
 pixel ``M @ (x, y, 1)`` for output pixel ``(x, y)``, pixel centres at integer coordinates, and
@@ -40,9 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import get_worker_info
 
-__all__ = ["MAX_SOURCE_RATIO", "WARP_FIELDS", "WARP_PLACES", "defer_warp", "finish_warp", "resolve_warp_place",
-           "warp_vector", "with_conversion"]
+__all__ = ["MAX_SOURCE_RATIO", "WARP_FIELDS", "WARP_PLACES", "defer_warp", "finish_warp", "pack_sources",
+           "resolve_warp_place", "unpack_sources", "warp_vector", "with_conversion"]
 
 # Where the geometric resampling runs: ``auto`` = ``device`` when training on CUDA (with the colour there too).
 WARP_PLACES = ("auto", "workers", "device")
@@ -171,12 +173,65 @@ def finish_warp(images: list[torch.Tensor], targets: list[torch.Tensor], warp: t
         out_images.append(rgb.clamp_(0.0, 1.0))
         out_depths.append(depth)
     image, depth = torch.cat(out_images), torch.cat(out_depths)
-    scale = plan[:, 13].to(torch.float32)
-    if (scale != 1).any():  # stored integers / scale, one float32 division (svde.data.base.scale_depth)
-        depth = depth / scale.to(depth.device, non_blocking=True).view(-1, 1, 1, 1)
+    # the per-sample numbers in one copy to the device (a tensor made there from Python numbers would
+    # be a blocking copy each): depth scale, conversion scale and shift
+    numbers = plan[:, [13, 15, 16]].to(torch.float32).to(depth.device, non_blocking=True)
+    if (plan[:, 13] != 1).any():  # stored integers / scale, one float32 division (svde.data.base.scale_depth)
+        depth = depth / numbers[:, 0].view(-1, 1, 1, 1)
     mask = torch.isfinite(depth) & (depth > 0)
     depth = torch.where(mask, depth, torch.zeros((), device=depth.device))
-    return image, _convert(depth, mask, plan), mask
+    return image, _convert(depth, mask, plan, numbers[:, 1:]), mask
+
+
+_KINDS = {torch.uint8: 0, torch.int16: 1, torch.float32: 2}  # what a packed source holds
+_DTYPES = {code: dtype for dtype, code in _KINDS.items()}
+
+
+def pack_sources(images: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's images and depth maps (:func:`finish_warp`'s inputs, each its own size) as one
+    uint8 buffer and a (2B, 4) int64 layout (byte offset, height, width, kind): two tensors to
+    pass from a DataLoader worker instead of 2B (each costs the worker a file descriptor while in
+    flight, and the main process one copy to the device instead of 2B). In a worker the buffer
+    is allocated in shared memory, as ``default_collate`` does, so it is copied once.
+
+    Example:
+        >>> buffer, layout = pack_sources([torch.zeros(2, 3, 3, dtype=torch.uint8)], [torch.ones(2, 3)])
+        >>> [t.tolist() for t in unpack_sources(buffer, layout, "cpu")[1]]
+        [[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]]
+    """
+    arrays = [*images, *targets]
+    layout, offset = [], 0
+    for array in arrays:
+        if array.dtype not in _KINDS or array.ndim != (3 if len(layout) < len(images) else 2):
+            raise ValueError(f"pack_sources: cannot pack a {array.dtype} array of shape {tuple(array.shape)}")
+        layout.append((offset, array.shape[0], array.shape[1], _KINDS[array.dtype]))
+        offset += -(-array.numel() * array.element_size() // 8) * 8  # 8-byte aligned: each views as its dtype
+    buffer = _empty_for_transfer(offset)
+    for array, (start, *_rest) in zip(arrays, layout):
+        flat = array.contiguous().reshape(-1).view(torch.uint8)
+        buffer[start:start + flat.numel()].copy_(flat)
+    return buffer, torch.tensor(layout, dtype=torch.int64).reshape(-1, 4)
+
+
+def unpack_sources(buffer: torch.Tensor, layout: torch.Tensor,
+                   device: torch.device | str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """:func:`pack_sources`' images and depth maps, on ``device`` (one copy of the buffer)."""
+    data = buffer.to(device, non_blocking=True)
+    arrays = []
+    for start, height, width, kind in layout.tolist():
+        dtype = _DTYPES[kind]
+        size = height * width * (3 if kind == 0 else 1) * torch.empty((), dtype=dtype).element_size()
+        array = data[start:start + size].view(dtype)
+        arrays.append(array.view(height, width, 3) if kind == 0 else array.view(height, width))
+    return arrays[: len(arrays) // 2], arrays[len(arrays) // 2:]
+
+
+def _empty_for_transfer(nbytes: int) -> torch.Tensor:
+    """A uint8 buffer; in a DataLoader worker in shared memory already (the way ``default_collate``
+    allocates its batches), so that passing it to the main process copies nothing more."""
+    if get_worker_info() is None:
+        return torch.empty(nbytes, dtype=torch.uint8)
+    return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
 
 
 def _stored_depth(target: torch.Tensor) -> torch.Tensor:
@@ -219,16 +274,16 @@ def _nearest(array: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window: tupl
     return torch.where(inside, picked, torch.zeros((), dtype=array.dtype, device=array.device))[None]
 
 
-def _convert(depth: torch.Tensor, mask: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
-    """The conversions the samples drew (``warp[14:17]``), as :func:`~svde.data.transforms.to_uts`
-    and ``to_utss`` do them on the worker's crop."""
+def _convert(depth: torch.Tensor, mask: torch.Tensor, plan: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+    """The conversions the samples drew (``warp[14:17]``; ``numbers``: their scale and shift on the
+    device), as :func:`~svde.data.transforms.to_uts` and ``to_utss`` do them on the worker's crop."""
     kinds = plan[:, 14].round().long().tolist()
     if not any(kinds):
         return depth
     out = depth.clone()
     zero = torch.zeros((), device=depth.device)
     for i, kind in enumerate(kinds):
-        scale, shift = (torch.tensor(float(v), dtype=torch.float32, device=depth.device) for v in plan[i, 15:17])
+        scale, shift = numbers[i, 0], numbers[i, 1]
         if kind == 1:
             out[i] = torch.where(mask[i], depth[i] * scale, zero)
         elif kind == 2:

@@ -96,7 +96,7 @@ def build_train_loader(cfg: Config, ctx: DistContext, datasets: list[Dataset] | 
     colour = resolve_colour_place(cfg.data.colour_on, ctx.device)
     try:
         warp = resolve_warp_place(cfg.data.warp_on, colour, ctx.device)
-    except ValueError as exc:  # data.colour_on: auto on a CPU with data.warp_on: device
+    except ValueError as exc:  # data.warp_on: device with data.colour_on: auto, which is "workers" on a CPU
         raise ConfigError(str(exc)) from None
     datasets = [with_transform(ds, build_train_transform_for(cfg, e, colour == "device", warp == "device"))
                 for e, ds in zip(cfg.data.train, _shared(cfg, datasets))]
