@@ -30,6 +30,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -53,6 +54,7 @@ from svde.atomic import write_bytes  # noqa: E402
 from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform  # noqa: E402
 from svde.data.colour import apply_colour, finish_batch  # noqa: E402
 from svde.data.io import read_image, read_png16  # noqa: E402
+from svde.data import warp as warp_module  # noqa: E402
 from svde.data.mixing import collate  # noqa: E402
 
 SVDE_02 = "0b11508"  # svde 0.2.0, the tree issue 25 measured ("today's" 67 samples/s/core)
@@ -236,11 +238,24 @@ def with_handover_item(dataset, batch: int = 8) -> Callable[[int], object]:
     the move of every tensor into shared memory for the main process (``share_memory_``: what
     torch's ForkingPickler does with a worker's tensors)."""
     def item(i: int) -> object:
-        out = collate([dataset[(i * batch + k) % len(dataset)] for k in range(batch)])
+        samples = [dataset[(i * batch + k) % len(dataset)] for k in range(batch)]
+        with as_worker():  # collate allocates what a worker's collate allocates
+            out = collate(samples)
         for tensor in _tensors(out):
-            tensor.share_memory_()
+            tensor.share_memory_()  # no copy for what is in shared memory already
         return out
     return item
+
+
+@contextlib.contextmanager
+def as_worker():
+    """svde.data.warp.pack_sources behaves as in a DataLoader worker (allocates in shared memory)."""
+    original = warp_module.get_worker_info
+    warp_module.get_worker_info = lambda: True
+    try:
+        yield
+    finally:
+        warp_module.get_worker_info = original
 
 
 def _tensors(value: object):
