@@ -30,7 +30,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
@@ -43,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -239,23 +239,12 @@ def with_handover_item(dataset, batch: int = 8) -> Callable[[int], object]:
     torch's ForkingPickler does with a worker's tensors)."""
     def item(i: int) -> object:
         samples = [dataset[(i * batch + k) % len(dataset)] for k in range(batch)]
-        with as_worker():  # collate allocates what a worker's collate allocates
+        with mock.patch.object(warp_module, "get_worker_info", lambda: True):  # allocate as in a worker
             out = collate(samples)
         for tensor in _tensors(out):
             tensor.share_memory_()  # no copy for what is in shared memory already
         return out
     return item
-
-
-@contextlib.contextmanager
-def as_worker():
-    """svde.data.warp.pack_sources behaves as in a DataLoader worker (allocates in shared memory)."""
-    original = warp_module.get_worker_info
-    warp_module.get_worker_info = lambda: True
-    try:
-        yield
-    finally:
-        warp_module.get_worker_info = original
 
 
 def _tensors(value: object):

@@ -180,6 +180,12 @@ def test_bad_input_and_places_are_refused():
 
     with pytest.raises(ConfigError, match="needs the colour jitter on the device too"):  # ... not on a CPU
         build_train_loader(cfg, DistContext(device=torch.device("cpu")))
+    from svde.training import train
+
+    missing = build_config({"data": {"warp_on": "device", "train": [{"name": "rgbd_folder", "root": "/no/such/dir"}]},
+                            "train": {"device": "cpu"}})
+    with pytest.raises(ConfigError, match="needs the colour jitter on the device too"):  # before any data is read
+        train(missing, Path("/no/such/run"))
     with pytest.raises(ConfigError, match="data.warp_on 'gpu' is not one of"):
         build_config({"data": {"warp_on": "gpu"}})
 

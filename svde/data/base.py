@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import Dataset
 
 from svde.errors import UserError
-from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize_image, normalize_image, uint8_chw
+from svde.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize_image, normalize_image, rgb_uint8, uint8_chw
 from svde.types import DENSE, DepthType
 
 __all__ = ["DEPTH_TYPES", "DataError", "DepthDataset", "IMAGENET_MEAN", "IMAGENET_STD", "MIN_SAMPLE_SIZE",
@@ -287,9 +287,7 @@ class DepthDataset(Dataset):
 
 def _deferred_arrays(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
     """A sample the device resamples (:mod:`svde.data.warp`): the arrays as they come, not copied."""
-    image, target = raw["image"], raw["target"]
-    if image.dtype != np.uint8:
-        image = np.clip(np.round(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    image, target = rgb_uint8(raw["image"]), raw["target"]
     target = target.view(np.int16) if target.dtype == np.uint16 else target.astype(np.float32, copy=False)
     return {"image": torch.from_numpy(np.ascontiguousarray(image)),
             "target": torch.from_numpy(np.ascontiguousarray(target)), "warp": torch.from_numpy(np.asarray(raw["warp"], np.float64))}

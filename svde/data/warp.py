@@ -97,8 +97,9 @@ def warp_vector(resample: int, size: tuple[int, int], inverse: np.ndarray, windo
 def defer_warp(image: np.ndarray, target: np.ndarray, mask: np.ndarray | None, affine: np.ndarray,
                window: tuple[int, int, int, int] | None, size: tuple[int, int], interpolation: int,
                depth_scale: float | None) -> dict[str, Any] | None:
-    """The worker's part of a deferred warp: ``image`` (uint8, or float RGB rounded to uint8) and
-    ``target`` (the stored depth; 0 where the dataset's ``mask`` is False) as they are, and their
+    """The worker's part of a deferred warp: ``image`` (RGB, uint8 or float: the sample rounds it,
+    :func:`svde.preprocess.rgb_uint8`) and ``target`` (the stored depth, uint16 or float32; 0 where
+    the dataset's ``mask`` is False) as they are, and their
     ``warp`` to a crop of ``size`` through ``affine`` (3x3, source -> output pixel); ``window``: a
     rotated crop's source rectangle (depth outside it is invalid). None when the source is over
     :data:`MAX_SOURCE_RATIO` times the crop (then the worker warps).
@@ -112,10 +113,6 @@ def defer_warp(image: np.ndarray, target: np.ndarray, mask: np.ndarray | None, a
     height, width = image.shape[:2]
     if height * width > MAX_SOURCE_RATIO * size[0] * size[1]:
         return None
-    if image.dtype != np.uint8:
-        image = np.clip(np.round(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
-    if target.dtype != np.uint16:
-        target = target.astype(np.float32, copy=False)
     if mask is not None:
         target = np.where(mask, target, target.dtype.type(0))
     inverse = np.linalg.inv(affine)
@@ -162,12 +159,16 @@ def finish_warp(images: list[torch.Tensor], targets: list[torch.Tensor], warp: t
     if not torch.isfinite(plan).all() or not set(plan[:, 0].tolist()) <= {0.0, *map(float, _MODES)}:
         raise ValueError("finish_warp: the warp parameters hold NaN, inf or an unknown resampling")
     height, width = (int(v) for v in plan[0, 1:3])
-    out_images, out_depths = [], []
+    out_images, out_depths, pixels = [], [], None
     for image, target, row in zip(images, targets, plan.tolist()):
         rgb = image.to(device, non_blocking=True).permute(2, 0, 1)[None].float().div_(255.0)
         depth = _stored_depth(target.to(device, non_blocking=True))[None, None]
         if row[0] > 0:
-            rgb, depth = _resample(rgb, depth, row, (height, width))
+            if pixels is None:  # the output pixel grid (y, x), once per batch
+                exact = torch.float32 if rgb.device.type == "mps" else torch.float64  # MPS has no float64
+                pixels = torch.meshgrid(torch.arange(height, dtype=exact, device=rgb.device),
+                                        torch.arange(width, dtype=exact, device=rgb.device), indexing="ij")
+            rgb, depth = _resample(rgb, depth, row, pixels)
         if tuple(rgb.shape[-2:]) != (height, width) or tuple(depth.shape[-2:]) != (height, width):
             raise ValueError(f"finish_warp: a sample is {tuple(depth.shape[-2:])}, the batch {(height, width)}")
         out_images.append(rgb.clamp_(0.0, 1.0))
@@ -242,12 +243,11 @@ def _stored_depth(target: torch.Tensor) -> torch.Tensor:
 
 
 def _resample(rgb: torch.Tensor, depth: torch.Tensor, row: list[float],
-              size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sample's (1, 3, h, w) image and (1, 1, h, w) depth through its ``warp`` ``row``."""
-    mode, (h, w) = _MODES[int(row[0])], rgb.shape[-2:]
-    exact = torch.float32 if rgb.device.type == "mps" else torch.float64  # MPS has no float64: ties may differ
-    ys, xs = torch.meshgrid(torch.arange(size[0], dtype=exact, device=rgb.device),
-                            torch.arange(size[1], dtype=exact, device=rgb.device), indexing="ij")
+              pixels: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample's (1, 3, h, w) image and (1, 1, h, w) depth through its ``warp`` ``row``;
+    ``pixels``: the output grid's (y, x), float64 (float32 on MPS: ties may round otherwise)."""
+    mode, (h, w), (ys, xs) = _MODES[int(row[0])], rgb.shape[-2:], pixels
+    size = tuple(ys.shape)
     x, y = row[3] * xs + row[4] * ys + row[5], row[6] * xs + row[7] * ys + row[8]  # source pixels
     r0, r1, c0, c1 = (int(v) for v in row[9:13])
     if r1 <= r0 or c1 <= c0:  # no source pixel: nothing valid

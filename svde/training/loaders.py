@@ -88,17 +88,31 @@ def with_transform(dataset: Dataset, transform: Any) -> Dataset:
     return out
 
 
+def augment_places(cfg: Config, device: Any) -> tuple[bool, bool]:
+    """Whether the colour jitter and the crop's resampling run on ``device`` (``data.colour_on``,
+    ``data.warp_on`` resolved); a :class:`ConfigError` when they cannot (the trainer asks before
+    any data is read).
+
+    Example:
+        >>> from svde.config import build_config
+        >>> augment_places(build_config({}), "cpu"), augment_places(build_config({}), "cuda")
+        ((False, False), (True, True))
+    """
+    colour = resolve_colour_place(cfg.data.colour_on, device)
+    try:
+        warp = resolve_warp_place(cfg.data.warp_on, colour, device)
+    except ValueError as exc:  # data.warp_on: device with data.colour_on: auto, which is "workers" on a CPU
+        raise ConfigError(str(exc)) from None
+    return colour == "device", warp == "device"
+
+
 def build_train_loader(cfg: Config, ctx: DistContext, datasets: list[Dataset] | None = None) -> DataLoader:
     """The weighted training mixture as a loader of collated batches, this process's share (with
     deferred colour (and resampling) when ``data.colour_on`` (``data.warp_on``) resolves to the device:
     pass them through :func:`svde.data.colour.finish_batch`). ``datasets``: :func:`build_train_datasets`'
     result, to share its index (built here when None)."""
-    colour = resolve_colour_place(cfg.data.colour_on, ctx.device)
-    try:
-        warp = resolve_warp_place(cfg.data.warp_on, colour, ctx.device)
-    except ValueError as exc:  # data.warp_on: device with data.colour_on: auto, which is "workers" on a CPU
-        raise ConfigError(str(exc)) from None
-    datasets = [with_transform(ds, build_train_transform_for(cfg, e, colour == "device", warp == "device"))
+    colour, warp = augment_places(cfg, ctx.device)
+    datasets = [with_transform(ds, build_train_transform_for(cfg, e, colour, warp))
                 for e, ds in zip(cfg.data.train, _shared(cfg, datasets))]
     for i, ds in enumerate(datasets):
         check_depth_present(ds, f"data.train.{i}")

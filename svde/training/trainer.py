@@ -39,7 +39,8 @@ from svde.training.checkpoints import (ADVICE, RESUME_SAFE, Checkpointer, check_
                                        resume_config)
 from svde.training.distributed import DistContext, all_gather_objects, all_reduce_mean, cleanup, init_distributed
 from svde.training.errors import RunFolderError, TrainingError
-from svde.training.loaders import build_train_datasets, build_train_loader, build_train_transform_for, val_sets
+from svde.training.loaders import (augment_places, build_train_datasets, build_train_loader, build_train_transform_for,
+                                   val_sets)
 from svde.training.state import TrainState, parameter_norm, rng_state, seed_everything, set_rng_state
 from svde.training.step import StepResult, train_step
 from svde.types import DepthType
@@ -84,6 +85,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict[s
     tcfg = cfg.train
     if tcfg.amp == "fp16" and ctx.device.type != "cuda":
         raise ConfigError("train.amp='fp16' needs a CUDA device (use 'bf16' or 'none' on CPU)")
+    augment_places(cfg, ctx.device)  # data.colour_on / warp_on on this device, before anything is read
     checkpoints = Checkpointer(run_dir, cfg)
     ckpt = checkpoints.open(resume, ctx)  # the folder is checked before anything else is built
     # Same seed on every rank: identical initial weights (DDP would broadcast them anyway); each
