@@ -20,8 +20,10 @@ temporary folder), side by side:
   libpng where it gives OpenCV's pixels, :mod:`svde.data.png`): the floor.
 
 samples/s/core is one thread's rate in the process's CPU time. The rows are measured in
-interleaved rounds (every row once per round, the svde 0.2 process included) and the median round
-is reported, so that old and new see the same machine load; the load average is printed with them.
+interleaved rounds (every row once per round, the svde 0.2 process included) and each row's median
+over the rounds is reported, so that old and new see the same machine load; the load average is
+printed with them. A crop under 1/2.5 of the files' pixels sends the folder's samples down the
+worker's own warp (:data:`svde.data.warp.MAX_SOURCE_RATIO`): the script says so.
 
 Usage:
     python benchmarks/data.py [--samples 60] [--rounds 5] [--height 384] [--width 512] [--old-ref REF|none]
@@ -55,9 +57,10 @@ from svde.data import RGBDFolderDataset, SyntheticDataset, build_train_transform
 from svde.data.colour import apply_colour, finish_batch  # noqa: E402
 from svde.data.io import read_image, read_png16  # noqa: E402
 from svde.data import warp as warp_module  # noqa: E402
+from svde.data.warp import MAX_SOURCE_RATIO  # noqa: E402
 from svde.data.mixing import collate  # noqa: E402
 
-SVDE_02 = "0b11508"  # svde 0.2.0, the tree issue 25 measured ("today's" 67 samples/s/core)
+SVDE_02 = "0b11508"  # svde 0.2.0, the tree issue 25 measured
 
 
 def throughput(item: Callable[[int], object], count: int, samples: int, per_item: int = 1) -> tuple[float, float]:
@@ -80,21 +83,14 @@ def dataset_item(dataset) -> Callable[[int], object]:
     return item
 
 
-def svde_decode_item(root: Path) -> Callable[[int], object]:
-    """The pure decode of a folder's files with svde's readers (imagecodecs for these PNGs)."""
-    pairs = [(rgb, root / "depth" / rgb.name) for rgb in sorted((root / "rgb").glob("*.png"))]
-    return lambda i: (read_image(pairs[i][0]), read_png16(pairs[i][1]))
-
-
-def decode_item(root: Path) -> tuple[Callable[[int], object], int]:
-    """The pure decode of a folder's files: ``cv2.imdecode`` of the RGB and depth PNGs of a sample."""
+def decode_items(root: Path) -> tuple[Callable[[int], object], Callable[[int], object], int]:
+    """The pure decode of a folder's RGB and depth PNGs, per sample: with ``cv2.imdecode`` (svde
+    0.2's decoder), with svde's readers (imagecodecs for these PNGs), and the sample count."""
     pairs = [(rgb, root / "depth" / rgb.name) for rgb in sorted((root / "rgb").glob("*.png"))]
 
-    def item(i: int) -> object:
-        rgb, depth = pairs[i]
-        return (cv2.imdecode(np.fromfile(rgb, np.uint8), cv2.IMREAD_UNCHANGED),
-                cv2.imdecode(np.fromfile(depth, np.uint8), cv2.IMREAD_UNCHANGED))
-    return item, len(pairs)
+    def opencv(i: int) -> object:
+        return tuple(cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED) for path in pairs[i])
+    return opencv, lambda i: (read_image(pairs[i][0]), read_png16(pairs[i][1])), len(pairs)
 
 
 def write_folder(root: Path, count: int, height: int, width: int) -> None:
@@ -266,13 +262,13 @@ def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], objec
     synth = {k: SyntheticDataset(length=1000, height=h, width=w, transform=t)
              for k, t in (("none", None), *transforms.items())}
     rgbd = {k: RGBDFolderDataset(tmp, depth_scale=1000.0, transform=t) for k, t in (("none", None), *transforms.items())}
-    decode, count = decode_item(tmp)
-    f = f"rgbd_folder PNG {FOLDER_SIZE[0]}x{FOLDER_SIZE[1]}"
+    decode, svde_decode, count = decode_items(tmp)
+    f = FOLDER
     rows = []
     for prefix, sets, n in ((f"synthetic {h}x{w}", synth, 1000), (f, rgbd, count)):
         if prefix == f:
             rows.append((f"{f}, decode only (cv2.imdecode x2)", decode, count, 1))
-            rows.append((f"{f}, decode only (svde's readers)", svde_decode_item(tmp), count, 1))
+            rows.append((f"{f}, decode only (svde's readers)", svde_decode, count, 1))
         rows += [(f"{prefix}, no augmentation", dataset_item(sets["none"]), n, 1),
                  (f"{prefix}, {LABELS['albumentations']}", dataset_item(sets["albumentations"]), n, 1),
                  (f"{prefix}, {LABELS['new']}", dataset_item(sets["new"]), n, 1),
@@ -285,6 +281,7 @@ def rows_for(tmp: Path, h: int, w: int) -> list[tuple[str, Callable[[int], objec
 
 
 FOLDER_SIZE = (480, 640)  # NYU/Kinect-like files
+FOLDER = f"rgbd_folder PNG {FOLDER_SIZE[0]}x{FOLDER_SIZE[1]}"  # its rows' prefix
 HANDOVER = ", with the hand-over (collate of 8, shared memory)"
 LABELS = {"old": "full augmentation, svde 0.2", "albumentations": "full augmentation, albumentations (legacy=True)",
           "new": "full augmentation, new", "device": "full augmentation, new, colour on device: worker part",
@@ -319,10 +316,10 @@ def main(argv: list[str] | None = None) -> None:
                 for name, item, count, per_item in rows:
                     results[name].append(throughput(item, count, args.samples, per_item))
                 if old is not None:
-                    for prefix, value in old.round(args.samples).items():
-                        name, handover = prefix.split("+")[0], HANDOVER if prefix.endswith("+handover") else ""
-                        key = next(k for k in results if k.startswith(name)).split(",")[0]
-                        results.setdefault(f"{key}, {LABELS['old']} ({args.old_ref}, own process){handover}",
+                    groups = {"synthetic": f"synthetic {h}x{w}", "rgbd_folder": FOLDER}  # the child's names
+                    for name, value in old.round(args.samples).items():
+                        group, handover = name.split("+")[0], HANDOVER if name.endswith("+handover") else ""
+                        results.setdefault(f"{groups[group]}, {LABELS['old']} ({args.old_ref}, own process){handover}",
                                            []).append(value)
                 load.append(os.getloadavg()[0])
         finally:
@@ -338,6 +335,9 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
           f"(median); load average (1 min) {min(load):.2f}..{max(load):.2f} on {os.cpu_count()} cores")
     if old is not None and old.reason:
         print(f"note: no svde 0.2 rows: {old.reason}")
+    if FOLDER_SIZE[0] * FOLDER_SIZE[1] > MAX_SOURCE_RATIO * h * w:
+        print(f"note: the {FOLDER_SIZE[1]}x{FOLDER_SIZE[0]} files are over {MAX_SOURCE_RATIO}x a {w}x{h} crop's pixels: "
+              "the folder's 'warp on device' rows measure the worker's own warp (svde.data.warp.MAX_SOURCE_RATIO)")
     order = sorted(results, key=lambda k: (not k.startswith("synthetic"), k.startswith(f"{h}x{w}"),
                                            LABELS["old"] not in k and "no augmentation" not in k and "decode" not in k))
     print(f"{'dataset':92s} {'samples/s (wall)':>17s} {'samples/s/core':>15s} {'ms/sample (cpu)':>16s}")
@@ -345,7 +345,7 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
         values = results[name]
         wall, cpu = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
         print(f"{name:92s} {wall:17.1f} {cpu:15.1f} {1000 / cpu:16.2f}")
-    # Ratios per round (both rows measured minutes apart at most), then their median and range:
+    # Ratios per round (both rows measured seconds apart), then their median and range:
     # steadier than a ratio of medians when the machine's speed drifts.
     def find(prefix: str, key: str) -> str | None:
         suffix = f", {LABELS[key]}" + (f" ({args.old_ref}, own process)" if key == "old" else "")

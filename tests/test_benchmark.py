@@ -3,6 +3,7 @@
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -151,13 +152,14 @@ def test_data_benchmark_prints_old_and_new_side_by_side(capsys):
     spec.loader.exec_module(module)
     threads = torch.get_num_threads()
     try:
-        module.main(["--samples", "2", "--rounds", "1", "--height", "64", "--width", "96"])
+        # a crop within MAX_SOURCE_RATIO of the 480x640 files: the warp rows take the device path
+        module.main(["--samples", "2", "--rounds", "1", "--height", "320", "--width", "416"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     rows = {}
     for line in out.splitlines():
-        if line.startswith(("synthetic ", "rgbd_folder ", "64x96")) and " = " not in line:
+        if line.startswith(("synthetic ", "rgbd_folder ", "320x416")) and " = " not in line:
             name, *numbers = line.rsplit(None, 3)
             rows[name] = [float(v) for v in numbers]
     f = "rgbd_folder PNG 480x640"
@@ -166,21 +168,22 @@ def test_data_benchmark_prints_old_and_new_side_by_side(capsys):
                 f"{f}, full augmentation, new, colour and warp on device: worker part",
                 f"{f}, decode only (svde's readers)", f"{f}, full augmentation, new{module.HANDOVER}",
                 f"{f}, full augmentation, new, colour and warp on device: worker part{module.HANDOVER}",
-                "synthetic 64x96, full augmentation, new",
-                "64x96: colour on device: the batch part, per sample on this CPU (batch 8)"]
+                f"{f} -> 320x416: colour and warp on device: the batch part, per sample on this CPU (batch 8)",
+                "synthetic 320x416, full augmentation, new",
+                "320x416: colour on device: the batch part, per sample on this CPU (batch 8)"]
     has_history = subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{module.SVDE_02}^{{commit}}"],
                                  capture_output=True).returncode == 0
     if has_history:  # a clone with history: the old rows come from svde 0.2 itself
         expected += [f"{f}, full augmentation, svde 0.2 ({module.SVDE_02}, own process)",
                      f"{f}, full augmentation, svde 0.2 ({module.SVDE_02}, own process){module.HANDOVER}",
-                     f"synthetic 64x96, full augmentation, svde 0.2 ({module.SVDE_02}, own process)"]
+                     f"synthetic 320x416, full augmentation, svde 0.2 ({module.SVDE_02}, own process)"]
         assert "rgbd_folder: new / svde 0.2 = " in out and f"rgbd_folder{module.HANDOVER}: new / svde 0.2 = " in out
     else:
         assert "note: no svde 0.2 rows: git archive" in out
     for name in expected:
         assert rows[name][1] > 0, name
     assert "rgbd_folder: new / albumentations (legacy=True) = " in out and "time per sample / pure decode" in out
-    assert "load average" in out
+    assert "load average" in out and "note: the 640x480 files are over" not in out
     # svde 0.2 that cannot run leaves its rows out with the reason, and the rest is measured
     try:
         module.main(["--samples", "1", "--rounds", "1", "--height", "64", "--width", "96", "--old-ref", "deadbeef"])
@@ -188,4 +191,28 @@ def test_data_benchmark_prints_old_and_new_side_by_side(capsys):
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "note: no svde 0.2 rows: git archive deadbeef failed" in out and "svde 0.2 (" not in out
+    assert "note: the 640x480 files are over 2.5x a 96x64 crop's pixels" in out  # the warp rows fall back there
     assert f"{f}, full augmentation, new" in out
+
+
+def test_png_benchmark_times_both_decoders_and_checks_pixels(tmp_path, capsys):
+    """benchmarks/png.py on a folder of each PNG kind it groups: every group's pixels agree."""
+    import importlib.util
+    from pathlib import Path
+
+    import cv2
+
+    spec = importlib.util.spec_from_file_location("png_benchmark", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "png.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    for sub, array in (("a", rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)),
+                       ("b", rng.integers(0, 65536, (20, 30), dtype=np.uint16)),
+                       ("c", rng.integers(0, 256, (20, 30, 4), dtype=np.uint8))):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / "x.png"), array)
+    assert module.main([str(tmp_path), "--passes", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("a ", "b ", "c "))]
+    assert [r[0] for r in rows] == ["a", "b", "c"] and all(r[-1] == "True" for r in rows)
+    assert module.main([str(tmp_path / "none")]) == 2
