@@ -44,6 +44,7 @@ record names the first that fails. Sampling (``genTraining_recurr.py``) and cuts
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,6 +268,28 @@ def read_sky(path: str, size: tuple[int, int]) -> np.ndarray | None:
     if mask is None:
         raise UserError(f"{path}: cannot decode this sky mask (an image, non-zero = sky, expected)")
     return cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) > 0
+
+
+def check_sky_masks(folder: Path, names: list[str]) -> None:
+    """Before any frame is matched: a :class:`~svde.errors.UserError` when none of the frames
+    ``names`` has a mask ``folder/<name>.png``, or when one that exists is not an image OpenCV
+    reads (its header: ``cv2.haveImageReader``). A missing mask only leaves its frame's sky as
+    matched (:func:`read_sky`).
+
+    Example:
+        >>> check_sky_masks(Path("/no/masks"), ["a"])
+        Traceback (most recent call last):
+        svde.errors.UserError: --sky-masks /no/masks: none of the 1 frames has a mask (e.g. a.png); masks are named after the output's frames
+    """
+    masks = [folder / f"{name}.png" for name in names]
+    present = [mask for mask in masks if mask.is_file()]
+    if names and not present:
+        raise UserError(f"--sky-masks {folder}: none of the {len(names)} frames has a mask (e.g. {masks[0].name}); "
+                        "masks are named after the output's frames")
+    unreadable = [mask for mask in present if not cv2.haveImageReader(str(mask))]
+    if unreadable:
+        raise UserError(f"{unreadable[0]}: not an image OpenCV reads ({len(unreadable)} sky mask(s) like it); "
+                        "a sky mask is an image, non-zero = sky")
 
 
 def apply_sky(disparity: np.ndarray, valid: np.ndarray, sky: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

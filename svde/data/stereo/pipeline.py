@@ -435,6 +435,8 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
                 raise
             raise raft.RaftWeightsUnavailable(f"{exc}; or run --preset {opts.preset} offline with --matcher sgbm") from None
     frames = list_frames(inputs, opts.sampling)[k::n]
+    if opts.sky_masks:  # before the output folder and its manifest exist: a fixed rerun starts clean
+        midas.check_sky_masks(Path(opts.sky_masks), [f.name for f in frames])
     _check_out(out, create=True)
     manifest = out / manifest_name(shard)
     records = {r["name"]: r for r in read_manifest(manifest)["frames"]} if manifest.is_file() else {}
@@ -445,9 +447,6 @@ def prepare(inputs: list[Path], out: Path, opts: PrepareOptions | None = None, s
     _remove_own_temporaries(out, {f.name for f in frames} - set(theirs), manifest.name)
     _save(manifest, settings, shard, records)  # at once: a run killed before its first save stays resumable
     todo = [f for f in frames if f.name not in theirs and not _done(out, records, f)]
-    if opts.sky_masks and todo and not any((Path(opts.sky_masks) / f"{f.name}.png").is_file() for f in todo):
-        raise UserError(f"--sky-masks {opts.sky_masks}: none of the {len(todo)} frames to prepare has a mask "
-                        f"(e.g. {todo[0].name}.png); masks are named after the output's frames")
     log.info("stereo: %d frames (%d done before, %d of them in other manifests), %s", len(frames),
              len(frames) - len(todo), len(theirs), out)
     tasks = ((ref, left, right, reason, str(out), opts, device)
