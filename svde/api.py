@@ -23,22 +23,28 @@ import warnings
 import torch
 
 from svde.errors import UserError
+from svde.models.checkpoint import CheckpointError
 from svde.models import MODELS, DepthModel
 from svde.models.loading import load
 from svde.models.prediction import DOMAINS, NonFiniteOutput, convert_domain, predict
 
 __all__ = ["DOMAINS", "NonFiniteOutput", "convert_domain", "load", "load_depth_model", "predict"]
 
+
 def legacy_source(checkpoint: str | os.PathLike | None, official: str | os.PathLike | None,
                   model: str | None) -> str | os.PathLike:
     """What 0.1's ``load_depth_model(checkpoint=, official=, model=)`` names, as :func:`load`'s
-    source (checked: one file at most, a released file with its model name, a known name)."""
+    source (checked: one file at most, which exists, as 0.1 checked it: not a name or a hub
+    id; a released file with its model name)."""
     if checkpoint is not None and official is not None:
         raise UserError("give either a project checkpoint (--checkpoint) or a released file (--official), not both")
     if official is not None and model is None:
         raise UserError(f"a released file ({official}) does not record its architecture: "
                         f"also give the model name (one of {', '.join(MODELS)})")
-    source = checkpoint if checkpoint is not None else official if official is not None else model
+    given = checkpoint if checkpoint is not None else official
+    if given is not None and not os.path.isfile(given):
+        raise CheckpointError(f"checkpoint {given} does not exist")
+    source = given if given is not None else model
     if source is None:
         raise UserError("nothing to load: give a checkpoint, a released file with its model name, or a model name")
     return source

@@ -60,7 +60,7 @@ def test_every_file_source_gives_what_the_old_loaders_gave(tmp_path, official_st
 
 
 def test_bad_sources_are_one_clear_error(tmp_path):
-    with pytest.raises(UserError, match="unknown model 'b9_lrn4'; valid models: mn_lrn4"):
+    with pytest.raises(UserError, match="unknown model 'b9_lrn4'.*; valid models: mn_lrn4"):
         svde.load("mn_lrn4", model="b9_lrn4")
     with pytest.raises(UserError, match="neither a file, a save_pretrained folder nor a model name"):
         svde.load("b9_lrn4")
@@ -117,3 +117,19 @@ def test_errors_about_a_file_name_the_file(tmp_path):
     torch.save({"branches.0.backbone.x": torch.zeros(1)}, authors)
     with pytest.raises(CheckpointError, match=f"^{re.escape(str(authors))} does not fit mn_lrn4"):
         svde.load(authors, model="mn_lrn4")
+
+
+def test_the_01_shim_refuses_a_checkpoint_that_is_no_file():
+    """svde 0.1's load_depth_model(checkpoint=...) named a file: a bare model name or a hub-like id
+    there is "does not exist", as in 0.1, not random weights or a download."""
+    import warnings
+
+    from svde.inference import load_depth_model
+    from svde.models.checkpoint import CheckpointError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for kwargs in ({"checkpoint": "mn_lrn4"}, {"checkpoint": "someone/weights"},
+                       {"official": "someone/weights", "model": "mn_lrn4"}):
+            with pytest.raises(CheckpointError, match="does not exist"):
+                load_depth_model(**kwargs)

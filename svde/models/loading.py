@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from svde.device import resolve_device
-from svde.errors import UnknownName, UserError
+from svde.errors import UnknownName, UserError, unknown_name
 from svde.models.checkpoint import FORMAT, CheckpointError, _guess_official_name, _read, _unwrap, load_model
 from svde.models.checkpoint import load_official_checkpoint
 from svde.models.model import DepthModel
@@ -67,7 +67,7 @@ def load(source: str | os.PathLike, *, device: str | torch.device = "cpu", pretr
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
     if model is not None and model not in MODELS:
-        raise UnknownName(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
+        raise unknown_name("model", model, MODELS)
     text = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     if text is None:
         raise TypeError(f"source must be a model name or a path, got {type(source).__name__}")
@@ -125,7 +125,7 @@ def hub_model(name: str, pretrained: bool = True, **kwargs: Any) -> DepthModel:
     if not isinstance(pretrained, bool):
         raise TypeError(f"{name}: pretrained must be True or False, got {pretrained!r}")
     if name not in MODELS:
-        raise UnknownName(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+        raise unknown_name("model", name, MODELS)
     allowed = {"progress"} if pretrained else {"encoder_weights"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
