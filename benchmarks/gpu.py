@@ -89,7 +89,7 @@ def paper_config(model: str, device: str, crop: tuple[int, int] | None, batch: i
     # rendered a little larger than the crop, as configs/base/data/synthetic.yaml does
     data["train"] = [{"name": "synthetic", "split": "train",
                       "options": {"length": 100_000, "height": h * 5 // 4, "width": w * 5 // 4}}]
-    data["num_workers"], data["epoch_length"], data["colour_on"], data["warp_on"] = workers, 100_000, colour_on, warp_on
+    data.update(num_workers=workers, epoch_length=100_000, colour_on=colour_on, warp_on=warp_on)
     raw["val"] = {"dataset": None, "holdout": 0, "every": 0}
     raw["train"]["device"] = device
     return build_config(raw)
@@ -229,7 +229,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Loader: mn_lrn4's training loop fed by the training DataLoader over the synthetic set:", "",
               "| workers | colour jitter on (data.colour_on) | resampling on (data.warp_on) | batch | crop | samples/s "
               "| GPU idle fraction | wait ms/step |", "|---:|---|---|---:|---|---:|---:|---:|"]
-    lines += [f"| {r['workers']} | {r['colour_on']} | {r.get('warp_on', 'workers')} | {r['batch']} | {r['crop']} | "
+    lines += [f"| {r['workers']} | {r['colour_on']} | {r['warp_on']} | {r['batch']} | {r['crop']} | "
               f"{_fmt(r['samples_per_s'])} | "
               f"{_fmt(r['gpu_idle_fraction'], 2)} | {_fmt(r['wait_ms_per_step'])} |" for r in result["loader"]]
     return "\n".join(lines) + "\n"

@@ -115,7 +115,7 @@ def train_step(state: TrainState, batch: dict[str, Any], cfg: Config, ctx: DistC
         return None
     state.skipped_run = 0
     if saturated_v > 0:  # stop before the update: the weights stay those of the last step
-        problem = (state.monitor.output_problem(absmax_v, "a training prediction")
+        problem = (state.monitor.output_problem(float(absmax), "a training prediction")  # this rank's, not the mean
                    or "a training prediction of another process exceeded train.diverge_output_bound")
         raise TrainingError(f"step {state.step + 1}: {problem}: the run diverged. {checkpoints.last_good(state)}. "
                             f"{ADVICE}")
