@@ -174,7 +174,7 @@ def test_a_resume_keeps_the_thread_count_it_was_written_on(tmp_path, restore_thr
     (busy_cores would pick another), so it stays bit-identical; --threads still wins."""
     import yaml
 
-    from svde.training.checkpoints import recorded_threads
+    from svde.training.checkpoints import resume_plan
 
     tiny = {"height": 64, "width": 64}
     config = tmp_path / "tiny.yaml"
@@ -185,7 +185,7 @@ def test_a_resume_keeps_the_thread_count_it_was_written_on(tmp_path, restore_thr
         "train": {"steps": 1, "log_every": 1, "checkpoint_every": 1, "image_every": 0, "device": "cpu"}}))
     run = tmp_path / "run"
     assert main(["train", "--config", str(config), "--out", str(run), "--threads", "1"]) == 0
-    assert recorded_threads(run) == 1 and recorded_threads(tmp_path / "nowhere") is None
+    assert resume_plan(run)[1] == 1
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(common, "available_cores", lambda: 2)
@@ -198,3 +198,15 @@ def test_a_resume_keeps_the_thread_count_it_was_written_on(tmp_path, restore_thr
     assert "no longer bit-identical" not in caplog.text
     assert main(["train", "--resume", str(run), "train.steps=3", "--threads", "2"]) == 0
     assert read_checkpoint(run / "last.pt")["threads"] == 2
+    # not taken where it would oversubscribe the cores, nor against OMP_NUM_THREADS
+    monkeypatch.setattr(common, "available_cores", lambda: 1)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(["train", "--resume", str(run), "train.steps=4"]) == 0
+    assert "resuming on the" not in caplog.text
+    monkeypatch.setattr(common, "available_cores", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(["train", "--resume", str(run), "train.steps=5"]) == 0
+    assert "resuming on the" not in caplog.text  # (torch read OMP_NUM_THREADS at its start: a new process)

@@ -35,6 +35,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from svde.cli.common import add_debug_argument, add_threads_argument, apply_threads, check_positive, command_parser
 
@@ -60,25 +61,37 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     return args
 
 
+def resumes_on_recorded_threads(cfg: Any, recorded: int) -> bool:
+    """Whether a resume without ``--threads`` takes the thread count its ``last.pt`` recorded: only
+    on the CPU (elsewhere the count does not change the numbers), outside ``torchrun``, with no
+    ``OMP_NUM_THREADS`` (which wins, as for any run) and no more threads than free cores (more
+    would oversubscribe them: TrainState.restore then warns that the numbers may differ)."""
+    from svde.cli.common import available_cores
+    from svde.device import resolve_device
+
+    return ("LOCAL_WORLD_SIZE" not in os.environ and "OMP_NUM_THREADS" not in os.environ
+            and recorded <= available_cores() and resolve_device(cfg.train.device).type == "cpu")
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Train (or resume) and say where the results are; returns 0."""
     args = parse_args(argv, prog)
     from svde.config import load_config
-    from svde.training import resume_config, train
-    from svde.training.checkpoints import recorded_threads
+    from svde.training import train
+    from svde.training.checkpoints import resume_plan
 
+    recorded = None
     if args.resume is not None:
-        cfg = resume_config(args.resume, args.overrides, config=args.config)
+        cfg, recorded = resume_plan(args.resume, args.overrides, config=args.config)
         run_dir = args.resume
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = args.out if args.out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     threads = args.threads
-    if threads is None and args.resume is not None and "LOCAL_WORLD_SIZE" not in os.environ:
-        threads = recorded_threads(args.resume)  # the count the run was on: it stays bit-identical
-        if threads is not None:
-            log.info("resuming on the %d CPU thread(s) the run was written on (--threads N to choose)", threads)
-    apply_threads(threads, workers=cfg.data.num_workers)  # before the first tensor is made
+    if threads is None and recorded is not None and resumes_on_recorded_threads(cfg, recorded):
+        threads = recorded  # the count the run was on: it stays bit-identical
+        log.info("resuming on the %d CPU thread(s) the run was written on (--threads N to choose)", threads)
+    apply_threads(threads, workers=cfg.data.num_workers)  # before the model's first tensor is made
     summary = train(cfg, run_dir, resume=args.resume is not None)
     if int(os.environ.get("RANK", "0")) == 0:
         val = summary["val"]

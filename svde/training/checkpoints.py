@@ -172,41 +172,46 @@ def resume_config(run_dir: str | Path, overrides: Sequence[str] = (), config: st
     :func:`check_resume_config`, again in :func:`train`). A run killed before its first
     checkpoint has no ``last.pt``: its ``config.yaml`` is used, and :func:`train` starts it over.
     """
+    return resume_plan(run_dir, overrides, config)[0]
+
+
+def resume_plan(run_dir: str | Path, overrides: Sequence[str] = (),
+                config: str | Path | None = None) -> tuple[Config, int | None]:
+    """:func:`resume_config` and the CPU thread count ``last.pt`` was written on (None: no such
+    file, or none recorded): resumed on the same count, a run stays bit-identical to an
+    uninterrupted one. ``last.pt``'s tensors are memory-mapped here, not read: :func:`open_run`
+    reads them once."""
     run_dir = Path(run_dir)
     last, copy = run_dir / "last.pt", run_dir / "config.yaml"
     if last.is_file():
-        stored = read_checkpoint(last).get("config")
+        peeked = read_checkpoint(peek_checkpoint(last), str(last))
+        stored = with_legacy_places(peeked.get("config"))
         if stored is None:
             check_resume_config(Config(), stored, last)  # raises: nothing to resume with
-        if config is not None:
-            cfg = load_config(config, overrides)
-        else:
-            # A run from before data.colour_on (data.warp_on) jittered (warped) in its workers: it goes on
-            # doing so (auto would move the work to the device on CUDA), unless an override says otherwise.
-            data = stored.get("data") if isinstance(stored.get("data"), Mapping) else {}
-            legacy = [f"data.{key}=workers" for key in ("colour_on", "warp_on") if data and key not in data]
-            cfg = build_config(stored, legacy + list(overrides))
+        cfg = load_config(config, overrides) if config is not None else build_config(stored, list(overrides))
         if config is None and (not copy.is_file() or copy.stat().st_size == 0):
             log.warning("%s is missing or empty: resuming with the config stored in %s", copy, last)
         check_resume_config(cfg, stored, last)
-        return cfg
+        threads = peeked.get("threads")
+        return cfg, threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
     if config is None and (not copy.is_file() or copy.stat().st_size == 0):
         raise ResumeError(f"--resume {run_dir}: no last.pt and no config.yaml there: nothing to resume "
                           "(start a new run with --config)")
-    return load_config(config if config is not None else copy, overrides)
+    return load_config(config if config is not None else copy, overrides), None
 
 
-def recorded_threads(run_dir: str | Path) -> int | None:
-    """The CPU thread count ``run_dir``'s ``last.pt`` was written on (None: no such file, or none
-    recorded): resumed on the same count, a run stays bit-identical to an uninterrupted one. The
-    tensors are memory-mapped, not read (the resume reads the file anyway)."""
-    last = Path(run_dir) / "last.pt"
-    try:
-        stored = peek_checkpoint(last)
-    except (CheckpointError, OSError):  # missing or unreadable: resume_config explains
-        return None
-    threads = stored.get("threads") if isinstance(stored, Mapping) else None
-    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
+def with_legacy_places(stored: Any) -> Any:
+    """A stored config from before ``data.colour_on`` / ``data.warp_on`` with them as that run
+    trained: ``workers`` (the defaults, ``auto``, would move the work to the device on CUDA).
+    Anything else is returned as it is.
+
+    Example:
+        >>> with_legacy_places({"data": {"colour_on": "device"}})["data"]
+        {'colour_on': 'device', 'warp_on': 'workers'}
+    """
+    if not isinstance(stored, Mapping) or not isinstance(stored.get("data"), Mapping):
+        return stored
+    return {**stored, "data": {"colour_on": "workers", "warp_on": "workers", **stored["data"]}}
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -232,7 +237,7 @@ def open_run(cfg: Config, run_dir: Path, resume: bool, ctx: DistContext) -> dict
     if resume:
         if last_path.is_file():
             ckpt = read_checkpoint(last_path)
-            check_resume_config(cfg, ckpt.get("config"), last_path)
+            check_resume_config(cfg, with_legacy_places(ckpt.get("config")), last_path)
             bad = nonfinite_tensors({k: ckpt.get(k) for k in ("model", "optimizer")})
             if bad:  # written before svde refused such files
                 raise TrainingError(f"{last_path} holds {len(bad)} tensor(s) with NaN/inf (e.g. {', '.join(bad[:3])}): "
