@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -30,8 +32,6 @@ def colorize(values: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0),
         >>> colorize(np.arange(12, dtype=np.float32).reshape(3, 4)).shape
         (3, 4, 3)
     """
-    import matplotlib  # lazily: only visualisation needs it
-
     values = np.asarray(values, dtype=np.float64)
     valid = np.isfinite(values) if mask is None else (np.asarray(mask, bool) & np.isfinite(values))
     if value_range is not None:
@@ -41,6 +41,19 @@ def colorize(values: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0),
     scaled = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(values)
     if invert:
         scaled = 1.0 - scaled
-    rgb = (matplotlib.colormaps[cmap](np.where(valid, scaled, 0.0))[..., :3] * 255.0).round().astype(np.uint8)
+    # matplotlib's own lookup for floats in [0, 1] (Colormap.__call__): entry int(x * N), the last for x == 1
+    table = _colour_table(cmap)
+    index = np.minimum((np.where(valid, scaled, 0.0) * len(table)).astype(np.intp), len(table) - 1)
+    rgb = table[index]
     rgb[~valid] = 0
     return rgb
+
+
+@functools.lru_cache(maxsize=None)
+def _colour_table(cmap: str) -> np.ndarray:
+    """The uint8 RGB entries of matplotlib's colour map ``cmap`` (its N-entry lookup table,
+    rounded): indexing it is what ``matplotlib.colormaps[cmap](x)`` computes for x in [0, 1]."""
+    import matplotlib  # lazily: only visualisation needs it
+
+    colours = matplotlib.colormaps[cmap]
+    return (colours(np.arange(colours.N))[:, :3] * 255.0).round().astype(np.uint8)

@@ -473,3 +473,22 @@ def test_a_named_file_is_predicted_whatever_it_holds(tmp_path, mn_checkpoint):
     assert predict_main(["--checkpoint", str(mn_checkpoint), str(tmp_path / "depth16.png"), "--out", str(tmp_path / "o"),
                          "--short-side", "0", "--device", "cpu"]) == 0
     assert (tmp_path / "o" / "depth16.log_disparity.npy").is_file()
+
+
+@pytest.mark.parametrize("cmap", ["magma", "viridis", "tab10"])
+def test_colorize_is_matplotlibs_colour_map(cmap):
+    """svde.viz.colorize looks colours up in a cached table: the very values matplotlib's colour map
+    gives for the same scaled input (NaN and masked pixels black, inverted too)."""
+    import matplotlib
+
+    from svde.viz import colorize
+
+    values = np.random.default_rng(1).standard_normal((37, 53))
+    values[::5, ::3] = np.nan
+    lo, hi = np.nanpercentile(values, (2, 98))
+    for invert in (False, True):
+        scaled = np.clip((np.nan_to_num(values, nan=lo) - lo) / (hi - lo), 0, 1)
+        scaled = 1 - scaled if invert else scaled
+        expected = (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
+        expected[np.isnan(values)] = 0
+        assert np.array_equal(colorize(values, cmap=cmap, invert=invert), expected)

@@ -99,7 +99,7 @@ class DemoBackend:
     _models: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
-    # (model, photo file, its mtime) -> (rgb, log-disparity, .npy): a new field of view re-meshes only
+    # (model, photo file, its mtime) -> (rgb, log-disparity, its colour picture, .npy): a new field of view re-meshes only
     _last: tuple | None = None
 
     @property
@@ -130,19 +130,20 @@ class DemoBackend:
             self._count += 1
             folder, last = self.workdir / f"{self._count:04d}", self._last
         stem = Path(photo).stem or "photo"
-        if last is not None and last[0] == key:
-            _, rgb, log_disp, npy = last
+        if last is not None and last[0] == key:  # only the field of view changed: re-mesh the same prediction
+            _, rgb, log_disp, colour, npy = last
         else:
             net = self.model(label)
             rgb = read_image(photo)
             log_disp = predict(net, rgb, short_side=self.short_side)
+            colour = colorize(log_disp)
             npy = write_npy(folder / f"{stem}.log_disparity.npy", log_disp)
             with self._lock:
-                self._last = (key, rgb, log_disp, npy)
+                self._last = (key, rgb, log_disp, colour, npy)
         mesh = demo_mesh(log_disp, rgb, fov)
         ply = write_mesh_ply(folder / f"{stem}.mesh.ply", mesh.vertices, mesh.faces, mesh.colors)
         glb = write_bytes(folder / f"{stem}.glb", glb_bytes(mesh.vertices, mesh.faces, mesh.colors))
-        return Result(rgb, colorize(log_disp), log_disp, npy, ply, glb, len(mesh.vertices), len(mesh.faces))
+        return Result(rgb, colour, log_disp, npy, ply, glb, len(mesh.vertices), len(mesh.faces))
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
