@@ -391,7 +391,7 @@ def validate(cfg: Config) -> Config:
     if bad_types:
         problems.append(f"loss.si_types may hold {list(SI_TYPES)} only (SI needs unbiased depth), got {bad_types}")
     if cfg.data.warp_on == "device" and cfg.data.colour_on == "workers":  # the jitter reads the warped crop
-        problems.append("data.warp_on: device needs the colour on the device too (data.colour_on: device or auto)")
+        problems.append("data.warp_on: device needs the colour on the device too (data.colour_on: device, or auto on CUDA)")
     for where, value, names in (("train.amp", cfg.train.amp, AMP_MODES), ("data.colour_on", cfg.data.colour_on,
                                  COLOUR_PLACES), ("data.warp_on", cfg.data.warp_on, WARP_PLACES),
                                 ("loss.si_reduction", cfg.loss.si_reduction, SI_REDUCTIONS),

@@ -84,7 +84,7 @@ def apply_preset(args: argparse.Namespace, given: set[str]) -> argparse.Namespac
     """``args`` with the defaults of ``args.preset`` (:data:`~svde.data.stereo.midas.PRESETS`) for
     every option not ``given``; a preset value also yields to an option it excludes
     (``--every`` to the preset's ``--fps``, ``--cut-detector`` to its ``--cut-threshold``)."""
-    for dest, value in (preset_values(args.preset, given) if args.preset else {}).items():
+    for dest, value in preset_values(args.preset, given).items():
         setattr(args, dest, value)
     return args
 

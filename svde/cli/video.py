@@ -4,8 +4,8 @@ The output has the input's frame count, size and frame rate (``--side-by-side``:
 left, the depth on the right, twice as wide); ``--npy`` also writes every frame's prediction,
 ``<out>/clip.frames/<frame>.<domain>.npy`` (``--domain``, as for photos).
 
-**One colour scale per video.** Each frame's log-disparity is coloured as a photo's picture (:func:`svde.viz.colorize`, magma, near = bright) with
-one fixed range: the 2nd..98th percentiles of the predictions of :data:`SCALE_FRAMES` frames
+**One colour scale per video.** Each frame's log-disparity is coloured as a photo's picture
+(:func:`svde.viz.colorize`, magma, near = bright) with one fixed range: the 2nd..98th percentiles of the predictions of :data:`SCALE_FRAMES` frames
 spread evenly over the video, computed before the first frame is written. A per-frame range would
 make a static scene flicker whenever something else moves; with one range a pixel whose
 prediction does not change keeps its colour. (The networks predict depth up to scale, so the

@@ -194,28 +194,33 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """
     if not samples:
         raise ValueError("collate: empty batch")
-    warped = ["warp" in s for s in samples]
-    if any(warped) and not all(warped):
-        raise DataError("collate: some samples leave their resampling to the device (data.warp_on) and some do not; "
-                        "build every training dataset with the same warp_on_device")
-    sizes = {tuple(s["warp"][1:3].tolist()) if "warp" in s else tuple(s["image"].shape[-2:]) for s in samples}
+    warped = _all_or_none(samples, "warp", "leave their resampling to the device (data.warp_on)", "warp_on_device")
+    sizes = {tuple(s["warp"][1:3].tolist()) if warped else tuple(s["image"].shape[-2:]) for s in samples}
     if len(sizes) > 1:
         files = [s.get("meta", {}).get("file", "?") for s in samples]
         raise DataError(f"collate: samples have different sizes {sorted(sizes)} (files {files}); "
                         f"crop them to one size (build_train_transform) or use batch_size=1")
-    deferred = ["colour" in s for s in samples]
-    if any(deferred) and not all(deferred):  # uint8 and normalised float images cannot share a batch
-        raise DataError("collate: some samples defer their colour jitter to the device (data.colour_on) and some do "
-                        "not; build every training dataset with the same colour_on_device")
-    keys = ("image", "target", "mask", "colour") if all(deferred) else ("image", "target", "mask")
-    if all(warped):  # sources of different sizes: one packed buffer, cropped on the device (svde.data.warp)
+    # uint8 and normalised float images cannot share a batch
+    deferred = _all_or_none(samples, "colour", "defer their colour jitter to the device (data.colour_on)",
+                            "colour_on_device")
+    if warped:  # sources of different sizes: one packed buffer, cropped on the device (svde.data.warp)
         sources, layout = pack_sources([s["image"] for s in samples], [s["target"] for s in samples])
         batch: dict[str, Any] = {"sources": sources, "layout": layout,
                                  **{key: torch.stack([s[key] for s in samples]) for key in ("warp", "colour")}}
     else:
+        keys = ("image", "target", "mask", "colour") if deferred else ("image", "target", "mask")
         batch = {key: torch.stack([s[key] for s in samples]) for key in keys}
     batch["depth_type"] = [s["depth_type"] for s in samples]
     batch["meta"] = [s["meta"] for s in samples]
     if any("pairs" in s for s in samples):
         batch["pairs"] = [s["pairs"] if "pairs" in s else torch.zeros((0, 5)) for s in samples]
     return batch
+
+
+def _all_or_none(samples: Sequence[dict[str, Any]], key: str, what: str, option: str) -> bool:
+    """Whether the samples carry ``key``; a :class:`DataError` when only some do."""
+    has = [key in s for s in samples]
+    if any(has) and not all(has):
+        raise DataError(f"collate: some samples {what} and some do not; build every training dataset with the "
+                        f"same {option}")
+    return all(has)

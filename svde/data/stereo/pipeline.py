@@ -175,6 +175,11 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _compared(settings: dict[str, Any]) -> dict[str, Any]:
+    """The flattened settings that two runs into one folder must share (not :data:`RECORDED_ONLY`)."""
+    return {k: v for k, v in _flatten(settings).items() if k not in RECORDED_ONLY}
+
+
 def check_existing(out: Path, settings: dict[str, Any]) -> None:
     """Refuse an output folder whose manifests were made with other settings, naming them, and a
     folder that already holds data this tool did not make (frames would mix with it).
@@ -182,14 +187,14 @@ def check_existing(out: Path, settings: dict[str, Any]) -> None:
     Only settings that both runs recorded are compared (a run of pair folders records no video
     sampling; a matcher's settings differ anyway when ``matcher`` does).
     """
-    mine = {k: v for k, v in _flatten(settings).items() if k not in RECORDED_ONLY}
+    mine = _compared(settings)
     manifests = sorted(out.glob("manifest*.json"))
     foreign = [d for d in ("left", "disparity", "mask") if (out / d).is_dir() and any((out / d).iterdir())]
     if foreign and not manifests:
         raise UserError(f"{out} already holds {', '.join(d + '/' for d in foreign)} but no manifest.json: not made "
                         f"by prepare-stereo; use an empty or new --out")
     for path in manifests:
-        theirs = {k: v for k, v in _flatten(read_manifest(path)["settings"]).items() if k not in RECORDED_ONLY}
+        theirs = _compared(read_manifest(path)["settings"])
         diff = [f"{k}: {theirs[k]!r} there, {mine[k]!r} now" for k in sorted(set(mine) & set(theirs))
                 if theirs[k] != mine[k]]
         if diff:
